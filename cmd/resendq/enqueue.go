@@ -1,0 +1,83 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/resendq/resendq/enqueue"
+	"github.com/resendq/resendq/tasks"
+)
+
+func newEnqueueCmd(a *app) *cobra.Command {
+	var rf redisFlags
+	var r tasks.Resend
+	var dedup time.Duration
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "enqueue",
+		Short: "Ask for a confirmation email to be resent to one user",
+		Long: `Validates the request, enqueues it on the signup queue and prints the task id.
+A second request for the same project and username within --dedup-window
+returns the first task's id and sends no second email.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r = r.Normalize()
+			if err := r.Validate(); err != nil {
+				return usageErr(flagError(err))
+			}
+			if dedup < 0 {
+				return usageErr(fmt.Errorf("--dedup-window %s: must not be negative (0 disables it)", dedup))
+			}
+			for _, w := range r.Warnings() {
+				fmt.Fprintln(a.stderr, "resendq: warning:", w)
+			}
+			rdb, err := rf.connect(cmd.Context(), 0)
+			if err != nil {
+				return err
+			}
+			defer rdb.Close()
+			if dedup == 0 {
+				dedup = -1 // the flag's 0 means off; the library's 0 means default
+			}
+			res, err := enqueue.New(rdb, enqueue.Options{DedupWindow: dedup}).Enqueue(cmd.Context(), r)
+			if err != nil {
+				return err
+			}
+			return printEnqueued(a, res, asJSON)
+		},
+	}
+	rf.register(cmd.Flags())
+	fs := cmd.Flags()
+	fs.StringVar(&r.ProjectID, "project-id", "", "Login project ID (a UUID)")
+	fs.StringVar(&r.Username, "username", "", "username or email address of the user")
+	fs.StringVar(&r.LoginURL, "login-url", "", "callback URL to send the user to after confirmation (one of the project's Callback URLs)")
+	fs.StringVar(&r.Payload, "payload", "", "custom data returned in the user JWT (custom user storage only)")
+	fs.DurationVar(&dedup, "dedup-window", enqueue.DefaultDedupWindow, "a repeat for the same user within this window returns the first task (0 disables)")
+	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	return cmd
+}
+
+// flagError names the flag behind a validation error.
+func flagError(err error) error {
+	var ve *tasks.ValidationError
+	if errors.As(err, &ve) {
+		flag := map[string]string{"project_id": "--project-id", "username": "--username", "login_url": "--login-url", "payload": "--payload"}[ve.Field]
+		return fmt.Errorf("%s %s", flag, ve.Problem)
+	}
+	return err
+}
+
+func printEnqueued(a *app, res enqueue.Result, asJSON bool) error {
+	if asJSON {
+		return json.NewEncoder(a.stdout).Encode(res)
+	}
+	if res.Duplicate {
+		fmt.Fprintf(a.stderr, "resendq: already enqueued within the dedup window; no second email\n")
+	}
+	fmt.Fprintln(a.stdout, res.TaskID)
+	return nil
+}

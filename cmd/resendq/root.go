@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// app holds what every command shares: the streams and the logger.
+type app struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	log            *logrus.Logger
+	logFormat      string
+	logLevel       string
+}
+
+// envPrefix is the prefix of the environment variable behind every flag:
+// --redis-url reads RESENDQ_REDIS_URL.
+const envPrefix = "RESENDQ_"
+
+const defaultRedisURL = "redis://127.0.0.1:6379/0"
+
+func newRoot(a *app) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "resendq",
+		Short:         "Reliable resends of Xsolla Login account confirmation emails",
+		Version:       version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if err := bindEnv(cmd.Flags()); err != nil {
+				return usageErr(err)
+			}
+			return a.setupLog()
+		},
+	}
+	root.PersistentFlags().StringVar(&a.logFormat, "log-format", "text", "log format: text or json")
+	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr(err) })
+	root.AddCommand(newWorkerCmd(a), newEnqueueCmd(a), newOutcomesCmd(a), newFakeAPICmd(a), newDevCmd(a))
+	return root
+}
+
+// bindEnv fills every flag not given on the command line from its
+// RESENDQ_* environment variable.
+func bindEnv(fs *pflag.FlagSet) error {
+	var errs []error
+	fs.VisitAll(func(f *pflag.Flag) {
+		env := envName(f.Name)
+		v, ok := os.LookupEnv(env)
+		if !ok || f.Changed {
+			return
+		}
+		if err := fs.Set(f.Name, v); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", env, err))
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func envName(flag string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+func (a *app) setupLog() error {
+	log := logrus.New()
+	log.SetOutput(a.stderr)
+	switch a.logFormat {
+	case "json":
+		log.SetFormatter(&logrus.JSONFormatter{TimestampFormat: time.RFC3339Nano})
+	case "text":
+		log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: time.RFC3339})
+	default:
+		return usageErr(fmt.Errorf("--log-format %q: want text or json", a.logFormat))
+	}
+	level, err := logrus.ParseLevel(a.logLevel)
+	if err != nil {
+		return usageErr(fmt.Errorf("--log-level %q: want debug, info, warn or error", a.logLevel))
+	}
+	log.SetLevel(level)
+	a.log = log
+	return nil
+}
+
+// redisFlags are the flags of a command that talks to Redis.
+type redisFlags struct{ url string }
+
+func (r *redisFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&r.url, "redis-url", defaultRedisURL, "Redis to use: redis://[:password@]host:port[/db], rediss:// for TLS")
+}
+
+// connect opens a client for --redis-url sized for poolSize concurrent
+// users (0: go-redis's default) and checks that Redis answers.
+func (r *redisFlags) connect(ctx context.Context, poolSize int) (redis.UniversalClient, error) {
+	opt, err := asynq.ParseRedisURI(r.url)
+	if err != nil {
+		// The parser's own message may repeat the URL, password and all.
+		return nil, usageErr(fmt.Errorf("--redis-url %s is not a Redis URL: want redis://[:password@]host:port[/db], rediss://... or redis-socket://path", redactURL(r.url)))
+	}
+	if o, ok := opt.(asynq.RedisClientOpt); ok && poolSize > 0 {
+		o.PoolSize = poolSize
+		opt = o
+	}
+	rdb, ok := opt.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		return nil, usageErr(fmt.Errorf("--redis-url %s: unsupported form", redactURL(r.url)))
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pctx).Err(); err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("cannot reach Redis at %s: %v", redactURL(r.url), err)
+	}
+	return rdb, nil
+}
+
+// redactURL hides the password of a URL.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}

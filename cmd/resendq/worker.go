@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/resendq/resendq/loginapi"
+	"github.com/resendq/resendq/outcome"
+	"github.com/resendq/resendq/tasks"
+	"github.com/resendq/resendq/worker"
+)
+
+// workerFlags configure a worker: `resendq worker` and the worker inside `resendq dev`.
+type workerFlags struct {
+	apiBase          string
+	concurrency      int
+	maxAttempts      int
+	httpTimeout      time.Duration
+	backoffInitial   time.Duration
+	backoffMax       time.Duration
+	rateLimitMaxWait time.Duration
+	retention        time.Duration
+	queueWeights     string
+}
+
+func (w *workerFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&w.apiBase, "api-base", loginapi.DefaultBaseURL, "base URL of the Login API")
+	fs.IntVar(&w.concurrency, "concurrency", worker.DefaultConcurrency, "tasks processed at once")
+	fs.IntVar(&w.maxAttempts, "max-attempts", worker.DefaultMaxAttempts, fmt.Sprintf("calls ending in 5xx, 408, timeout or connection error before a task is dead-lettered as exhausted (1-%d); 429s do not count", tasks.MaxRetry))
+	fs.DurationVar(&w.httpTimeout, "http-timeout", loginapi.DefaultTimeout, "timeout of one call to the Login API")
+	fs.DurationVar(&w.backoffInitial, "backoff-initial", time.Second, "first retry delay; doubled on each retry, with jitter")
+	fs.DurationVar(&w.backoffMax, "backoff-max", 5*time.Minute, "longest retry delay")
+	fs.DurationVar(&w.rateLimitMaxWait, "rate-limit-max-wait", worker.DefaultRateLimitMaxWait, "total time a task may wait on 429s before it is dead-lettered as rate_limited")
+	fs.DurationVar(&w.retention, "outcome-retention", outcome.DefaultRetention, "how long outcome records are kept")
+	fs.StringVar(&w.queueWeights, "queue-weights", worker.FormatQueues(worker.DefaultQueues()), "queues served and their weights")
+}
+
+func (w *workerFlags) validate() error {
+	switch {
+	case w.concurrency < 1:
+		return fmt.Errorf("--concurrency %d: must be at least 1", w.concurrency)
+	case w.maxAttempts < 1 || w.maxAttempts > tasks.MaxRetry:
+		return fmt.Errorf("--max-attempts %d: must be between 1 and %d", w.maxAttempts, tasks.MaxRetry)
+	case w.httpTimeout <= 0:
+		return fmt.Errorf("--http-timeout %s: must be positive", w.httpTimeout)
+	case w.backoffInitial <= 0 || w.backoffMax < w.backoffInitial:
+		return fmt.Errorf("--backoff-initial %s / --backoff-max %s: both positive, max at least initial", w.backoffInitial, w.backoffMax)
+	case w.rateLimitMaxWait <= 0:
+		return fmt.Errorf("--rate-limit-max-wait %s: must be positive", w.rateLimitMaxWait)
+	case w.retention < time.Hour:
+		return fmt.Errorf("--outcome-retention %s: must be at least 1h", w.retention)
+	}
+	_, err := worker.ParseQueues(w.queueWeights)
+	return err
+}
+
+// workerProc is an assembled worker process.
+type workerProc struct {
+	server *worker.Server
+	store  *outcome.Store
+}
+
+// build assembles a worker on rdb.
+func (w *workerFlags) build(a *app, rdb redis.UniversalClient) (*workerProc, error) {
+	queues, err := worker.ParseQueues(w.queueWeights)
+	if err != nil {
+		return nil, usageErr(err)
+	}
+	api, err := loginapi.New(loginapi.Options{
+		BaseURL:    w.apiBase,
+		UserAgent:  "resendq/" + version,
+		HTTPClient: loginapi.NewHTTPClient(w.httpTimeout),
+	})
+	if err != nil {
+		return nil, usageErr(fmt.Errorf("--api-base: %w", err))
+	}
+	store := outcome.NewStore(rdb, outcome.Options{Retention: w.retention})
+	h := &worker.Handler{
+		API:              api,
+		Outcomes:         store,
+		Log:              a.log,
+		Backoff:          worker.Backoff{Initial: w.backoffInitial, Max: w.backoffMax},
+		MaxAttempts:      w.maxAttempts,
+		RateLimitMaxWait: w.rateLimitMaxWait,
+	}
+	srv := worker.NewServer(rdb, h, worker.Config{
+		Concurrency:     w.concurrency,
+		Queues:          queues,
+		ShutdownTimeout: w.httpTimeout + 5*time.Second,
+		Logger:          a.log,
+	})
+	return &workerProc{server: srv, store: store}, nil
+}
+
+// run processes tasks until ctx is done, trimming outcome records past
+// their retention on the side.
+func (p *workerProc) run(ctx context.Context, a *app) error {
+	go p.store.RunRetention(ctx, time.Hour, func(removed int, err error) {
+		switch {
+		case err != nil:
+			a.log.WithError(err).Warn("outcome retention: trim failed")
+		case removed > 0:
+			a.log.WithField("removed", removed).Info("outcome retention: removed records past their retention")
+		}
+	})
+	return p.server.Run(ctx)
+}
+
+func newWorkerCmd(a *app) *cobra.Command {
+	var rf redisFlags
+	var wf workerFlags
+	cmd := &cobra.Command{
+		Use:   "worker",
+		Short: "Process resend tasks: call the Login API, retry, dead-letter and record outcomes",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := wf.validate(); err != nil {
+				return usageErr(err)
+			}
+			ctx := cmd.Context()
+			rdb, err := rf.connect(ctx, wf.concurrency+16)
+			if err != nil {
+				return err
+			}
+			defer rdb.Close()
+			proc, err := wf.build(a, rdb)
+			if err != nil {
+				return err
+			}
+			a.log.WithField("concurrency", wf.concurrency).WithField("queues", wf.queueWeights).
+				WithField("api_base", wf.apiBase).Info("worker started")
+			err = proc.run(ctx, a)
+			a.log.Info("worker stopped")
+			return err
+		},
+	}
+	rf.register(cmd.Flags())
+	wf.register(cmd.Flags())
+	return cmd
+}

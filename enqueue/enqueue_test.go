@@ -1,0 +1,148 @@
+package enqueue
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/resendq/resendq/internal/redistest"
+	"github.com/resendq/resendq/tasks"
+)
+
+const project = "6f1c3a52-1d8e-4b55-9c1e-0d9a7e3f2b11"
+
+type bundle struct {
+	enq *Enqueuer
+	ins *asynq.Inspector
+	srv *redistest.Server
+}
+
+func setup(t *testing.T, opts Options) *bundle {
+	t.Helper()
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	return &bundle{enq: New(rdb, opts), ins: asynq.NewInspectorFromRedisClient(rdb), srv: srv}
+}
+
+func TestEnqueueWritesTaskToSignupQueue(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{Now: func() time.Time { return time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC) }})
+	res, err := b.enq.Enqueue(context.Background(), tasks.Resend{ProjectID: project, Username: " john@example.com ", LoginURL: "https://example.com/cb"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Duplicate || res.Queue != tasks.QueueSignup || res.TaskID == "" {
+		t.Fatalf("result = %+v", res)
+	}
+	info, err := b.ins.GetTaskInfo(tasks.QueueSignup, res.TaskID)
+	if err != nil {
+		t.Fatalf("task not in asynq: %v", err)
+	}
+	r, err := tasks.Decode(info.Payload)
+	if err != nil || r.Username != "john@example.com" || r.LoginURL != "https://example.com/cb" || !r.EnqueuedAt.Equal(time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)) {
+		t.Errorf("payload = %+v, %v", r, err)
+	}
+	if info.Type != tasks.TypeResend || info.MaxRetry != tasks.MaxRetry || info.State != asynq.TaskStatePending {
+		t.Errorf("task info = %+v", info)
+	}
+}
+
+func TestEnqueueRejectsInvalidWithoutTouchingRedis(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	_, err := b.enq.Enqueue(context.Background(), tasks.Resend{ProjectID: "nope", Username: "j@example.com"})
+	var ve *tasks.ValidationError
+	if !errors.As(err, &ve) || ve.Field != "project_id" {
+		t.Fatalf("err = %v, want a project_id validation error", err)
+	}
+	keys, err := b.srv.Client(t).Keys(context.Background(), "*").Result()
+	if err != nil || len(keys) != 0 {
+		t.Errorf("keys after a rejected enqueue: %v, %v", keys, err)
+	}
+}
+
+func TestDedupWindowReturnsExistingTask(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{DedupWindow: 300 * time.Millisecond})
+	ctx := context.Background()
+	r := tasks.Resend{ProjectID: project, Username: "john@example.com"}
+	first, err := b.enq.Enqueue(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := b.enq.Enqueue(ctx, r)
+	if err != nil || !again.Duplicate || again.TaskID != first.TaskID {
+		t.Fatalf("second enqueue = %+v, %v; want the first task %s", again, err, first.TaskID)
+	}
+	other, err := b.enq.Enqueue(ctx, tasks.Resend{ProjectID: project, Username: "jane@example.com"})
+	if err != nil || other.Duplicate {
+		t.Fatalf("another user was deduplicated: %+v, %v", other, err)
+	}
+	if n := pending(t, b); n != 2 {
+		t.Fatalf("%d tasks pending, want 2", n)
+	}
+	// After the window (Redis expires the claim) a new resend is accepted.
+	waitExpired(t, b, r)
+	later, err := b.enq.Enqueue(ctx, r)
+	if err != nil || later.Duplicate || later.TaskID == first.TaskID {
+		t.Fatalf("after the window: %+v, %v; want a new task", later, err)
+	}
+}
+
+func TestDedupDisabled(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{DedupWindow: -1})
+	r := tasks.Resend{ProjectID: project, Username: "john@example.com"}
+	for i := 0; i < 2; i++ {
+		if res, err := b.enq.Enqueue(context.Background(), r); err != nil || res.Duplicate {
+			t.Fatalf("enqueue %d: %+v, %v", i, res, err)
+		}
+	}
+	if n := pending(t, b); n != 2 {
+		t.Errorf("%d pending, want 2", n)
+	}
+}
+
+func TestFailedEnqueueReleasesDedupClaim(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	ctx := context.Background()
+	r := tasks.Resend{ProjectID: project, Username: "john@example.com"}
+	// A task ID clash makes asynq refuse the enqueue after the claim was taken.
+	b.enq.newID = func() string { return "fixed-id" }
+	if _, err := b.enq.Enqueue(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.enq.Enqueue(ctx, tasks.Resend{ProjectID: project, Username: "jane@example.com"}); err == nil {
+		t.Fatal("enqueue with a clashing task ID succeeded")
+	}
+	b.enq.newID = func() string { return "fresh-id" }
+	res, err := b.enq.Enqueue(ctx, tasks.Resend{ProjectID: project, Username: "jane@example.com"})
+	if err != nil || res.Duplicate || res.TaskID != "fresh-id" {
+		t.Fatalf("retry after a failed enqueue = %+v, %v; the claim should have been released", res, err)
+	}
+}
+
+func pending(t *testing.T, b *bundle) int {
+	t.Helper()
+	info, err := b.ins.GetQueueInfo(tasks.QueueSignup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.Pending
+}
+
+func waitExpired(t *testing.T, b *bundle, r tasks.Resend) {
+	t.Helper()
+	rdb := b.srv.Client(t)
+	deadline := time.Now().Add(5 * time.Second)
+	for rdb.Exists(context.Background(), b.enq.dedupKey(r)).Val() == 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("dedup claim never expired")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,349 @@
+package loginapi_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/resendq/resendq/loginapi"
+)
+
+const (
+	testProject = "0b8c6f1e-6b9a-4e4f-9d2c-5f3a1b2c3d4e"
+	testUser    = "john@example.com"
+	apiPath     = "/api/user/resend_confirmation_link"
+)
+
+// bundle is what setup returns: a server with its own mux and a client whose
+// base URL has the /api prefix the real API uses.
+type bundle struct {
+	mux    *http.ServeMux
+	server *httptest.Server
+	client *loginapi.Client
+}
+
+func setup(t *testing.T, opts loginapi.Options) *bundle {
+	t.Helper()
+	mux := http.NewServeMux()
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	if opts.BaseURL == "" {
+		opts.BaseURL = srv.URL + "/api/"
+	}
+	c, err := loginapi.New(opts)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return &bundle{mux: mux, server: srv, client: c}
+}
+
+// reply registers a handler answering status with body and headers.
+func (b *bundle) reply(status int, body string, headers ...string) {
+	b.mux.HandleFunc(apiPath, func(w http.ResponseWriter, r *http.Request) {
+		for i := 0; i+1 < len(headers); i += 2 {
+			w.Header().Set(headers[i], headers[i+1])
+		}
+		w.WriteHeader(status)
+		_, _ = io.WriteString(w, body)
+	})
+}
+
+func call(t *testing.T, c *loginapi.Client, req loginapi.Request) (int, error) {
+	t.Helper()
+	if req.ProjectID == "" {
+		req.ProjectID = testProject
+	}
+	if req.Username == "" {
+		req.Username = testUser
+	}
+	return c.ResendConfirmation(context.Background(), req)
+}
+
+func TestNewBaseURL(t *testing.T) {
+	t.Parallel()
+	good := []string{"", "https://login.xsolla.com/api", "http://127.0.0.1:8080/api/", "https://h"}
+	for _, base := range good {
+		if _, err := loginapi.New(loginapi.Options{BaseURL: base}); err != nil {
+			t.Errorf("New(%q): %v", base, err)
+		}
+	}
+	bad := []string{"login.xsolla.com/api", "/api", "ftp://h/api", "https://", "https://h/api?x=1", "https://h/api#f", "://bad"}
+	for _, base := range bad {
+		_, err := loginapi.New(loginapi.Options{BaseURL: base})
+		if err == nil || !strings.Contains(err.Error(), "base URL") {
+			t.Errorf("New(%q) = %v, want an error naming the base URL", base, err)
+		}
+	}
+}
+
+func TestRequestShape(t *testing.T) {
+	t.Parallel()
+	b := setup(t, loginapi.Options{UserAgent: "resendq/1.2.3"})
+	got := make(chan *http.Request, 1)
+	bodies := make(chan string, 1)
+	b.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		got <- r
+		bodies <- string(body)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	status, err := call(t, b.client, loginapi.Request{})
+	if status != http.StatusNoContent || err != nil {
+		t.Fatalf("got (%d, %v), want (204, nil)", status, err)
+	}
+	r, body := <-got, <-bodies
+	if r.Method != http.MethodPost || r.URL.Path != apiPath {
+		t.Errorf("request %s %s, want POST %s", r.Method, r.URL.Path, apiPath)
+	}
+	q := r.URL.Query()
+	if q.Get("projectId") != testProject {
+		t.Errorf("projectId = %q", q.Get("projectId"))
+	}
+	for _, name := range []string{"login_url", "payload"} {
+		if _, ok := q[name]; ok {
+			t.Errorf("%s sent although empty", name)
+		}
+	}
+	if want := `{"username":"john@example.com"}`; body != want {
+		t.Errorf("body = %s, want %s", body, want)
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type = %q", ct)
+	}
+	if a := r.Header.Get("Accept"); a != "application/json" {
+		t.Errorf("Accept = %q", a)
+	}
+	if ua := r.Header.Get("User-Agent"); ua != "resendq/1.2.3" {
+		t.Errorf("User-Agent = %q", ua)
+	}
+}
+
+func TestRequestOptionalParamsAndEscaping(t *testing.T) {
+	t.Parallel()
+	b := setup(t, loginapi.Options{})
+	got := make(chan *http.Request, 1)
+	bodies := make(chan []byte, 1)
+	b.mux.HandleFunc(apiPath, func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		got <- r
+		bodies <- body
+		w.WriteHeader(http.StatusNoContent)
+	})
+	req := loginapi.Request{
+		Username: "Ann \"the <best>\" Ünal\n",
+		LoginURL: "https://example.com/cb?a=1&b=2",
+		Payload:  `{"k": "v & w"}`,
+	}
+	if _, err := call(t, b.client, req); err != nil {
+		t.Fatal(err)
+	}
+	r, body := <-got, <-bodies
+	q := r.URL.Query()
+	if q.Get("login_url") != req.LoginURL || q.Get("payload") != req.Payload {
+		t.Errorf("login_url = %q, payload = %q", q.Get("login_url"), q.Get("payload"))
+	}
+	var decoded map[string]string
+	if err := json.Unmarshal(body, &decoded); err != nil || len(decoded) != 1 || decoded["username"] != req.Username {
+		t.Errorf("body %s decodes to %v (%v)", body, decoded, err)
+	}
+	if ua := r.Header.Get("User-Agent"); !strings.HasPrefix(ua, "resendq/") {
+		t.Errorf("default User-Agent = %q", ua)
+	}
+}
+
+func TestStatuses(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		status int
+		body   string
+		want   *loginapi.Error
+	}{
+		{"204", 204, "", nil},
+		{"200 with body", 200, `{"ok":true}`, nil},
+		{"404 with code", 404, `{"error":{"code":"003-002","description":"User not found.","details":{}}}`,
+			&loginapi.Error{StatusCode: 404, Code: "003-002", Description: "User not found."}},
+		{"400 not JSON", 400, "<html>bad request</html>",
+			&loginapi.Error{StatusCode: 400, Description: "Bad Request"}},
+		{"500 huge body", 500, strings.Repeat("x", 1<<20),
+			&loginapi.Error{StatusCode: 500, Description: "Internal Server Error"}},
+		{"302 not followed", 302, "",
+			&loginapi.Error{StatusCode: 302, Description: "Found"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, loginapi.Options{})
+			b.reply(tt.status, tt.body, "Location", "/elsewhere")
+			status, err := call(t, b.client, loginapi.Request{})
+			if status != tt.status {
+				t.Errorf("status = %d, want %d", status, tt.status)
+			}
+			checkAPIError(t, err, tt.want)
+		})
+	}
+}
+
+func checkAPIError(t *testing.T, err error, want *loginapi.Error) {
+	t.Helper()
+	if want == nil {
+		if err != nil {
+			t.Errorf("err = %v, want nil", err)
+		}
+		return
+	}
+	var got *loginapi.Error
+	if !errors.As(err, &got) {
+		t.Fatalf("err = %v (%T), want *loginapi.Error", err, err)
+	}
+	if *got != *want {
+		t.Errorf("err = %+v, want %+v", *got, *want)
+	}
+}
+
+func TestRateLimitedRetryAfter(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name, header string
+		want         time.Duration
+	}{
+		{"seconds", "120", 120 * time.Second},
+		{"http date", now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
+		{"past date", now.Add(-time.Hour).Format(http.TimeFormat), 0},
+		{"garbage", "soon", 0},
+		{"absent", "", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, loginapi.Options{Now: func() time.Time { return now }})
+			var headers []string
+			if tt.header != "" {
+				headers = []string{"Retry-After", tt.header}
+			}
+			b.reply(429, `{"error":{"code":"0","description":"Too many requests","details":{}}}`, headers...)
+			status, err := call(t, b.client, loginapi.Request{})
+			if status != 429 || !loginapi.IsRateLimited(err) {
+				t.Fatalf("got (%d, %v), want a 429 *Error", status, err)
+			}
+			checkAPIError(t, err, &loginapi.Error{StatusCode: 429, Code: "0", Description: "Too many requests", RetryAfter: tt.want})
+		})
+	}
+}
+
+func TestTimeout(t *testing.T) {
+	t.Parallel()
+	b := setup(t, loginapi.Options{HTTPClient: &http.Client{Timeout: 50 * time.Millisecond}})
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) }) // runs before the server's Close
+	b.mux.HandleFunc(apiPath, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	status, err := call(t, b.client, loginapi.Request{})
+	if status != 0 || err == nil {
+		t.Fatalf("got (%d, %v), want (0, timeout)", status, err)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("errors.Is(%v, DeadlineExceeded) = false", err)
+	}
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Errorf("%v is not a net.Error timeout", err)
+	}
+	checkNoUsername(t, err)
+}
+
+func TestContextCanceled(t *testing.T) {
+	t.Parallel()
+	b := setup(t, loginapi.Options{})
+	started := make(chan struct{})
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	b.mux.HandleFunc(apiPath, func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-started; cancel() }()
+	status, err := b.client.ResendConfirmation(ctx, loginapi.Request{ProjectID: testProject, Username: testUser})
+	if status != 0 || !errors.Is(err, context.Canceled) {
+		t.Fatalf("got (%d, %v), want (0, context.Canceled)", status, err)
+	}
+	checkNoUsername(t, err)
+}
+
+func TestContextAlreadyCanceled(t *testing.T) {
+	t.Parallel()
+	b := setup(t, loginapi.Options{})
+	b.reply(204, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	status, err := b.client.ResendConfirmation(ctx, loginapi.Request{ProjectID: testProject, Username: testUser})
+	if status != 0 || !errors.Is(err, context.Canceled) {
+		t.Fatalf("got (%d, %v), want (0, context.Canceled)", status, err)
+	}
+}
+
+func TestConnectionRefused(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.NotFoundHandler())
+	base := srv.URL + "/api"
+	srv.Close()
+	c, err := loginapi.New(loginapi.Options{BaseURL: base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, err := call(t, c, loginapi.Request{})
+	if status != 0 || err == nil {
+		t.Fatalf("got (%d, %v), want (0, error)", status, err)
+	}
+	var apiErr *loginapi.Error
+	var opErr *net.OpError
+	if errors.As(err, &apiErr) || !errors.As(err, &opErr) {
+		t.Errorf("err = %v (%T), want a wrapped *net.OpError", err, err)
+	}
+	checkNoUsername(t, err)
+}
+
+func checkNoUsername(t *testing.T, err error) {
+	t.Helper()
+	if strings.Contains(err.Error(), testUser) {
+		t.Errorf("error text %q contains the username", err)
+	}
+}
+
+func BenchmarkResendConfirmation(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	c, err := loginapi.New(loginapi.Options{BaseURL: srv.URL + "/api"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := loginapi.Request{ProjectID: testProject, Username: testUser}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := c.ResendConfirmation(context.Background(), req); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}

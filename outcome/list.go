@@ -1,0 +1,321 @@
+package outcome
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Limits of List.
+const (
+	// DefaultLimit is the page size when Filter.Limit is zero.
+	DefaultLimit = 100
+	// MaxLimit is the largest page size; a larger Filter.Limit is cut to it.
+	MaxLimit = 1000
+	// maxScan bounds the index entries one List call looks at.
+	maxScan = 5000
+	// minScan is the least budget of index entries, for small limits.
+	minScan = 1000
+)
+
+// Filter selects records for List. Empty fields match everything; the fields
+// that are set must all match.
+type Filter struct {
+	// Username matches exactly, after strings.TrimSpace.
+	Username string
+	// ProjectID matches exactly.
+	ProjectID string
+	// Status is "", "sent" or "dead_letter".
+	Status Status
+	// Reason is "" or a dead-letter reason.
+	Reason Reason
+	// Code matches the API error code exactly.
+	Code string
+	// BatchID matches exactly.
+	BatchID string
+	// Since keeps records that finished at or after it, when set.
+	Since time.Time
+	// Until keeps records that finished before it, when set.
+	Until time.Time
+	// Limit is the most records per page: zero means DefaultLimit (100),
+	// above MaxLimit (1000) means MaxLimit.
+	Limit int
+	// Cursor continues from Page.NextCursor of an earlier call; empty starts
+	// at the newest record.
+	Cursor string
+}
+
+// Page is one page of List, newest record first.
+type Page struct {
+	// Records holds up to Filter.Limit records; never nil.
+	Records []Record `json:"records"`
+	// NextCursor continues the listing when set; empty at the end.
+	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+// position is a place in an index, newest first: entries after it have a
+// lower score, or the same score and a lower member. An empty member means
+// just before every entry of that score.
+type position struct {
+	score  string // ms as a decimal, or "+inf"
+	member string
+}
+
+// List returns the records that match f, newest first. It reads the smallest
+// index that f selects and checks the other fields in Go, looking at no more
+// than max(10×Limit, 1000) and at most 5,000 index entries per call: a page
+// may thus hold fewer than Limit records, even none, and still carry a
+// NextCursor. Keep calling with Cursor = NextCursor until it is empty.
+//
+// A cursor is a position (finished_at, task ID), not an offset, so it stays
+// valid while records are added or trimmed: no record is repeated or skipped,
+// and records that finished after the position never appear on later pages.
+// Records with the same finished_at millisecond are ordered by task ID.
+func (s *Store) List(ctx context.Context, f Filter) (Page, error) {
+	f.Username = strings.TrimSpace(f.Username)
+	pos, err := f.normalize()
+	if err != nil {
+		return Page{}, err
+	}
+	page := Page{Records: []Record{}}
+	key, empty, err := s.pickIndex(ctx, &f)
+	if err != nil || empty {
+		return page, err
+	}
+	budget := min(max(10*f.Limit, minScan), maxScan)
+	since := int64(-1 << 63)
+	if !f.Since.IsZero() {
+		since = msCeil(f.Since)
+	}
+	chunk := f.Limit
+	for scanned := 0; scanned < budget; chunk *= 2 {
+		n := min(chunk, budget-scanned)
+		entries, err := s.scan(ctx, key, pos, n)
+		if err != nil {
+			return Page{}, err
+		}
+		scanned += len(entries.all)
+		done, err := s.collect(ctx, &f, &page, &pos, entries.kept, since)
+		if err != nil {
+			return Page{}, err
+		}
+		if done || len(page.Records) == f.Limit {
+			if !done {
+				page.NextCursor = pos.encode()
+			}
+			return page, nil
+		}
+		if len(entries.all) < n {
+			return page, nil
+		}
+		pos = entries.all[len(entries.all)-1].position()
+	}
+	page.NextCursor = pos.encode()
+	return page, nil
+}
+
+// normalize validates f, applies its defaults and returns where to start.
+func (f *Filter) normalize() (position, error) {
+	if err := checkStatus(f.Status, true); err != nil {
+		return position{}, err
+	}
+	if err := checkReason(f.Reason, true); err != nil {
+		return position{}, err
+	}
+	if f.Status == StatusSent && f.Reason != "" {
+		return position{}, fmt.Errorf("%w: reason %q: sent records have no reason", ErrInvalid, f.Reason)
+	}
+	switch {
+	case f.Limit < 0:
+		return position{}, fmt.Errorf("%w: limit %d is negative", ErrInvalid, f.Limit)
+	case f.Limit == 0:
+		f.Limit = DefaultLimit
+	case f.Limit > MaxLimit:
+		f.Limit = MaxLimit
+	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
+		return position{}, fmt.Errorf("%w: since %s is not before until %s", ErrInvalid,
+			f.Since.Format(time.RFC3339Nano), f.Until.Format(time.RFC3339Nano))
+	}
+	pos := position{score: "+inf"}
+	if !f.Until.IsZero() {
+		pos.score = strconv.FormatInt(msCeil(f.Until)-1, 10)
+	}
+	if f.Cursor == "" {
+		return pos, nil
+	}
+	cur, err := decodeCursor(f.Cursor)
+	if err != nil {
+		return position{}, err
+	}
+	if !pos.lower(cur.score) {
+		pos = cur
+	}
+	return pos, nil
+}
+
+// pickIndex returns the key of the smallest index that f selects, and
+// whether it is empty, in one round trip.
+func (s *Store) pickIndex(ctx context.Context, f *Filter) (key string, empty bool, err error) {
+	var candidates []string
+	add := func(value, suffix string) {
+		if value != "" {
+			candidates = append(candidates, s.indexPrefix+suffix)
+		}
+	}
+	add(f.Username, "user:"+escape(f.Username))
+	add(f.BatchID, "batch:"+escape(f.BatchID))
+	add(f.Code, "code:"+escape(f.Code))
+	add(string(f.Reason), "reason:"+string(f.Reason))
+	add(f.ProjectID, "project:"+escape(f.ProjectID))
+	add(string(f.Status), "status:"+string(f.Status))
+	if len(candidates) == 0 {
+		return s.indexPrefix + "all", false, nil
+	}
+	cards := make([]*redis.IntCmd, len(candidates))
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range candidates {
+			cards[i] = p.ZCard(ctx, k)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", false, fmt.Errorf("outcome: size indexes: %w", err)
+	}
+	best := 0
+	for i, c := range cards {
+		if c.Val() < cards[best].Val() {
+			best = i
+		}
+	}
+	return candidates[best], cards[best].Val() == 0, nil
+}
+
+// entry is one index entry: a task ID and its finished_at in ms.
+type entry struct {
+	member string
+	score  int64
+}
+
+func (e entry) position() position {
+	return position{score: strconv.FormatInt(e.score, 10), member: e.member}
+}
+
+// scanResult holds the entries one scan read (all) and those after the
+// position it started from (kept).
+type scanResult struct {
+	all, kept []entry
+}
+
+// scan reads up to n index entries from pos on, in one round trip.
+func (s *Store) scan(ctx context.Context, key string, pos position, n int) (scanResult, error) {
+	res, err := scanScript.Run(ctx, s.rdb, []string{key}, pos.score, pos.member, n).StringSlice()
+	if err != nil {
+		return scanResult{}, fmt.Errorf("outcome: scan index: %w", err)
+	}
+	var out scanResult
+	for i := 0; i+1 < len(res); i += 2 {
+		score, err := strconv.ParseFloat(res[i+1], 64)
+		if err != nil {
+			return scanResult{}, fmt.Errorf("outcome: scan index: score %q: %w", res[i+1], err)
+		}
+		e := entry{member: res[i], score: int64(score)}
+		out.all = append(out.all, e)
+		if pos.member == "" || e.position().lower(pos.score) || e.member < pos.member {
+			out.kept = append(out.kept, e)
+		}
+	}
+	return out, nil
+}
+
+// lower reports whether p's score is below score; "+inf" is above all.
+func (p position) lower(score string) bool {
+	if p.score == "+inf" {
+		return false
+	}
+	if score == "+inf" {
+		return true
+	}
+	a, errA := strconv.ParseInt(p.score, 10, 64)
+	b, errB := strconv.ParseInt(score, 10, 64)
+	return errA == nil && errB == nil && a < b
+}
+
+// collect fetches the records of entries in one round trip and appends those
+// matching f to page until it is full, moving pos past each entry it uses.
+// It reports done when it reached an entry older than since.
+func (s *Store) collect(ctx context.Context, f *Filter, page *Page, pos *position, entries []entry, since int64) (done bool, err error) {
+	if len(entries) == 0 {
+		return false, nil
+	}
+	cmds := make([]*redis.SliceCmd, len(entries))
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, e := range entries {
+			cmds[i] = p.HMGet(ctx, s.recordPrefix+e.member, "record", "attempts")
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return false, fmt.Errorf("outcome: read records: %w", err)
+	}
+	for i, e := range entries {
+		if e.score < since {
+			return true, nil
+		}
+		*pos = e.position()
+		v := cmds[i].Val()
+		body, ok := v[0].(string)
+		if !ok {
+			continue // removed since the scan
+		}
+		attempts, _ := v[1].(string)
+		rec, err := decode(body, attempts)
+		if err != nil {
+			return false, err
+		}
+		if f.matches(&rec) {
+			page.Records = append(page.Records, rec)
+			if len(page.Records) == f.Limit {
+				return false, nil
+			}
+		}
+	}
+	return false, nil
+}
+
+// matches reports whether rec satisfies every field of f that is set.
+func (f *Filter) matches(rec *Record) bool {
+	ms := rec.FinishedAt.UnixMilli()
+	return (f.Username == "" || rec.Username == f.Username) &&
+		(f.ProjectID == "" || rec.ProjectID == f.ProjectID) &&
+		(f.Status == "" || rec.Status == f.Status) &&
+		(f.Reason == "" || rec.Reason == f.Reason) &&
+		(f.Code == "" || rec.ErrorCode == f.Code) &&
+		(f.BatchID == "" || rec.BatchID == f.BatchID) &&
+		(f.Since.IsZero() || ms >= msCeil(f.Since)) &&
+		(f.Until.IsZero() || ms < msCeil(f.Until))
+}
+
+// encode makes p an opaque cursor.
+func (p position) encode() string {
+	return base64.RawURLEncoding.EncodeToString([]byte(p.score + ":" + p.member))
+}
+
+// decodeCursor parses a cursor made by encode.
+func decodeCursor(c string) (position, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return position{}, fmt.Errorf("%w: cursor %q is malformed", ErrInvalid, c)
+	}
+	score, member, ok := strings.Cut(string(b), ":")
+	if _, err := strconv.ParseInt(score, 10, 64); !ok || err != nil {
+		return position{}, fmt.Errorf("%w: cursor %q is malformed", ErrInvalid, c)
+	}
+	return position{score: score, member: member}, nil
+}

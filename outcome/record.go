@@ -1,0 +1,197 @@
+package outcome
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// ErrInvalid is wrapped by every error that rejects a caller's argument (a
+// Record, Filter or cursor), so that callers can answer "bad request" with
+// errors.Is(err, ErrInvalid).
+var ErrInvalid = errors.New("outcome: invalid argument")
+
+// Status is the final state of a resend task.
+type Status string
+
+// The final states of a task.
+const (
+	// StatusSent means the API answered 204: the email was sent.
+	StatusSent Status = "sent"
+	// StatusDeadLetter means the task gave up; Reason says why.
+	StatusDeadLetter Status = "dead_letter"
+)
+
+// Reason says why a task became a dead letter; it is empty for sent tasks.
+type Reason string
+
+// The reasons for a dead letter.
+const (
+	// ReasonRejected means the API refused the call with a 4xx other than 408 and 429.
+	ReasonRejected Reason = "rejected"
+	// ReasonRateLimited means the API kept answering 429 until the wait cap was spent.
+	ReasonRateLimited Reason = "rate_limited"
+	// ReasonExhausted means transient failures (5xx, 408, timeouts) outlasted the retry cap.
+	ReasonExhausted Reason = "exhausted"
+	// ReasonInvalid means the task payload did not decode or validate.
+	ReasonInvalid Reason = "invalid"
+)
+
+var (
+	statuses = []Status{StatusSent, StatusDeadLetter}
+	reasons  = []Reason{ReasonRejected, ReasonRateLimited, ReasonExhausted, ReasonInvalid}
+)
+
+// Record is the final outcome of one resend task, one per TaskID.
+type Record struct {
+	// TaskID is the asynq task ID; it identifies the record.
+	TaskID string `json:"task_id"`
+	// ProjectID is the Login project the call was made for.
+	ProjectID string `json:"project_id"`
+	// Username is the username or email address, stored after strings.TrimSpace.
+	Username string `json:"username"`
+	// LoginURL is the login_url query parameter of the call, if any.
+	LoginURL string `json:"login_url,omitempty"`
+	// Payload is the payload query parameter of the call, if any.
+	Payload string `json:"payload,omitempty"`
+	// Queue is the asynq queue the task ran in.
+	Queue string `json:"queue"`
+	// BatchID groups the tasks of one batch resend; empty for single ones.
+	BatchID string `json:"batch_id,omitempty"`
+	// Status is the final state.
+	Status Status `json:"status"`
+	// Reason says why a dead letter gave up; empty when Status is sent.
+	Reason Reason `json:"reason,omitempty"`
+	// HTTPStatus is the last HTTP status seen; 0 if none.
+	HTTPStatus int `json:"http_status,omitempty"`
+	// ErrorCode is the API's error code (e.g. "003-002") of the last answer, if any.
+	ErrorCode string `json:"error_code,omitempty"`
+	// ErrorDescription is the API's error text of the last answer, if any.
+	ErrorDescription string `json:"error_description,omitempty"`
+	// Attempts counts the calls made to the API, rate-limited ones included.
+	Attempts int `json:"attempts"`
+	// EnqueuedAt is when the task was enqueued.
+	EnqueuedAt time.Time `json:"enqueued_at"`
+	// FinishedAt is when the task reached its outcome, in milliseconds;
+	// Finish sets it to the current time when it is zero.
+	FinishedAt time.Time `json:"finished_at"`
+}
+
+// validate checks a record passed to Finish.
+func (r *Record) validate() error {
+	if r.TaskID == "" {
+		return fmt.Errorf("%w: task_id is empty", ErrInvalid)
+	}
+	if err := checkStatus(r.Status, false); err != nil {
+		return err
+	}
+	switch {
+	case r.Status == StatusSent && r.Reason != "":
+		return fmt.Errorf("%w: reason %q: a sent record has no reason", ErrInvalid, r.Reason)
+	case r.Status == StatusDeadLetter:
+		if err := checkReason(r.Reason, false); err != nil {
+			return err
+		}
+	}
+	if r.Attempts < 0 {
+		return fmt.Errorf("%w: attempts %d is negative", ErrInvalid, r.Attempts)
+	}
+	return nil
+}
+
+// checkStatus rejects an unknown status, and an empty one unless optional.
+func checkStatus(s Status, optional bool) error {
+	if (optional && s == "") || s == StatusSent || s == StatusDeadLetter {
+		return nil
+	}
+	return fmt.Errorf("%w: status %q: want one of %s", ErrInvalid, s, join(statuses))
+}
+
+// checkReason rejects an unknown reason, and an empty one unless optional.
+func checkReason(r Reason, optional bool) error {
+	if optional && r == "" {
+		return nil
+	}
+	for _, known := range reasons {
+		if r == known {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: reason %q: want one of %s", ErrInvalid, r, join(reasons))
+}
+
+func join[T ~string](values []T) string {
+	s := make([]string, len(values))
+	for i, v := range values {
+		s[i] = string(v)
+	}
+	return strings.Join(s, ", ")
+}
+
+// indexes returns the suffixes of the index keys that list r.
+func (r *Record) indexes() []string {
+	idx := []string{"all", "status:" + string(r.Status)}
+	if r.Reason != "" {
+		idx = append(idx, "reason:"+string(r.Reason))
+	}
+	if r.ErrorCode != "" {
+		idx = append(idx, "code:"+escape(r.ErrorCode))
+	}
+	if r.ProjectID != "" {
+		idx = append(idx, "project:"+escape(r.ProjectID))
+	}
+	if r.Username != "" {
+		idx = append(idx, "user:"+escape(r.Username))
+	}
+	if r.BatchID != "" {
+		idx = append(idx, "batch:"+escape(r.BatchID))
+	}
+	return idx
+}
+
+// counters returns the fields of the stats hash that count r.
+func (r *Record) counters() []string {
+	c := []string{string(r.Status)}
+	if r.Reason != "" {
+		c = append(c, "reason:"+string(r.Reason))
+	}
+	if r.ErrorCode != "" {
+		c = append(c, "code:"+escape(r.ErrorCode))
+	}
+	return c
+}
+
+// escape makes s safe as the last part of a key and as an item of a
+// newline-separated list: every byte other than ASCII letters, digits and
+// "-._@+~" becomes %XX, so ':' and '\n' never appear.
+func escape(s string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if isPlain(c) {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
+	}
+	return b.String()
+}
+
+func isPlain(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		strings.IndexByte("-._@+~", c) >= 0
+}
+
+// unescape reverses escape.
+func unescape(s string) string {
+	u, err := url.PathUnescape(s)
+	if err != nil {
+		return s
+	}
+	return u
+}

@@ -1,0 +1,310 @@
+// Package outcome keeps the final outcome of every resend task in Redis, so
+// that support staff can see whether a user got their email and why not, and
+// operators can list dead letters and count outcomes. asynq's own archive is
+// trimmed silently past 10,000 tasks; these records are removed only by the
+// retention rule (Store.Trim).
+//
+// # Keys
+//
+// All keys start with Options.KeyPrefix ("resendq:" by default):
+//
+//	outcome:{task_id}            HASH  one task's record:
+//	                                   record   the Record as JSON (its attempts
+//	                                            as the caller passed them)
+//	                                   attempts total calls, 429s included
+//	                                   project  the project ID
+//	                                   index    the index suffixes listing it
+//	                                   stats    the stats fields counting it
+//	outcome-index:all            ZSET  every task ID, scored by finished_at (ms)
+//	outcome-index:status:{s}     ZSET  the same, per status
+//	outcome-index:reason:{r}     ZSET  per dead-letter reason
+//	outcome-index:code:{c}       ZSET  per API error code
+//	outcome-index:project:{p}    ZSET  per project ID
+//	outcome-index:user:{u}       ZSET  per username (all projects)
+//	outcome-index:batch:{b}      ZSET  per batch ID
+//	outcome-stats                HASH  counters of the retained records:
+//	                                   sent, dead_letter, reason:{r}, code:{c}
+//	outcome-rl:{task_id}         HASH  a running task's 429s: calls, since (ms);
+//	                                   expires after Options.Retention, deleted
+//	                                   by Finish
+//
+// In index keys and stats fields, codes, project IDs, usernames and batch IDs
+// are escaped: every byte other than ASCII letters, digits and "-._@+~"
+// becomes %XX, so "a:b@x.io" is stored as "a%3Ab@x.io". Record keys end with
+// the raw task ID; their prefix "outcome:" never collides with the others.
+//
+// Every write (Finish, RateLimited) is one Lua script run with EVALSHA, one
+// round trip; the scripts compute index keys themselves, so the Store needs a
+// single Redis node, not Redis Cluster.
+package outcome
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Defaults of Options and of the retention loop.
+const (
+	// DefaultRetention is how long records are kept when Options.Retention is zero.
+	DefaultRetention = 30 * 24 * time.Hour
+	// DefaultKeyPrefix starts every key when Options.KeyPrefix is empty.
+	DefaultKeyPrefix = "resendq:"
+	// DefaultRetentionInterval is how often RunRetention trims when its interval is not positive.
+	DefaultRetentionInterval = time.Hour
+)
+
+const (
+	trimBatch   = 500  // records removed per trim script run
+	latestDepth = 1000 // newest entries of a user that Latest looks at
+)
+
+// Options configure a Store. The zero value is usable.
+type Options struct {
+	// Retention is how long a record is kept after it finished, and how long
+	// a running task's rate-limit state lives. Zero or negative means
+	// DefaultRetention (30 days).
+	Retention time.Duration
+	// Now tells the time; nil means time.Now.
+	Now func() time.Time
+	// KeyPrefix starts every key; empty means DefaultKeyPrefix ("resendq:").
+	KeyPrefix string
+}
+
+// Store reads and writes outcome records in Redis. It is safe for concurrent use.
+type Store struct {
+	rdb       redis.UniversalClient
+	retention time.Duration
+	now       func() time.Time
+
+	recordPrefix string // + task ID
+	ratePrefix   string // + task ID
+	indexPrefix  string // + index suffix
+	statsKey     string
+}
+
+// NewStore returns a Store over rdb, filling unset Options with their defaults.
+func NewStore(rdb redis.UniversalClient, opts Options) *Store {
+	if opts.Retention <= 0 {
+		opts.Retention = DefaultRetention
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.KeyPrefix == "" {
+		opts.KeyPrefix = DefaultKeyPrefix
+	}
+	p := opts.KeyPrefix
+	return &Store{
+		rdb:          rdb,
+		retention:    opts.Retention,
+		now:          opts.Now,
+		recordPrefix: p + "outcome:",
+		ratePrefix:   p + "outcome-rl:",
+		indexPrefix:  p + "outcome-index:",
+		statsKey:     p + "outcome-stats",
+	}
+}
+
+// RateState is the running rate-limit state of a task that is not final yet.
+type RateState struct {
+	// Calls counts the task's calls answered with 429 so far.
+	Calls int
+	// Since is when the first of them was recorded.
+	Since time.Time
+}
+
+// RateLimited records one rate-limited (HTTP 429) call of a task that is not
+// final yet and returns the task's running state: how many 429s so far and
+// when the first came. It costs one round trip. Finish adds the calls to the
+// record's Attempts and deletes the state; unfinished state expires after the
+// retention period.
+func (s *Store) RateLimited(ctx context.Context, taskID string) (RateState, error) {
+	if taskID == "" {
+		return RateState{}, fmt.Errorf("%w: task_id is empty", ErrInvalid)
+	}
+	res, err := rateLimitedScript.Run(ctx, s.rdb, []string{s.ratePrefix + taskID},
+		s.now().UnixMilli(), s.retention.Milliseconds()).Int64Slice()
+	if err != nil {
+		return RateState{}, fmt.Errorf("outcome: record 429 of task %s: %w", taskID, err)
+	}
+	if len(res) != 2 {
+		return RateState{}, fmt.Errorf("outcome: record 429 of task %s: unexpected reply %v", taskID, res)
+	}
+	return RateState{Calls: int(res[0]), Since: time.UnixMilli(res[1]).UTC()}, nil
+}
+
+// Finish writes rec as the task's final outcome in one round trip and returns
+// it as stored: Username trimmed of spaces, FinishedAt set to now when zero
+// and cut to milliseconds, and Attempts (the calls the caller knows of, i.e.
+// retry count + 1) increased by the task's recorded 429s, whose state it then
+// deletes. Finishing the same TaskID again replaces the record, its index
+// entries and its Stats counts, so a task re-run after a crash counts once.
+func (s *Store) Finish(ctx context.Context, rec Record) (Record, error) {
+	rec.Username = strings.TrimSpace(rec.Username)
+	if err := rec.validate(); err != nil {
+		return Record{}, err
+	}
+	if rec.FinishedAt.IsZero() {
+		rec.FinishedAt = s.now()
+	}
+	rec.FinishedAt = time.UnixMilli(rec.FinishedAt.UnixMilli()).UTC()
+	body, err := json.Marshal(rec)
+	if err != nil {
+		return Record{}, fmt.Errorf("outcome: encode record of task %s: %w", rec.TaskID, err)
+	}
+	keys := []string{s.recordPrefix + rec.TaskID, s.ratePrefix + rec.TaskID, s.statsKey}
+	attempts, err := finishScript.Run(ctx, s.rdb, keys,
+		s.indexPrefix, rec.TaskID, body, rec.Attempts, rec.ProjectID, rec.FinishedAt.UnixMilli(),
+		strings.Join(rec.indexes(), "\n"), strings.Join(rec.counters(), "\n")).Int()
+	if err != nil {
+		return Record{}, fmt.Errorf("outcome: write record of task %s: %w", rec.TaskID, err)
+	}
+	rec.Attempts = attempts
+	return rec, nil
+}
+
+// Latest returns the newest record of username in projectID, and false if
+// there is none. The username is matched exactly after strings.TrimSpace; an
+// empty projectID matches any project. It looks at the user's newest 1,000
+// records at most, in one round trip.
+func (s *Store) Latest(ctx context.Context, projectID, username string) (Record, bool, error) {
+	username = strings.TrimSpace(username)
+	if username == "" {
+		return Record{}, false, fmt.Errorf("%w: username is empty", ErrInvalid)
+	}
+	res, err := latestScript.Run(ctx, s.rdb, []string{s.indexPrefix + "user:" + escape(username)},
+		s.recordPrefix, projectID, latestDepth).StringSlice()
+	if errors.Is(err, redis.Nil) {
+		return Record{}, false, nil
+	}
+	if err != nil {
+		return Record{}, false, fmt.Errorf("outcome: latest record of a user: %w", err)
+	}
+	if len(res) != 2 {
+		return Record{}, false, fmt.Errorf("outcome: latest record of a user: unexpected reply of %d items", len(res))
+	}
+	rec, err := decode(res[0], res[1])
+	if err != nil {
+		return Record{}, false, err
+	}
+	return rec, true, nil
+}
+
+// decode turns a stored record and its attempts field into a Record.
+func decode(body, attempts string) (Record, error) {
+	var rec Record
+	if err := json.Unmarshal([]byte(body), &rec); err != nil {
+		return Record{}, fmt.Errorf("outcome: decode record: %w", err)
+	}
+	if attempts != "" {
+		n, err := strconv.Atoi(attempts)
+		if err != nil {
+			return Record{}, fmt.Errorf("outcome: decode attempts of task %s: %w", rec.TaskID, err)
+		}
+		rec.Attempts = n
+	}
+	return rec, nil
+}
+
+// Stats counts the retained records by status, dead-letter reason and error code.
+type Stats struct {
+	// Sent counts records with status sent.
+	Sent int64 `json:"sent"`
+	// DeadLetter counts records with status dead_letter.
+	DeadLetter int64 `json:"dead_letter"`
+	// ByReason counts dead letters per reason; never nil.
+	ByReason map[string]int64 `json:"by_reason"`
+	// ByCode counts records per API error code; never nil.
+	ByCode map[string]int64 `json:"by_code"`
+}
+
+// Stats returns the counts of the retained records, read in one round trip.
+// Records removed by Trim are no longer counted.
+func (s *Store) Stats(ctx context.Context) (Stats, error) {
+	fields, err := s.rdb.HGetAll(ctx, s.statsKey).Result()
+	if err != nil {
+		return Stats{}, fmt.Errorf("outcome: read stats: %w", err)
+	}
+	st := Stats{ByReason: map[string]int64{}, ByCode: map[string]int64{}}
+	for f, v := range fields {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return Stats{}, fmt.Errorf("outcome: read stats field %q: %w", f, err)
+		}
+		switch {
+		case f == string(StatusSent):
+			st.Sent = n
+		case f == string(StatusDeadLetter):
+			st.DeadLetter = n
+		case strings.HasPrefix(f, "reason:"):
+			st.ByReason[strings.TrimPrefix(f, "reason:")] = n
+		case strings.HasPrefix(f, "code:"):
+			st.ByCode[unescape(strings.TrimPrefix(f, "code:"))] = n
+		}
+	}
+	return st, nil
+}
+
+// Trim removes the records that finished before now minus the retention
+// period, in batches of 500 per round trip, together with their index entries
+// and Stats counts, and returns how many it removed. Nothing else ever
+// removes a record.
+func (s *Store) Trim(ctx context.Context) (removed int, err error) {
+	cutoff := s.now().Add(-s.retention)
+	keys := []string{s.indexPrefix + "all", s.statsKey}
+	for {
+		n, err := trimScript.Run(ctx, s.rdb, keys,
+			s.indexPrefix, s.recordPrefix, msCeil(cutoff), trimBatch).Int()
+		removed += n
+		if err != nil {
+			return removed, fmt.Errorf("outcome: trim records: %w", err)
+		}
+		if n < trimBatch {
+			return removed, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return removed, fmt.Errorf("outcome: trim records: %w", err)
+		}
+	}
+}
+
+// RunRetention calls Trim at once and then every interval until ctx is done,
+// passing each result to log (which may be nil). An interval that is not
+// positive means DefaultRetentionInterval (1 hour).
+func (s *Store) RunRetention(ctx context.Context, every time.Duration, log func(removed int, err error)) {
+	if every <= 0 {
+		every = DefaultRetentionInterval
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		removed, err := s.Trim(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if log != nil {
+			log(removed, err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// msCeil returns t in Unix milliseconds, rounded up.
+func msCeil(t time.Time) int64 {
+	ms := t.UnixMilli()
+	if t.After(time.UnixMilli(ms)) {
+		ms++
+	}
+	return ms
+}

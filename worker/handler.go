@@ -1,0 +1,298 @@
+// Package worker processes resend tasks: it calls the Login API, classifies
+// the answer (Classify, the outcome table), schedules retries and records
+// every final outcome.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/sirupsen/logrus"
+
+	"github.com/resendq/resendq/loginapi"
+	"github.com/resendq/resendq/outcome"
+	"github.com/resendq/resendq/tasks"
+)
+
+// API is the Login API as the handler needs it; *loginapi.Client is one.
+type API interface {
+	ResendConfirmation(ctx context.Context, req loginapi.Request) (status int, err error)
+}
+
+// Outcomes is where the handler records rate-limited calls and final
+// outcomes; *outcome.Store is one.
+type Outcomes interface {
+	RateLimited(ctx context.Context, taskID string) (outcome.RateState, error)
+	Finish(ctx context.Context, rec outcome.Record) (outcome.Record, error)
+}
+
+// Observer is told of every API call, retry and final outcome (metrics).
+// All methods must be safe for concurrent use and fast.
+type Observer interface {
+	APICall(status int, err error, took time.Duration)
+	Retry(cause string)
+	Outcome(rec outcome.Record)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) APICall(int, error, time.Duration) {}
+func (nopObserver) Retry(string)                      {}
+func (nopObserver) Outcome(outcome.Record)            {}
+
+// Defaults of Handler's limits.
+const (
+	DefaultMaxAttempts      = 8
+	DefaultRateLimitMaxWait = 24 * time.Hour
+)
+
+// Handler is the asynq handler of tasks.TypeResend.
+type Handler struct {
+	API      API
+	Outcomes Outcomes
+	// Log receives one line per final outcome (Info for sent, Warn for dead
+	// letters) and one Debug line per retry. Default: logrus.StandardLogger().
+	Log logrus.FieldLogger
+	// Observer is told of calls, retries and outcomes. Default: none.
+	Observer Observer
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// Backoff is the delay between retries. Defaults: see Backoff.
+	Backoff Backoff
+	// MaxAttempts caps the calls that end in a transient failure (5xx,
+	// timeout, connection error); rate-limited calls do not count. Default 8,
+	// at most the task's asynq MaxRetry.
+	MaxAttempts int
+	// RateLimitMaxWait caps the total time a task may wait on 429s, from its
+	// first 429 on. Default 24h.
+	RateLimitMaxWait time.Duration
+}
+
+var _ asynq.Handler = (*Handler)(nil)
+
+// attempt is one run of a task: what asynq says of it and what came of it.
+type attempt struct {
+	taskID   string
+	queue    string
+	retried  int
+	maxRetry int
+	task     tasks.Resend
+}
+
+// ProcessTask runs one attempt of a resend task.
+func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	return h.process(ctx, attemptOf(ctx), t.Payload())
+}
+
+func (h *Handler) process(ctx context.Context, a attempt, payload []byte) error {
+	r, err := tasks.Decode(payload)
+	a.task = r
+	if err != nil {
+		rec := h.record(a, outcome.StatusDeadLetter, outcome.ReasonInvalid, 0, nil)
+		rec.Attempts, rec.ErrorDescription = 0, err.Error() // no call was made
+		return h.finish(ctx, rec, &deadLetterError{msg: "invalid task: " + err.Error(), cause: err})
+	}
+	start := time.Now()
+	status, callErr := h.API.ResendConfirmation(ctx, loginapi.Request{
+		ProjectID: r.ProjectID, Username: r.Username, LoginURL: r.LoginURL, Payload: r.Payload,
+	})
+	h.observer().APICall(status, callErr, time.Since(start))
+	if ctx.Err() != nil {
+		// Shutting down or out of time: asynq hands the task back or retries it.
+		return ctx.Err()
+	}
+	switch action := Classify(status, callErr); action {
+	case Send:
+		return h.finish(ctx, h.record(a, outcome.StatusSent, "", status, nil), nil)
+	case Reject:
+		rec := h.record(a, outcome.StatusDeadLetter, outcome.ReasonRejected, status, callErr)
+		return h.finish(ctx, rec, &deadLetterError{msg: callErr.Error(), cause: callErr})
+	case WaitRateLimit:
+		return h.rateLimited(ctx, a, status, callErr)
+	default:
+		return h.transient(ctx, a, status, callErr)
+	}
+}
+
+func attemptOf(ctx context.Context) attempt {
+	var a attempt
+	a.taskID, _ = asynq.GetTaskID(ctx)
+	a.queue, _ = asynq.GetQueueName(ctx)
+	a.retried, _ = asynq.GetRetryCount(ctx)
+	a.maxRetry, _ = asynq.GetMaxRetry(ctx)
+	return a
+}
+
+// transient retries a 5xx, 408, timeout or connection error until the
+// attempt cap, then dead-letters the task with reason "exhausted".
+func (h *Handler) transient(ctx context.Context, a attempt, status int, callErr error) error {
+	failures := a.retried + 1
+	if limit := h.attemptLimit(a); failures >= limit {
+		rec := h.record(a, outcome.StatusDeadLetter, outcome.ReasonExhausted, status, callErr)
+		msg := fmt.Sprintf("gave up after %d failed attempts: %v", failures, callErr)
+		return h.finish(ctx, rec, &deadLetterError{msg: msg, cause: callErr})
+	}
+	cause := retryCause(callErr)
+	h.observer().Retry(cause)
+	delay := h.Backoff.Delay(a.retried)
+	h.logger().WithFields(h.fields(a)).WithFields(logrus.Fields{
+		"cause": cause, "status": status, "retry_in": delay.String(),
+	}).Debug("resend will be retried")
+	return &retryError{err: callErr, delay: delay, failure: true}
+}
+
+// attemptLimit is the number of failed attempts after which a task is
+// exhausted: MaxAttempts, but never more than asynq's MaxRetry allows while
+// leaving room for rate-limited retries (asynq archives a task whose retry
+// count reached MaxRetry whatever the error).
+func (h *Handler) attemptLimit(a attempt) int {
+	limit := h.MaxAttempts
+	if limit <= 0 {
+		limit = DefaultMaxAttempts
+	}
+	if a.maxRetry > 0 && limit > a.maxRetry {
+		limit = a.maxRetry
+	}
+	return max(limit, 1)
+}
+
+// rateLimited retries a 429 after max(Retry-After, backoff) without counting
+// a failure, until the task has waited RateLimitMaxWait since its first 429.
+func (h *Handler) rateLimited(ctx context.Context, a attempt, status int, callErr error) error {
+	state, err := h.Outcomes.RateLimited(ctx, a.taskID)
+	if err != nil {
+		// Without the state the wait cap cannot be enforced: count the call as
+		// a failure so that the attempt cap bounds the task instead.
+		return h.transient(ctx, a, status, fmt.Errorf("%w (rate-limit state unavailable: %v)", callErr, err))
+	}
+	delay := h.Backoff.Delay(state.Calls - 1)
+	var apiErr *loginapi.Error
+	if errors.As(callErr, &apiErr) && apiErr.RetryAfter > delay {
+		delay = apiErr.RetryAfter
+	}
+	waited := h.now().Sub(state.Since)
+	if capWait := h.rateLimitMaxWait(); waited+delay > capWait {
+		rec := h.record(a, outcome.StatusDeadLetter, outcome.ReasonRateLimited, status, callErr)
+		msg := fmt.Sprintf("rate limited for %s, over the %s cap: %v", waited.Round(time.Second), capWait, callErr)
+		return h.finish(ctx, rec, &deadLetterError{msg: msg, cause: callErr})
+	}
+	h.observer().Retry("rate_limited")
+	h.logger().WithFields(h.fields(a)).WithFields(logrus.Fields{
+		"cause": "rate_limited", "status": status, "retry_in": delay.String(), "rate_limited_calls": state.Calls,
+	}).Debug("resend rate limited, will be retried")
+	return &retryError{err: callErr, delay: delay, failure: false}
+}
+
+// record builds the final outcome record of attempt a.
+func (h *Handler) record(a attempt, st outcome.Status, reason outcome.Reason, status int, callErr error) outcome.Record {
+	rec := outcome.Record{
+		TaskID: a.taskID, ProjectID: a.task.ProjectID, Username: a.task.Username,
+		LoginURL: a.task.LoginURL, Payload: a.task.Payload, Queue: a.queue, BatchID: a.task.BatchID,
+		Status: st, Reason: reason, HTTPStatus: status, Attempts: a.retried + 1,
+		EnqueuedAt: a.task.EnqueuedAt, FinishedAt: h.now(),
+	}
+	var apiErr *loginapi.Error
+	switch {
+	case errors.As(callErr, &apiErr):
+		rec.HTTPStatus, rec.ErrorCode, rec.ErrorDescription = apiErr.StatusCode, apiErr.Code, apiErr.Description
+	case callErr != nil:
+		rec.ErrorDescription = callErr.Error()
+	}
+	return rec
+}
+
+// finish stores the final outcome, logs it once and returns result, the
+// error that tells asynq what to do with the task (nil: done).
+func (h *Handler) finish(ctx context.Context, rec outcome.Record, result error) error {
+	stored, err := h.storeOutcome(ctx, rec)
+	log := h.logger().WithFields(outcomeFields(stored))
+	if err != nil {
+		// The email went out (or was refused) already: retrying the task would
+		// send it again, so the task still ends; say loudly what was lost.
+		log.WithError(err).Error("outcome record could not be written")
+	} else if rec.Status == outcome.StatusSent {
+		log.Info("confirmation email sent")
+	} else {
+		log.Warn("resend dead-lettered")
+	}
+	h.observer().Outcome(stored)
+	return result
+}
+
+// storeOutcome writes rec, trying again briefly if Redis hiccups.
+func (h *Handler) storeOutcome(ctx context.Context, rec outcome.Record) (outcome.Record, error) {
+	// The task's own context may be nearly spent; the write gets its own.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	var err error
+	for i := 0; i < 3; i++ {
+		var stored outcome.Record
+		if stored, err = h.Outcomes.Finish(wctx, rec); err == nil {
+			return stored, nil
+		}
+		select {
+		case <-wctx.Done():
+			return rec, err
+		case <-time.After(time.Duration(100<<i) * time.Millisecond):
+		}
+	}
+	return rec, err
+}
+
+func outcomeFields(rec outcome.Record) logrus.Fields {
+	f := logrus.Fields{
+		"task_id": rec.TaskID, "project_id": rec.ProjectID, "username": tasks.MaskEmail(rec.Username),
+		"queue": rec.Queue, "status": rec.Status, "attempts": rec.Attempts,
+	}
+	if rec.HTTPStatus != 0 {
+		f["http_status"] = rec.HTTPStatus
+	}
+	if rec.Reason != "" {
+		f["reason"] = rec.Reason
+	}
+	if rec.ErrorCode != "" {
+		f["code"] = rec.ErrorCode
+	}
+	if rec.BatchID != "" {
+		f["batch_id"] = rec.BatchID
+	}
+	return f
+}
+
+func (h *Handler) fields(a attempt) logrus.Fields {
+	return logrus.Fields{
+		"task_id": a.taskID, "project_id": a.task.ProjectID, "username": tasks.MaskEmail(a.task.Username),
+		"queue": a.queue, "retried": a.retried,
+	}
+}
+
+func (h *Handler) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now()
+}
+
+func (h *Handler) logger() logrus.FieldLogger {
+	if h.Log != nil {
+		return h.Log
+	}
+	return logrus.StandardLogger()
+}
+
+func (h *Handler) observer() Observer {
+	if h.Observer != nil {
+		return h.Observer
+	}
+	return nopObserver{}
+}
+
+func (h *Handler) rateLimitMaxWait() time.Duration {
+	if h.RateLimitMaxWait > 0 {
+		return h.RateLimitMaxWait
+	}
+	return DefaultRateLimitMaxWait
+}

@@ -1,0 +1,388 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/sirupsen/logrus"
+	"github.com/sirupsen/logrus/hooks/test"
+
+	"github.com/resendq/resendq/loginapi"
+	"github.com/resendq/resendq/outcome"
+	"github.com/resendq/resendq/tasks"
+)
+
+const testProject = "6f1c3a52-1d8e-4b55-9c1e-0d9a7e3f2b11"
+
+// fakeAPI answers with a function field.
+type fakeAPI struct {
+	answer func(req loginapi.Request) (int, error)
+	calls  int
+}
+
+func (f *fakeAPI) ResendConfirmation(_ context.Context, req loginapi.Request) (int, error) {
+	f.calls++
+	return f.answer(req)
+}
+
+// memOutcomes keeps outcome records and rate state in memory.
+type memOutcomes struct {
+	mu        sync.Mutex
+	now       func() time.Time
+	rate      map[string]outcome.RateState
+	finished  []outcome.Record
+	finishErr error
+}
+
+func (m *memOutcomes) RateLimited(_ context.Context, taskID string) (outcome.RateState, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st, ok := m.rate[taskID]
+	if !ok {
+		st.Since = m.now()
+	}
+	st.Calls++
+	m.rate[taskID] = st
+	return st, nil
+}
+
+func (m *memOutcomes) Finish(_ context.Context, rec outcome.Record) (outcome.Record, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.finishErr != nil {
+		return rec, m.finishErr
+	}
+	rec.Attempts += m.rate[rec.TaskID].Calls
+	delete(m.rate, rec.TaskID)
+	m.finished = append(m.finished, rec)
+	return rec, nil
+}
+
+type bundle struct {
+	h    *Handler
+	api  *fakeAPI
+	out  *memOutcomes
+	logs *test.Hook
+	now  time.Time
+}
+
+func setup(t *testing.T, answer func(loginapi.Request) (int, error)) *bundle {
+	t.Helper()
+	b := &bundle{now: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}
+	clock := func() time.Time { return b.now }
+	log, hook := test.NewNullLogger()
+	log.SetLevel(logrus.DebugLevel)
+	b.api = &fakeAPI{answer: answer}
+	b.out = &memOutcomes{now: clock, rate: map[string]outcome.RateState{}}
+	b.logs = hook
+	b.h = &Handler{
+		API: b.api, Outcomes: b.out, Log: log, Now: clock,
+		Backoff:     Backoff{Initial: time.Second, Max: time.Minute, Jitter: -1},
+		MaxAttempts: 8, RateLimitMaxWait: time.Hour,
+	}
+	return b
+}
+
+func payload(t *testing.T, username string) []byte {
+	t.Helper()
+	task, err := tasks.NewTask(tasks.Resend{ProjectID: testProject, Username: username, EnqueuedAt: time.Unix(1, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return task.Payload()
+}
+
+func answer(status int, code, desc string, retryAfter time.Duration) func(loginapi.Request) (int, error) {
+	return func(loginapi.Request) (int, error) {
+		if status < 300 {
+			return status, nil
+		}
+		return status, &loginapi.Error{StatusCode: status, Code: code, Description: desc, RetryAfter: retryAfter}
+	}
+}
+
+func first(a attempt) attempt {
+	a.taskID, a.queue, a.maxRetry = "task-1", tasks.QueueSignup, tasks.MaxRetry
+	return a
+}
+
+func TestClassifyTable(t *testing.T) {
+	t.Parallel()
+	apiErr := func(s int) error { return &loginapi.Error{StatusCode: s} }
+	cases := []struct {
+		status int
+		err    error
+		want   Action
+	}{
+		{204, nil, Send}, {200, nil, Send},
+		{400, apiErr(400), Reject}, {404, apiErr(404), Reject}, {409, apiErr(409), Reject},
+		{422, apiErr(422), Reject}, {403, apiErr(403), Reject}, {410, apiErr(410), Reject},
+		{429, apiErr(429), WaitRateLimit},
+		{408, apiErr(408), Retry}, {500, apiErr(500), Retry}, {502, apiErr(502), Retry},
+		{503, apiErr(503), Retry}, {504, apiErr(504), Retry},
+		{0, context.DeadlineExceeded, Retry}, {0, errors.New("dial tcp: connection refused"), Retry},
+		{302, apiErr(302), Retry},
+	}
+	for _, c := range cases {
+		if got := Classify(c.status, c.err); got != c.want {
+			t.Errorf("Classify(%d, %v) = %v, want %v", c.status, c.err, got, c.want)
+		}
+	}
+}
+
+func TestSentRecordsOutcome(t *testing.T) {
+	t.Parallel()
+	b := setup(t, answer(http.StatusNoContent, "", "", 0))
+	if err := b.h.process(context.Background(), first(attempt{}), payload(t, "john@example.com")); err != nil {
+		t.Fatalf("process: %v", err)
+	}
+	if len(b.out.finished) != 1 {
+		t.Fatalf("finished %d records, want 1", len(b.out.finished))
+	}
+	rec := b.out.finished[0]
+	if rec.Status != outcome.StatusSent || rec.Reason != "" || rec.HTTPStatus != 204 || rec.Attempts != 1 ||
+		rec.TaskID != "task-1" || rec.Username != "john@example.com" || !rec.FinishedAt.Equal(b.now) || rec.Queue != "signup" {
+		t.Errorf("record = %+v", rec)
+	}
+	entry := b.logs.LastEntry()
+	if entry.Message != "confirmation email sent" || entry.Data["username"] != "jo***@example.com" {
+		t.Errorf("log = %q %v", entry.Message, entry.Data)
+	}
+}
+
+func TestRejectDeadLettersWithCode(t *testing.T) {
+	t.Parallel()
+	for _, status := range []int{400, 404, 409, 422} {
+		b := setup(t, answer(status, "003-002", "User not found.", 0))
+		err := b.h.process(context.Background(), first(attempt{}), payload(t, "john@example.com"))
+		if !errors.Is(err, asynq.SkipRetry) {
+			t.Fatalf("%d: error %v does not skip retries", status, err)
+		}
+		if want := fmt.Sprintf("login api %d 003-002: User not found.", status); err.Error() != want {
+			t.Errorf("%d: archive text %q, want %q", status, err.Error(), want)
+		}
+		rec := b.out.finished[0]
+		if rec.Status != outcome.StatusDeadLetter || rec.Reason != outcome.ReasonRejected || rec.ErrorCode != "003-002" ||
+			rec.HTTPStatus != status || rec.ErrorDescription != "User not found." {
+			t.Errorf("%d: record = %+v", status, rec)
+		}
+		if b.logs.LastEntry().Level != logrus.WarnLevel {
+			t.Errorf("%d: dead letter logged at %v", status, b.logs.LastEntry().Level)
+		}
+	}
+}
+
+func TestRateLimitedWaitsRetryAfterWithoutFailure(t *testing.T) {
+	t.Parallel()
+	b := setup(t, answer(429, "0", "Too many requests", 30*time.Second))
+	err := b.h.process(context.Background(), first(attempt{}), payload(t, "john@example.com"))
+	var re *retryError
+	if !errors.As(err, &re) || re.failure || re.delay != 30*time.Second {
+		t.Fatalf("error = %#v, want a non-failure retry after 30s", err)
+	}
+	if IsFailure(err) {
+		t.Error("IsFailure(429) = true")
+	}
+	if len(b.out.finished) != 0 {
+		t.Errorf("a retry recorded a final outcome: %+v", b.out.finished)
+	}
+}
+
+func TestRateLimitedBackoffWhenRetryAfterIsShorter(t *testing.T) {
+	t.Parallel()
+	b := setup(t, answer(429, "0", "", 0))
+	var delays []time.Duration
+	for i := 0; i < 3; i++ {
+		var re *retryError
+		if err := b.h.process(context.Background(), first(attempt{}), payload(t, "j@example.com")); !errors.As(err, &re) {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		delays = append(delays, re.delay)
+	}
+	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second}
+	if fmt.Sprint(delays) != fmt.Sprint(want) {
+		t.Errorf("delays %v, want %v (growing although 429s leave the retry count alone)", delays, want)
+	}
+}
+
+func TestRateLimitCapDeadLetters(t *testing.T) {
+	t.Parallel()
+	b := setup(t, answer(429, "0", "Too many requests", 10*time.Minute))
+	ctx := context.Background()
+	for i := 0; i < 6; i++ { // 0, 10, ..., 50 minutes waited: each next wait fits the 1h cap
+		if err := b.h.process(ctx, first(attempt{}), payload(t, "j@example.com")); errors.Is(err, asynq.SkipRetry) {
+			t.Fatalf("dead-lettered after %d calls", i+1)
+		}
+		b.now = b.now.Add(10 * time.Minute)
+	}
+	err := b.h.process(ctx, first(attempt{}), payload(t, "j@example.com"))
+	if !errors.Is(err, asynq.SkipRetry) {
+		t.Fatalf("after an hour of 429s: %v, want a dead letter", err)
+	}
+	rec := b.out.finished[0]
+	if rec.Reason != outcome.ReasonRateLimited || rec.HTTPStatus != 429 || rec.Attempts != 1+7 {
+		t.Errorf("record = %+v, want rate_limited after 7 calls", rec)
+	}
+}
+
+func TestTransientRetriesThenExhausts(t *testing.T) {
+	t.Parallel()
+	b := setup(t, answer(503, "", "Service Unavailable", 0))
+	ctx := context.Background()
+	for retried := 0; retried < 7; retried++ {
+		err := b.h.process(ctx, first(attempt{retried: retried}), payload(t, "j@example.com"))
+		var re *retryError
+		if !errors.As(err, &re) || !re.failure {
+			t.Fatalf("retry %d: %v, want a failure retry", retried, err)
+		}
+		if want := min(time.Second<<retried, time.Minute); re.delay != want {
+			t.Errorf("retry %d: delay %v, want %v", retried, re.delay, want)
+		}
+	}
+	err := b.h.process(ctx, first(attempt{retried: 7}), payload(t, "j@example.com"))
+	if !errors.Is(err, asynq.SkipRetry) {
+		t.Fatalf("8th failure: %v, want dead letter", err)
+	}
+	rec := b.out.finished[0]
+	if rec.Reason != outcome.ReasonExhausted || rec.Attempts != 8 || rec.HTTPStatus != 503 {
+		t.Errorf("record = %+v", rec)
+	}
+	if want := "gave up after 8 failed attempts: login api 503: Service Unavailable"; err.Error() != want {
+		t.Errorf("archive text %q, want %q", err.Error(), want)
+	}
+}
+
+func TestAttemptLimitLeavesRoomForRateLimits(t *testing.T) {
+	t.Parallel()
+	b := setup(t, answer(503, "", "", 0))
+	// A task enqueued with MaxRetry 3 by another producer: exhausted after 3
+	// failures, so asynq never archives it on its own at a 429.
+	err := b.h.process(context.Background(), attempt{taskID: "t", maxRetry: 3, retried: 2}, payload(t, "j@example.com"))
+	if !errors.Is(err, asynq.SkipRetry) {
+		t.Fatalf("err = %v, want exhausted at MaxRetry", err)
+	}
+}
+
+func TestConnectionErrorsAndTimeoutsRetry(t *testing.T) {
+	t.Parallel()
+	for _, callErr := range []error{errors.New("dial tcp 127.0.0.1:1: connect: connection refused"), context.DeadlineExceeded} {
+		b := setup(t, func(loginapi.Request) (int, error) { return 0, callErr })
+		err := b.h.process(context.Background(), first(attempt{}), payload(t, "j@example.com"))
+		var re *retryError
+		if !errors.As(err, &re) || !re.failure {
+			t.Errorf("%v: got %v, want a failure retry", callErr, err)
+		}
+	}
+}
+
+func TestInvalidPayloadDeadLetters(t *testing.T) {
+	t.Parallel()
+	b := setup(t, answer(204, "", "", 0))
+	for _, p := range []string{`{`, `{"project_id":"nope","username":"j@example.com"}`, `{"project_id":"` + testProject + `"}`} {
+		err := b.h.process(context.Background(), first(attempt{}), []byte(p))
+		if !errors.Is(err, asynq.SkipRetry) {
+			t.Errorf("%s: %v, want dead letter", p, err)
+		}
+	}
+	if b.api.calls != 0 {
+		t.Errorf("the API was called %d times for invalid tasks", b.api.calls)
+	}
+	for _, rec := range b.out.finished {
+		if rec.Reason != outcome.ReasonInvalid || rec.Attempts != 0 || rec.ErrorDescription == "" {
+			t.Errorf("record = %+v", rec)
+		}
+	}
+}
+
+func TestCancelledContextLeavesTaskToAsynq(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	b := setup(t, func(loginapi.Request) (int, error) { cancel(); return 0, context.Canceled })
+	err := b.h.process(ctx, first(attempt{}), payload(t, "j@example.com"))
+	if !errors.Is(err, context.Canceled) || len(b.out.finished) != 0 {
+		t.Errorf("err = %v, finished = %v; want the context error and no outcome", err, b.out.finished)
+	}
+}
+
+func TestOutcomeWriteFailureStillEndsTask(t *testing.T) {
+	t.Parallel()
+	b := setup(t, answer(204, "", "", 0))
+	b.out.finishErr = errors.New("redis: connection refused")
+	if err := b.h.process(context.Background(), first(attempt{}), payload(t, "j@example.com")); err != nil {
+		t.Fatalf("err = %v: a sent email must not be retried", err)
+	}
+	if e := b.logs.LastEntry(); e.Level != logrus.ErrorLevel {
+		t.Errorf("lost outcome logged at %v, want error", e.Level)
+	}
+}
+
+func TestHandleErrorRecordsForeignFinalFailures(t *testing.T) {
+	t.Parallel()
+	b := setup(t, answer(204, "", "", 0))
+	b.h.HandleError(context.Background(), asynq.NewTask(tasks.TypeResend, payload(t, "j@example.com")), &retryError{err: errors.New("x")})
+	if len(b.out.finished) != 0 {
+		t.Fatal("recorded an outcome for the handler's own retry")
+	}
+	panicErr := errors.New("panic [handler.go:42]: boom")
+	b.h.recordForeignFailure(context.Background(), attempt{taskID: "t", maxRetry: 5, retried: 4}, payload(t, "j@example.com"), panicErr)
+	if len(b.out.finished) != 0 {
+		t.Fatal("recorded an outcome for a failure asynq still retries")
+	}
+	b.h.recordForeignFailure(context.Background(), attempt{taskID: "t", maxRetry: 5, retried: 5}, payload(t, "j@example.com"), panicErr)
+	if len(b.out.finished) != 1 {
+		t.Fatal("no outcome for a task asynq archives on its own")
+	}
+	if rec := b.out.finished[0]; rec.Reason != outcome.ReasonExhausted || rec.Username != "j@example.com" || rec.ErrorDescription != panicErr.Error() {
+		t.Errorf("record = %+v", rec)
+	}
+}
+
+func TestRetryDelayRoundsDueTimeUp(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 25, 10, 0, 0, 300*int(time.Millisecond), time.UTC)
+	f := RetryDelayFunc(func() time.Time { return now }, Backoff{Initial: time.Second, Jitter: -1})
+	if d := f(0, &retryError{err: errors.New("x"), delay: time.Second}, nil); d != 1700*time.Millisecond {
+		t.Errorf("delay %v, want 1.7s so that the due second is not early", d)
+	}
+	if d := f(2, errors.New("panic"), nil); d != 4700*time.Millisecond {
+		t.Errorf("fallback delay %v, want the 4s backoff rounded up to 4.7s", d)
+	}
+	if d := roundUpDue(time.Unix(10, 0), 2*time.Second); d != 2*time.Second {
+		t.Errorf("whole-second due moved: %v", d)
+	}
+}
+
+func TestBackoffJitterStaysInBounds(t *testing.T) {
+	t.Parallel()
+	b := Backoff{Initial: time.Second, Max: 10 * time.Second}
+	for i := 0; i < 200; i++ {
+		if d := b.Delay(0); d < 500*time.Millisecond || d > 1500*time.Millisecond {
+			t.Fatalf("Delay(0) = %v outside 1s±50%%", d)
+		}
+		if d := b.Delay(30); d > 15*time.Second {
+			t.Fatalf("Delay(30) = %v beyond max+50%%", d)
+		}
+	}
+}
+
+func TestParseQueues(t *testing.T) {
+	t.Parallel()
+	q, err := ParseQueues("signup=8, bulk=1")
+	if err != nil || q["signup"] != 8 || q["bulk"] != 1 || len(q) != 2 {
+		t.Errorf("ParseQueues = %v, %v", q, err)
+	}
+	if FormatQueues(q) != "signup=8,bulk=1" {
+		t.Errorf("FormatQueues = %q", FormatQueues(q))
+	}
+	for _, bad := range []string{"", "signup", "signup=0", "=3", "signup=x"} {
+		if _, err := ParseQueues(bad); err == nil {
+			t.Errorf("ParseQueues(%q) accepted", bad)
+		}
+	}
+}

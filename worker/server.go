@@ -1,0 +1,173 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"github.com/sirupsen/logrus"
+
+	"github.com/resendq/resendq/outcome"
+	"github.com/resendq/resendq/tasks"
+)
+
+// Defaults of Config.
+const (
+	DefaultConcurrency     = 20
+	DefaultPollInterval    = 100 * time.Millisecond
+	DefaultForwardInterval = 500 * time.Millisecond
+	DefaultShutdownTimeout = 15 * time.Second
+)
+
+// DefaultQueues serves signups eight times as often as bulk resends.
+func DefaultQueues() map[string]int { return map[string]int{tasks.QueueSignup: 8, tasks.QueueBulk: 1} }
+
+// Config is the asynq side of a worker process. Zero values are defaults.
+type Config struct {
+	// Concurrency is the number of tasks processed at once. Default 20.
+	Concurrency int
+	// Queues maps queue names to their weights. Default DefaultQueues().
+	Queues map[string]int
+	// PollInterval is how long an idle worker waits before looking for new
+	// tasks again (asynq's TaskCheckInterval). Default 100ms, so a new
+	// signup is picked up at once; asynq's own default is 1s.
+	PollInterval time.Duration
+	// ForwardInterval is how often due retries and scheduled tasks are moved
+	// to their queue (asynq's DelayedTaskCheckInterval). Default 500ms, so a
+	// retry due in 1s runs within about 2s; asynq's own default is 5s.
+	ForwardInterval time.Duration
+	// ShutdownTimeout is how long in-flight calls may finish on shutdown
+	// before their tasks are handed back to the queue. Default 15s: longer
+	// than the default HTTP timeout, so calls finish rather than repeat.
+	ShutdownTimeout time.Duration
+	// Logger receives asynq's own messages (warnings and up). Default logrus.StandardLogger().
+	Logger *logrus.Logger
+}
+
+// Server is a worker process: an asynq server running Handler on the
+// resend task type.
+type Server struct {
+	srv *asynq.Server
+	mux *asynq.ServeMux
+}
+
+// NewServer assembles a worker on rdb, which it shares and does not close.
+func NewServer(rdb redis.UniversalClient, h *Handler, cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = logrus.StandardLogger()
+	}
+	level := asynq.WarnLevel
+	if cfg.Logger.IsLevelEnabled(logrus.DebugLevel) {
+		level = asynq.InfoLevel
+	}
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency:              orInt(cfg.Concurrency, DefaultConcurrency),
+		Queues:                   orQueues(cfg.Queues),
+		TaskCheckInterval:        orDur(cfg.PollInterval, DefaultPollInterval),
+		DelayedTaskCheckInterval: orDur(cfg.ForwardInterval, DefaultForwardInterval),
+		ShutdownTimeout:          orDur(cfg.ShutdownTimeout, DefaultShutdownTimeout),
+		RetryDelayFunc:           RetryDelayFunc(time.Now, h.Backoff),
+		IsFailure:                IsFailure,
+		ErrorHandler:             asynq.ErrorHandlerFunc(h.HandleError),
+		Logger:                   asynqLogger{cfg.Logger},
+		LogLevel:                 level,
+	})
+	mux := asynq.NewServeMux()
+	mux.Handle(tasks.TypeResend, h)
+	return &Server{srv: srv, mux: mux}
+}
+
+// Start starts processing in the background.
+func (s *Server) Start() error { return s.srv.Start(s.mux) }
+
+// Shutdown stops taking tasks, lets in-flight calls finish within the
+// shutdown timeout and hands the rest back to their queue.
+func (s *Server) Shutdown() { s.srv.Shutdown() }
+
+// Run processes tasks until ctx is done, then shuts down gracefully.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Start(); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	s.Shutdown()
+	return nil
+}
+
+// HandleError is the asynq ErrorHandler: it records the final outcome of a
+// task that asynq archives for a reason of its own (a panic, an expired
+// lease, a deadline) so that no dead letter goes unrecorded.
+func (h *Handler) HandleError(ctx context.Context, t *asynq.Task, err error) {
+	var re *retryError
+	var de *deadLetterError
+	if errors.As(err, &re) || errors.As(err, &de) {
+		return // the handler decided, and recorded what was final
+	}
+	h.recordForeignFailure(ctx, attemptOf(ctx), t.Payload(), err)
+}
+
+func (h *Handler) recordForeignFailure(ctx context.Context, a attempt, payload []byte, err error) {
+	if a.retried < a.maxRetry && !errors.Is(err, asynq.SkipRetry) {
+		return // asynq retries it
+	}
+	a.task, _ = tasks.Decode(payload)
+	h.finish(ctx, h.record(a, outcome.StatusDeadLetter, outcome.ReasonExhausted, 0, err), nil)
+}
+
+// ParseQueues parses queue weights written as "signup=8,bulk=1".
+func ParseQueues(s string) (map[string]int, error) {
+	out := map[string]int{}
+	for _, part := range strings.Split(s, ",") {
+		name, w, ok := strings.Cut(strings.TrimSpace(part), "=")
+		n, err := strconv.Atoi(strings.TrimSpace(w))
+		name = strings.TrimSpace(name)
+		if !ok || name == "" || err != nil || n < 1 {
+			return nil, fmt.Errorf("queue weights %q: want name=weight pairs with weights ≥ 1, e.g. signup=8,bulk=1", s)
+		}
+		out[name] = n
+	}
+	return out, nil
+}
+
+// FormatQueues writes queue weights the way ParseQueues reads them.
+func FormatQueues(q map[string]int) string {
+	names := make([]string, 0, len(q))
+	for n := range q {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		return q[names[i]] > q[names[j]] || q[names[i]] == q[names[j]] && names[i] < names[j]
+	})
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = fmt.Sprintf("%s=%d", n, q[n])
+	}
+	return strings.Join(parts, ",")
+}
+
+func orInt(v, def int) int {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+func orDur(v, def time.Duration) time.Duration {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+func orQueues(q map[string]int) map[string]int {
+	if len(q) == 0 {
+		return DefaultQueues()
+	}
+	return q
+}
