@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -85,11 +86,14 @@ func (s *Store) List(ctx context.Context, f Filter) (Page, error) {
 	}
 	page := Page{Records: []Record{}}
 	key, empty, err := s.pickIndex(ctx, &f)
-	if err != nil || empty {
-		return page, err
+	if err != nil {
+		return Page{}, err
+	}
+	if empty {
+		return page, nil
 	}
 	budget := min(max(10*f.Limit, minScan), maxScan)
-	since := int64(-1 << 63)
+	since := int64(math.MinInt64)
 	if !f.Since.IsZero() {
 		since = msCeil(f.Since)
 	}

@@ -176,6 +176,7 @@ func (h *Handler) rateLimited(ctx context.Context, a attempt, status int, callEr
 	waited := h.now().Sub(state.Since)
 	if capWait := h.rateLimitMaxWait(); waited+delay > capWait {
 		rec := h.record(a, outcome.StatusDeadLetter, outcome.ReasonRateLimited, status, callErr)
+		rec.Attempts = a.retried // this call is counted among the task's 429s already
 		msg := fmt.Sprintf("rate limited for %s, over the %s cap: %v", waited.Round(time.Second), capWait, callErr)
 		return h.finish(ctx, rec, &deadLetterError{msg: msg, cause: callErr})
 	}

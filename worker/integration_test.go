@@ -1,0 +1,337 @@
+package worker
+
+import (
+	"context"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"github.com/sirupsen/logrus"
+	"github.com/sirupsen/logrus/hooks/test"
+
+	"github.com/resendq/resendq/enqueue"
+	"github.com/resendq/resendq/internal/redistest"
+	"github.com/resendq/resendq/loginapi"
+	"github.com/resendq/resendq/loginapi/fake"
+	"github.com/resendq/resendq/outcome"
+	"github.com/resendq/resendq/tasks"
+)
+
+// backends are the Redis servers the integration tests run on: a real
+// redis-server, and the embedded one of `resendq dev`.
+var backends = []struct {
+	name  string
+	start func(testing.TB) *redistest.Server
+}{
+	{"redis", redistest.Start},
+	{"embedded", redistest.StartEmbedded},
+}
+
+// pipeline is a worker wired to a Redis and a double of the Login API.
+type pipeline struct {
+	rdb     *redis.Client
+	srv     *redistest.Server
+	api     *fake.API
+	store   *outcome.Store
+	enq     *enqueue.Enqueuer
+	ins     *asynq.Inspector
+	handler *Handler
+	server  *Server
+}
+
+func newPipeline(t *testing.T, start func(testing.TB) *redistest.Server, edit func(*Handler, *Config)) *pipeline {
+	t.Helper()
+	p := &pipeline{srv: start(t), api: fake.New()}
+	p.rdb = p.srv.Client(t)
+	httpSrv := httptest.NewServer(p.api)
+	t.Cleanup(httpSrv.Close)
+	client, err := loginapi.New(loginapi.Options{BaseURL: httpSrv.URL + "/api", HTTPClient: loginapi.NewHTTPClient(500 * time.Millisecond)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, _ := test.NewNullLogger()
+	p.store = outcome.NewStore(p.rdb, outcome.Options{})
+	p.enq = enqueue.New(p.rdb, enqueue.Options{DedupWindow: -1})
+	p.ins = asynq.NewInspectorFromRedisClient(p.rdb)
+	p.handler = &Handler{
+		API: client, Outcomes: p.store, Log: log,
+		Backoff:     Backoff{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond},
+		MaxAttempts: 3, RateLimitMaxWait: 5 * time.Second,
+	}
+	cfg := Config{Concurrency: 10, Logger: logrus.New()}
+	cfg.Logger.SetLevel(logrus.ErrorLevel)
+	if edit != nil {
+		edit(p.handler, &cfg)
+	}
+	p.server = NewServer(p.rdb, p.handler, cfg)
+	return p
+}
+
+func (p *pipeline) run(t *testing.T) {
+	t.Helper()
+	if err := p.server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.server.Shutdown)
+}
+
+func (p *pipeline) enqueue(t *testing.T, username string) string {
+	t.Helper()
+	res, err := p.enq.Enqueue(context.Background(), tasks.Resend{ProjectID: testProject, Username: username})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.TaskID
+}
+
+// waitOutcome polls until the user's outcome record exists.
+func (p *pipeline) waitOutcome(t *testing.T, username string, within time.Duration) outcome.Record {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		rec, ok, err := p.store.Latest(context.Background(), testProject, username)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			return rec
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no outcome for %s within %s (API calls: %d)", username, within, p.api.Count(username))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// archived returns the asynq archive's error text of a task.
+func (p *pipeline) archived(t *testing.T, taskID string) string {
+	t.Helper()
+	info, err := p.ins.GetTaskInfo(tasks.QueueSignup, taskID)
+	if err != nil {
+		t.Fatalf("task %s: %v", taskID, err)
+	}
+	if info.State != asynq.TaskStateArchived {
+		t.Fatalf("task %s is %v, want archived", taskID, info.State)
+	}
+	return info.LastErr
+}
+
+// TestOutcomeTableEndToEnd runs every row of the outcome table through
+// Redis, asynq, the HTTP client and the double of the API.
+func TestOutcomeTableEndToEnd(t *testing.T) {
+	t.Parallel()
+	rows := []struct {
+		username   string
+		behavior   fake.Behavior
+		status     outcome.Status
+		reason     outcome.Reason
+		code       string
+		httpCode   int
+		calls      int    // calls the API received: exactly one email for a sent task
+		archived   string // text in asynq's archive
+		attempts   int
+		maxWaitFor time.Duration
+	}{
+		{"sent@example.com", fake.Behavior{}, outcome.StatusSent, "", "", 204, 1, "", 1, 0},
+		{"r400@example.com", fake.Behavior{Status: 400, Code: "010-011", Description: "login_url required."}, outcome.StatusDeadLetter, outcome.ReasonRejected, "010-011", 400, 1, "login api 400 010-011: login_url required.", 1, 0},
+		{"r404@example.com", fake.Behavior{Status: 404, Code: "003-002", Description: "User not found."}, outcome.StatusDeadLetter, outcome.ReasonRejected, "003-002", 404, 1, "login api 404 003-002: User not found.", 1, 0},
+		{"r409@example.com", fake.Behavior{Status: 409, Code: "003-033", Description: "Conflict."}, outcome.StatusDeadLetter, outcome.ReasonRejected, "003-033", 409, 1, "login api 409 003-033", 1, 0},
+		{"r422@example.com", fake.Behavior{Status: 422, Code: "003-061", Description: "Object not found."}, outcome.StatusDeadLetter, outcome.ReasonRejected, "003-061", 422, 1, "login api 422 003-061", 1, 0},
+		{"limited@example.com", fake.Behavior{RateLimited: 2, RetryAfter: "1"}, outcome.StatusSent, "", "", 204, 3, "", 3, 0},
+		{"limitedforever@example.com", fake.Behavior{Status: 429}, outcome.StatusDeadLetter, outcome.ReasonRateLimited, "0", 429, -1, "rate limited for", -1, 0},
+		{"flaky@example.com", fake.Behavior{ServerErrors: 2}, outcome.StatusSent, "", "", 204, 3, "", 3, 0},
+		{"down@example.com", fake.Behavior{Status: 503}, outcome.StatusDeadLetter, outcome.ReasonExhausted, "0", 503, 3, "gave up after 3 failed attempts: login api 503", 3, 0},
+		{"slow@example.com", fake.Behavior{Latency: 5 * time.Second}, outcome.StatusDeadLetter, outcome.ReasonExhausted, "", 0, 3, "gave up after 3 failed attempts", 3, 0},
+	}
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			t.Parallel()
+			p := newPipeline(t, be.start, nil)
+			ids := map[string]string{}
+			for _, row := range rows {
+				p.api.Script(row.username, row.behavior)
+				ids[row.username] = p.enqueue(t, row.username)
+			}
+			// A task from a broken producer never reaches the API.
+			bad := asynq.NewTask(tasks.TypeResend, []byte(`{"project_id":"`+testProject+`","username":""}`))
+			badInfo, err := asynq.NewClientFromRedisClient(p.rdb).Enqueue(bad, asynq.Queue(tasks.QueueSignup))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.run(t)
+			for _, row := range rows {
+				rec := p.waitOutcome(t, row.username, 30*time.Second)
+				if rec.Status != row.status || rec.Reason != row.reason || rec.ErrorCode != row.code || rec.HTTPStatus != row.httpCode {
+					t.Errorf("%s: record %+v, want %s/%s code %q http %d", row.username, rec, row.status, row.reason, row.code, row.httpCode)
+				}
+				if rec.TaskID != ids[row.username] || rec.Queue != tasks.QueueSignup || rec.EnqueuedAt.IsZero() {
+					t.Errorf("%s: record %+v does not describe task %s", row.username, rec, ids[row.username])
+				}
+				if calls := p.api.Count(row.username); row.calls >= 0 && calls != row.calls {
+					t.Errorf("%s: the API got %d calls, want %d", row.username, calls, row.calls)
+				}
+				if row.attempts >= 0 && rec.Attempts != row.attempts {
+					t.Errorf("%s: attempts %d, want %d", row.username, rec.Attempts, row.attempts)
+				}
+				if row.attempts < 0 && rec.Attempts != p.api.Count(row.username) {
+					t.Errorf("%s: attempts %d, but the API got %d calls", row.username, rec.Attempts, p.api.Count(row.username))
+				}
+				if row.status == outcome.StatusDeadLetter {
+					if text := p.archived(t, ids[row.username]); !strings.Contains(text, row.archived) {
+						t.Errorf("%s: archive text %q, want it to contain %q", row.username, text, row.archived)
+					}
+				}
+			}
+			// The invalid task is dead-lettered without a call.
+			waitArchived(t, p, badInfo.ID)
+			page, err := p.store.List(context.Background(), outcome.Filter{Reason: outcome.ReasonInvalid})
+			if err != nil || len(page.Records) != 1 || page.Records[0].TaskID != badInfo.ID || page.Records[0].Attempts != 0 {
+				t.Errorf("invalid outcome: %+v, %v", page.Records, err)
+			}
+			st, err := p.store.Stats(context.Background())
+			if err != nil || st.Sent != 3 || st.DeadLetter != 8 || st.ByReason["rejected"] != 4 || st.ByReason["exhausted"] != 2 ||
+				st.ByReason["rate_limited"] != 1 || st.ByReason["invalid"] != 1 {
+				t.Errorf("stats = %+v, %v", st, err)
+			}
+		})
+	}
+}
+
+func waitArchived(t *testing.T, p *pipeline, id string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := p.ins.GetTaskInfo(tasks.QueueSignup, id)
+		if err == nil && info.State == asynq.TaskStateArchived {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task %s not archived: %+v, %v", id, info, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestConnectionRefusedExhausts: an API that cannot be reached at all.
+func TestConnectionRefusedExhausts(t *testing.T) {
+	t.Parallel()
+	p := newPipeline(t, redistest.Start, nil)
+	closed := httptest.NewServer(nil)
+	closed.Close()
+	client, err := loginapi.New(loginapi.Options{BaseURL: closed.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.handler.API = client
+	p.handler.MaxAttempts = 2
+	id := p.enqueue(t, "john@example.com")
+	p.run(t)
+	rec := p.waitOutcome(t, "john@example.com", 20*time.Second)
+	if rec.Reason != outcome.ReasonExhausted || rec.Attempts != 2 || rec.HTTPStatus != 0 || !strings.Contains(rec.ErrorDescription, "connection refused") {
+		t.Errorf("record = %+v", rec)
+	}
+	if text := p.archived(t, id); !strings.Contains(text, "gave up after 2 failed attempts") || strings.Contains(text, "john@") {
+		t.Errorf("archive text %q", text)
+	}
+}
+
+// TestRetryDueInOneSecondRunsWithinTwo: the forwarder interval is short
+// enough for a 1s Retry-After to be honoured promptly, and never early.
+func TestRetryDueInOneSecondRunsWithinTwo(t *testing.T) {
+	t.Parallel()
+	p := newPipeline(t, redistest.Start, nil)
+	p.api.Script("john@example.com", fake.Behavior{RateLimited: 1, RetryAfter: "1"})
+	p.enqueue(t, "john@example.com")
+	p.run(t)
+	p.waitOutcome(t, "john@example.com", 20*time.Second)
+	calls := p.api.Calls()
+	if len(calls) != 2 {
+		t.Fatalf("%d calls, want 2", len(calls))
+	}
+	gap := calls[1].At.Sub(calls[0].At)
+	if gap < time.Second || gap > 2500*time.Millisecond {
+		t.Errorf("retry ran %v after the 429 with Retry-After: 1; want between 1s and about 2s", gap)
+	}
+}
+
+// TestGracefulShutdownFinishesInFlightCalls: on shutdown, calls in flight
+// finish and are recorded; nothing is sent twice or lost.
+func TestGracefulShutdownFinishesInFlightCalls(t *testing.T) {
+	t.Parallel()
+	p := newPipeline(t, redistest.Start, func(_ *Handler, c *Config) { c.ShutdownTimeout = 10 * time.Second })
+	p.api.SetDefault(fake.Behavior{Latency: 300 * time.Millisecond})
+	const n = 10
+	users := make([]string, n)
+	for i := range users {
+		users[i] = "user" + string(rune('a'+i)) + "@example.com"
+		p.enqueue(t, users[i])
+	}
+	if err := p.server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return p.api.Total() == n }, "all calls in flight")
+	p.server.Shutdown()
+	for _, u := range users {
+		rec, ok, err := p.store.Latest(context.Background(), testProject, u)
+		if err != nil || !ok || rec.Status != outcome.StatusSent || p.api.Count(u) != 1 {
+			t.Errorf("%s: %+v %v %v, %d calls", u, rec, ok, err, p.api.Count(u))
+		}
+	}
+	info, err := p.ins.GetQueueInfo(tasks.QueueSignup)
+	if err != nil || info.Size != 0 {
+		t.Errorf("queue after shutdown: %+v, %v", info, err)
+	}
+}
+
+// TestShutdownTimeoutHandsTasksBack: calls that outlast the shutdown
+// timeout are abandoned and their tasks go back to the queue, where the
+// next worker picks them up.
+func TestShutdownTimeoutHandsTasksBack(t *testing.T) {
+	t.Parallel()
+	p := newPipeline(t, redistest.Start, func(h *Handler, c *Config) {
+		c.ShutdownTimeout = 200 * time.Millisecond
+		h.API, _ = loginapi.New(loginapi.Options{BaseURL: "http://unused"}) // replaced below
+	})
+	httpSrv := httptest.NewServer(p.api)
+	t.Cleanup(httpSrv.Close)
+	p.handler.API, _ = loginapi.New(loginapi.Options{BaseURL: httpSrv.URL, HTTPClient: loginapi.NewHTTPClient(time.Minute)})
+	p.api.SetDefault(fake.Behavior{Latency: time.Minute})
+	const n = 5
+	for i := 0; i < n; i++ {
+		p.enqueue(t, "user"+string(rune('a'+i))+"@example.com")
+	}
+	if err := p.server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return p.api.Total() == n }, "all calls in flight")
+	p.server.Shutdown()
+	info, err := p.ins.GetQueueInfo(tasks.QueueSignup)
+	if err != nil || info.Pending != n {
+		t.Fatalf("after shutdown: %+v, %v; want %d pending", info, err, n)
+	}
+	if st, _ := p.store.Stats(context.Background()); st.Sent+st.DeadLetter != 0 {
+		t.Fatalf("outcomes recorded for abandoned calls: %+v", st)
+	}
+	// The next worker finishes them.
+	p.api.SetDefault(fake.Behavior{})
+	next := NewServer(p.rdb, p.handler, Config{Concurrency: 5, Logger: logrus.New()})
+	if err := next.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer next.Shutdown()
+	waitFor(t, func() bool { st, _ := p.store.Stats(context.Background()); return st.Sent == n }, "all sent by the next worker")
+}
+
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
