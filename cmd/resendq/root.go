@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 
 // app holds what every command shares: the streams and the logger.
 type app struct {
+	env            func(string) (string, bool) // os.LookupEnv
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	log            *logrus.Logger
@@ -40,7 +40,7 @@ func newRoot(a *app) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			if err := bindEnv(cmd.Flags()); err != nil {
+			if err := bindEnv(cmd.Flags(), a.env); err != nil {
 				return usageErr(err)
 			}
 			return a.setupLog()
@@ -55,11 +55,11 @@ func newRoot(a *app) *cobra.Command {
 
 // bindEnv fills every flag not given on the command line from its
 // RESENDQ_* environment variable.
-func bindEnv(fs *pflag.FlagSet) error {
+func bindEnv(fs *pflag.FlagSet, lookup func(string) (string, bool)) error {
 	var errs []error
 	fs.VisitAll(func(f *pflag.Flag) {
 		env := envName(f.Name)
-		v, ok := os.LookupEnv(env)
+		v, ok := lookup(env)
 		if !ok || f.Changed {
 			return
 		}
