@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/resendq/resendq/outcome"
 )
@@ -24,8 +26,7 @@ func newOutcomesCmd(a *app) *cobra.Command {
 
 func newOutcomesListCmd(a *app) *cobra.Command {
 	var rf redisFlags
-	var f outcome.Filter
-	var status, reason, since string
+	var ff filterFlags
 	var all, asJSON bool
 	cmd := &cobra.Command{
 		Use:   "list",
@@ -34,53 +35,84 @@ func newOutcomesListCmd(a *app) *cobra.Command {
   resendq outcomes list --status dead_letter --code 003-002 --since 24h --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f.Status, f.Reason = outcome.Status(status), outcome.Reason(reason)
-			if since != "" {
-				t, err := parseSince(since, time.Now())
-				if err != nil {
-					return usageErr(err)
-				}
-				f.Since = t
+			f, err := ff.filter(time.Now())
+			if err != nil {
+				return usageErr(err)
 			}
 			rdb, err := rf.connect(cmd.Context(), 0)
 			if err != nil {
 				return err
 			}
 			defer rdb.Close()
-			store := outcome.NewStore(rdb, outcome.Options{})
 			w := newRecordWriter(a, asJSON)
-			for {
-				page, err := store.List(cmd.Context(), f)
-				if errors.Is(err, outcome.ErrInvalid) {
-					return usageErr(err)
-				} else if err != nil {
-					return err
-				}
-				if err := w.write(page.Records); err != nil {
-					return err
-				}
-				if !all || page.NextCursor == "" {
-					w.flush(page.NextCursor)
-					return nil
-				}
-				f.Cursor = page.NextCursor
+			next, err := eachPage(cmd.Context(), outcome.NewStore(rdb, outcome.Options{}), f, all, w.write)
+			if err != nil {
+				return err
 			}
+			w.flush(next)
+			return nil
 		},
 	}
 	rf.register(cmd.Flags())
-	fs := cmd.Flags()
-	fs.StringVar(&f.Username, "username", "", "only this username or email address")
-	fs.StringVar(&f.ProjectID, "project-id", "", "only this Login project")
-	fs.StringVar(&status, "status", "", "only sent or dead_letter")
-	fs.StringVar(&reason, "reason", "", "only dead letters of this reason: rejected, rate_limited, exhausted or invalid")
-	fs.StringVar(&f.Code, "code", "", "only this Login API error code, e.g. 003-002")
-	fs.StringVar(&f.BatchID, "batch-id", "", "only this batch")
-	fs.StringVar(&since, "since", "", "only outcomes since a time (RFC 3339) or for a duration back (e.g. 24h)")
-	fs.IntVar(&f.Limit, "limit", 50, "records per page (at most 1000)")
-	fs.StringVar(&f.Cursor, "cursor", "", "continue from a previous page")
-	fs.BoolVar(&all, "all", false, "follow pages to the end")
-	fs.BoolVar(&asJSON, "json", false, "one JSON object a line")
+	ff.register(cmd.Flags(), true)
+	cmd.Flags().BoolVar(&all, "all", false, "follow pages to the end")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "one JSON object a line")
 	return cmd
+}
+
+// filterFlags are the flags that select outcome records.
+type filterFlags struct {
+	f                     outcome.Filter
+	status, reason, since string
+}
+
+func (ff *filterFlags) register(fs *pflag.FlagSet, withStatus bool) {
+	fs.StringVar(&ff.f.Username, "username", "", "only this username or email address")
+	fs.StringVar(&ff.f.ProjectID, "project-id", "", "only this Login project")
+	if withStatus {
+		fs.StringVar(&ff.status, "status", "", "only sent or dead_letter")
+	}
+	fs.StringVar(&ff.reason, "reason", "", "only dead letters of this reason: rejected, rate_limited, exhausted or invalid")
+	fs.StringVar(&ff.f.Code, "code", "", "only this Login API error code, e.g. 003-002")
+	fs.StringVar(&ff.f.BatchID, "batch-id", "", "only this batch")
+	fs.StringVar(&ff.since, "since", "", "only outcomes since a time (RFC 3339) or for a duration back (e.g. 24h)")
+	fs.IntVar(&ff.f.Limit, "limit", 50, "records per page (at most 1000)")
+	fs.StringVar(&ff.f.Cursor, "cursor", "", "continue from a previous page")
+}
+
+// filter is the outcome.Filter the flags describe.
+func (ff *filterFlags) filter(now time.Time) (outcome.Filter, error) {
+	f := ff.f
+	f.Status, f.Reason = outcome.Status(ff.status), outcome.Reason(ff.reason)
+	if ff.since != "" {
+		t, err := parseSince(ff.since, now)
+		if err != nil {
+			return f, err
+		}
+		f.Since = t
+	}
+	return f, nil
+}
+
+// eachPage hands every page of records that f selects to fn: the first
+// page only, or all of them. It returns the cursor of the page after the
+// last one handed over ("" at the end).
+func eachPage(ctx context.Context, store *outcome.Store, f outcome.Filter, all bool, fn func([]outcome.Record) error) (string, error) {
+	for {
+		page, err := store.List(ctx, f)
+		if errors.Is(err, outcome.ErrInvalid) {
+			return "", usageErr(err)
+		} else if err != nil {
+			return "", err
+		}
+		if err := fn(page.Records); err != nil {
+			return "", err
+		}
+		if !all || page.NextCursor == "" {
+			return page.NextCursor, nil
+		}
+		f.Cursor = page.NextCursor
+	}
 }
 
 // parseSince reads "24h" (that long ago) or an RFC 3339 time.

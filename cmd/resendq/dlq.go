@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+
+	"github.com/resendq/resendq/enqueue"
+	"github.com/resendq/resendq/outcome"
+	"github.com/resendq/resendq/tasks"
+)
+
+func newDLQCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "dlq",
+		Short: "Dead letters: list them, and replay them once their cause is fixed",
+		Long: `Dead letters are kept in resendq's own outcome records, with their full request,
+so none is lost when asynq's archive trims itself (10,000 tasks per queue).`,
+	}
+	cmd.AddCommand(newDLQListCmd(a), newDLQReplayCmd(a))
+	return cmd
+}
+
+func newDLQListCmd(a *app) *cobra.Command {
+	var rf redisFlags
+	var ff filterFlags
+	var all, asJSON bool
+	cmd := &cobra.Command{
+		Use:     "list",
+		Short:   "List dead letters, newest first",
+		Example: `  resendq dlq list --code 003-002 --since 24h`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f, err := ff.filter(time.Now())
+			if err != nil {
+				return usageErr(err)
+			}
+			f.Status = outcome.StatusDeadLetter
+			rdb, err := rf.connect(cmd.Context(), 0)
+			if err != nil {
+				return err
+			}
+			defer rdb.Close()
+			w := newRecordWriter(a, asJSON)
+			next, err := eachPage(cmd.Context(), outcome.NewStore(rdb, outcome.Options{}), f, all, w.write)
+			if err != nil {
+				return err
+			}
+			w.flush(next)
+			return nil
+		},
+	}
+	rf.register(cmd.Flags())
+	ff.register(cmd.Flags(), false)
+	cmd.Flags().BoolVar(&all, "all", false, "follow pages to the end")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "one JSON object a line")
+	return cmd
+}
+
+// replaySummary counts what a replay did; its counts add up to Matched.
+type replaySummary struct {
+	Matched         int  `json:"matched"`
+	Replayed        int  `json:"replayed"`
+	AlreadyReplayed int  `json:"already_replayed"`
+	StillInvalid    int  `json:"still_invalid"`
+	DryRun          bool `json:"dry_run"`
+}
+
+func newDLQReplayCmd(a *app) *cobra.Command {
+	var rf redisFlags
+	var ff filterFlags
+	var queue string
+	var everything, dryRun, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "replay",
+		Short: "Enqueue dead letters again, as new tasks, once their cause is fixed",
+		Long: `Replays every dead letter the filters select, as a new task. Each dead letter is
+replayed once: running the same replay again enqueues nothing. Dead letters whose
+request is invalid are counted, not replayed. A filter, or --all-dead-letters, is required.`,
+		Example: `  resendq dlq replay --code 003-022 --since 24h --dry-run
+  resendq dlq replay --reason rate_limited`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f, err := ff.filter(time.Now())
+			if err != nil {
+				return usageErr(err)
+			}
+			f.Status, f.Cursor = outcome.StatusDeadLetter, ""
+			if !everything && f.Username == "" && f.ProjectID == "" && f.Reason == "" && f.Code == "" && f.BatchID == "" && f.Since.IsZero() {
+				return usageErr(errors.New("dlq replay needs a filter (--code, --reason, --since, --project-id, --batch-id, --username) or --all-dead-letters"))
+			}
+			if queue != tasks.QueueSignup && queue != tasks.QueueBulk {
+				return usageErr(fmt.Errorf("--queue %q: want %s or %s", queue, tasks.QueueBulk, tasks.QueueSignup))
+			}
+			rdb, err := rf.connect(cmd.Context(), 0)
+			if err != nil {
+				return err
+			}
+			defer rdb.Close()
+			sum, err := replay(cmd.Context(), rdb, f, queue, dryRun)
+			if err != nil {
+				return err
+			}
+			return printReplay(a, sum, asJSON)
+		},
+	}
+	rf.register(cmd.Flags())
+	ff.register(cmd.Flags(), false)
+	fs := cmd.Flags()
+	fs.StringVar(&queue, "queue", tasks.QueueBulk, "queue the replayed tasks go to: bulk or signup")
+	fs.BoolVar(&everything, "all-dead-letters", false, "replay every dead letter (no filter)")
+	fs.BoolVar(&dryRun, "dry-run", false, "count what would be replayed, change nothing")
+	fs.BoolVar(&asJSON, "json", false, "print the summary as one JSON object")
+	return cmd
+}
+
+// replay replays every dead letter f selects, page by page. Replays are
+// new tasks, so they never show up in the pages still to come.
+func replay(ctx context.Context, rdb redis.UniversalClient, f outcome.Filter, queue string, dryRun bool) (replaySummary, error) {
+	sum := replaySummary{DryRun: dryRun}
+	enq := enqueue.New(rdb, enqueue.Options{})
+	_, err := eachPage(ctx, outcome.NewStore(rdb, outcome.Options{}), f, true, func(recs []outcome.Record) error {
+		for _, rec := range recs {
+			sum.Matched++
+			if dryRun {
+				continue
+			}
+			res, err := enq.Replay(ctx, rec, queue)
+			var ve *tasks.ValidationError
+			switch {
+			case errors.As(err, &ve):
+				sum.StillInvalid++
+			case err != nil:
+				return fmt.Errorf("after %d replays: %w", sum.Replayed, err)
+			case res.Duplicate:
+				sum.AlreadyReplayed++
+			default:
+				sum.Replayed++
+			}
+		}
+		return ctx.Err()
+	})
+	return sum, err
+}
+
+func printReplay(a *app, sum replaySummary, asJSON bool) error {
+	if asJSON {
+		return json.NewEncoder(a.stdout).Encode(sum)
+	}
+	verb := "replayed"
+	if sum.DryRun {
+		verb = "would replay (dry run)"
+	}
+	fmt.Fprintf(a.stdout, "%d dead letters matched: %s %d, already replayed %d, still invalid %d\n",
+		sum.Matched, verb, sum.Matched-sum.AlreadyReplayed-sum.StillInvalid, sum.AlreadyReplayed, sum.StillInvalid)
+	return nil
+}
