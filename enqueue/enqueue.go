@@ -103,9 +103,16 @@ func (e *Enqueuer) Enqueue(ctx context.Context, r tasks.Resend) (Result, error) 
 		return Result{}, err
 	}
 	res := Result{TaskID: e.newID(), Queue: e.opts.Queue, Warnings: r.Warnings()}
-	key := e.dedupKey(r)
-	if e.opts.DedupWindow > 0 {
-		held, err := claimScript.Run(ctx, e.rdb, []string{key}, res.TaskID, e.opts.DedupWindow.Milliseconds()).Text()
+	return e.enqueueClaimed(ctx, e.dedupKey(r), e.opts.DedupWindow, task, res)
+}
+
+// enqueueClaimed enqueues task as res.TaskID in res.Queue once it holds the
+// claim key for the duration hold (no claim when hold is not positive). A key
+// another task holds makes the result a duplicate naming that task; a failed
+// enqueue gives the claim back, so that trying again can succeed.
+func (e *Enqueuer) enqueueClaimed(ctx context.Context, key string, hold time.Duration, task *asynq.Task, res Result) (Result, error) {
+	if hold > 0 {
+		held, err := claimScript.Run(ctx, e.rdb, []string{key}, res.TaskID, hold.Milliseconds()).Text()
 		switch {
 		case err == nil:
 			res.TaskID, res.Duplicate = held, true
@@ -115,8 +122,7 @@ func (e *Enqueuer) Enqueue(ctx context.Context, r tasks.Resend) (Result, error) 
 		}
 	}
 	if _, err := e.client.EnqueueContext(ctx, task, tasks.Options(res.Queue, res.TaskID)...); err != nil {
-		if e.opts.DedupWindow > 0 {
-			// Give the user's slot back so that a retry of this call can enqueue.
+		if hold > 0 {
 			releaseScript.Run(context.WithoutCancel(ctx), e.rdb, []string{key}, res.TaskID)
 		}
 		return Result{}, fmt.Errorf("enqueue: %w", err)

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/resendq/resendq/outcome"
 	"github.com/resendq/resendq/tasks"
@@ -35,18 +34,9 @@ func (e *Enqueuer) Replay(ctx context.Context, rec outcome.Record, queue string)
 	if err != nil {
 		return Result{}, err
 	}
-	res := Result{TaskID: e.newID(), Queue: queue}
-	key := e.opts.KeyPrefix + "replayed:" + rec.TaskID
-	held, err := claimScript.Run(ctx, e.rdb, []string{key}, res.TaskID, ReplayKeep.Milliseconds()).Text()
-	switch {
-	case err == nil:
-		return Result{TaskID: held, Queue: queue, Duplicate: true}, nil
-	case !errors.Is(err, redis.Nil):
-		return Result{}, fmt.Errorf("replay: %w", err)
-	}
-	if _, err := e.client.EnqueueContext(ctx, task, tasks.Options(queue, res.TaskID)...); err != nil {
-		releaseScript.Run(context.WithoutCancel(ctx), e.rdb, []string{key}, res.TaskID)
-		return Result{}, fmt.Errorf("replay: %w", err)
+	res, err := e.enqueueClaimed(ctx, e.opts.KeyPrefix+"replayed:"+rec.TaskID, ReplayKeep, task, Result{TaskID: e.newID(), Queue: queue})
+	if err != nil || res.Duplicate {
+		return res, err
 	}
 	ins := asynq.NewInspectorFromRedisClient(e.rdb)
 	if err := ins.DeleteTask(rec.Queue, rec.TaskID); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {

@@ -27,39 +27,7 @@ so none is lost when asynq's archive trims itself (10,000 tasks per queue).`,
 }
 
 func newDLQListCmd(a *app) *cobra.Command {
-	var rf redisFlags
-	var ff filterFlags
-	var all, asJSON bool
-	cmd := &cobra.Command{
-		Use:     "list",
-		Short:   "List dead letters, newest first",
-		Example: `  resendq dlq list --code 003-002 --since 24h`,
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			f, err := ff.filter(time.Now())
-			if err != nil {
-				return usageErr(err)
-			}
-			f.Status = outcome.StatusDeadLetter
-			rdb, err := rf.connect(cmd.Context(), 0)
-			if err != nil {
-				return err
-			}
-			defer rdb.Close()
-			w := newRecordWriter(a, asJSON)
-			next, err := eachPage(cmd.Context(), outcome.NewStore(rdb, outcome.Options{}), f, all, w.write)
-			if err != nil {
-				return err
-			}
-			w.flush(next)
-			return nil
-		},
-	}
-	rf.register(cmd.Flags())
-	ff.register(cmd.Flags(), false)
-	cmd.Flags().BoolVar(&all, "all", false, "follow pages to the end")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "one JSON object a line")
-	return cmd
+	return newListCmd(a, "List dead letters, newest first", `  resendq dlq list --code 003-002 --since 24h`, outcome.StatusDeadLetter)
 }
 
 // replaySummary counts what a replay did; its counts add up to Matched.

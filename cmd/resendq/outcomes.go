@@ -25,19 +25,28 @@ func newOutcomesCmd(a *app) *cobra.Command {
 }
 
 func newOutcomesListCmd(a *app) *cobra.Command {
+	return newListCmd(a, "List outcome records, newest first", `  resendq outcomes list --username john@example.com
+  resendq outcomes list --status dead_letter --code 003-002 --since 24h --json`, "")
+}
+
+// newListCmd is a command that lists outcome records: all of them, or only
+// those of one status.
+func newListCmd(a *app, short, example string, only outcome.Status) *cobra.Command {
 	var rf redisFlags
 	var ff filterFlags
 	var all, asJSON bool
 	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List outcome records, newest first",
-		Example: `  resendq outcomes list --username john@example.com
-  resendq outcomes list --status dead_letter --code 003-002 --since 24h --json`,
-		Args: cobra.NoArgs,
+		Use:     "list",
+		Short:   short,
+		Example: example,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f, err := ff.filter(time.Now())
 			if err != nil {
 				return usageErr(err)
+			}
+			if only != "" {
+				f.Status = only
 			}
 			rdb, err := rf.connect(cmd.Context(), 0)
 			if err != nil {
@@ -54,7 +63,7 @@ func newOutcomesListCmd(a *app) *cobra.Command {
 		},
 	}
 	rf.register(cmd.Flags())
-	ff.register(cmd.Flags(), true)
+	ff.register(cmd.Flags(), only == "")
 	cmd.Flags().BoolVar(&all, "all", false, "follow pages to the end")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "one JSON object a line")
 	return cmd
