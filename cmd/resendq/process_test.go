@@ -109,3 +109,70 @@ func TestWorkerProcessSIGTERMFinishesInFlight(t *testing.T) {
 		t.Errorf("no masked per-outcome log line:\n%s", logs.String())
 	}
 }
+
+// startWorker runs the real binary as a worker process.
+func startWorker(t *testing.T, redisURL, apiBase string, logs *bytes.Buffer) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(binary(t), "worker", "--redis-url", redisURL, "--api-base", apiBase, "--concurrency", "10", "--log-format", "json", "--backoff-initial", "100ms")
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd
+}
+
+// TestWorkerKilledMidCallLosesNothing kills a worker process with SIGKILL
+// while its calls are in flight; asynq recovers the tasks once their lease
+// has expired (about a minute) and a second worker process sends them.
+func TestWorkerKilledMidCallLosesNothing(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	api := fake.New()
+	api.SetDefault(fake.Behavior{Latency: time.Hour})
+	httpSrv := httptest.NewServer(api)
+	defer httpSrv.Close()
+
+	const n = 5
+	enq := enqueue.New(rdb, enqueue.Options{})
+	for i := 0; i < n; i++ {
+		if _, err := enq.Enqueue(context.Background(), tasks.Resend{ProjectID: testProject, Username: fmt.Sprintf("user%d@example.com", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var logs1, logs2 bytes.Buffer
+	first := startWorker(t, srv.URL, httpSrv.URL+"/api", &logs1)
+	waitUntil(t, 30*time.Second, func() bool { return api.Total() >= n }, "calls in flight")
+	if err := first.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	first.Wait()
+	killed := time.Now()
+
+	api.SetDefault(fake.Behavior{})
+	startWorker(t, srv.URL, httpSrv.URL+"/api", &logs2)
+	store := outcome.NewStore(rdb, outcome.Options{})
+	waitUntil(t, 3*time.Minute, func() bool {
+		st, err := store.Stats(context.Background())
+		return err == nil && st.Sent == n
+	}, "every task sent by the second worker")
+	t.Logf("all %d tasks recovered and sent %s after the kill", n, time.Since(killed).Round(time.Second))
+	for i := 0; i < n; i++ {
+		rec, ok, err := store.Latest(context.Background(), testProject, fmt.Sprintf("user%d@example.com", i))
+		if err != nil || !ok || rec.Status != outcome.StatusSent {
+			t.Errorf("user%d: %+v %v %v", i, rec, ok, err)
+		}
+	}
+}
+
+func waitUntil(t *testing.T, within time.Duration, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
