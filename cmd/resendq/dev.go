@@ -16,6 +16,7 @@ import (
 	"github.com/resendq/resendq/loginapi/fake"
 	"github.com/resendq/resendq/outcome"
 	"github.com/resendq/resendq/tasks"
+	"github.com/resendq/resendq/web"
 )
 
 // devProjectID is the project the demo resends belong to.
@@ -26,6 +27,7 @@ func newDevCmd(a *app) *cobra.Command {
 	var demo int
 	var once bool
 	var wf workerFlags
+	var hf httpFlags
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run everything in one process: an embedded Redis, a fake Login API and a worker",
@@ -42,11 +44,20 @@ commands that work against them from another terminal. Nothing to install.`,
 			if demo < 0 {
 				return usageErr(fmt.Errorf("--demo %d: must not be negative", demo))
 			}
+			if err := hf.validate(); err != nil {
+				return usageErr(err)
+			}
 			env, err := startDev(cmd.Context(), a, redisAddr, apiAddr, &wf)
 			if err != nil {
 				return err
 			}
 			defer env.close()
+			httpSrv, err := hf.serve(a, env.proc, true)
+			if err != nil {
+				return err
+			}
+			defer httpSrv.stop()
+			env.uiURL = httpSrv.uiURL()
 			return env.run(cmd.Context(), demo, once)
 		},
 	}
@@ -56,6 +67,7 @@ commands that work against them from another terminal. Nothing to install.`,
 	fs.IntVar(&demo, "demo", 0, "enqueue this many sample resends covering every outcome and print the outcome table")
 	fs.BoolVar(&once, "once", false, "exit after the demo's outcome table instead of serving on")
 	wf.register(fs)
+	hf.register(fs, devHTTPAddr)
 	// Quick retries, so that the demo's transient failures settle in seconds.
 	for name, v := range map[string]string{"max-attempts": "4", "backoff-initial": "250ms", "backoff-max": "2s", "api-base": ""} {
 		f := fs.Lookup(name)
@@ -75,6 +87,7 @@ type devEnv struct {
 	api     *fake.API
 	proc    *workerProc
 	apiBase string
+	uiURL   string // the asynq UI, if served
 }
 
 func startDev(ctx context.Context, a *app, redisAddr, apiAddr string, wf *workerFlags) (*devEnv, error) {
@@ -137,7 +150,7 @@ func (e *devEnv) run(ctx context.Context, demo int, once bool) error {
 func (e *devEnv) printBanner() {
 	url := "redis://" + e.mini.Addr() + "/0"
 	fmt.Fprintf(e.a.stdout, `resendq dev: embedded Redis at %s (in memory only: nothing is kept after exit)
-             Login API %s
+             Login API %s%s
 
 Try, from another terminal:
   resendq enqueue  --redis-url %s --project-id %s --username john@example.com
@@ -145,7 +158,16 @@ Try, from another terminal:
   resendq outcomes list  --redis-url %s
   resendq outcomes stats --redis-url %s
 
-`, url, e.apiBase, url, devProjectID, url, devProjectID, url, url)
+`, url, e.apiBase, e.uiLine(), url, devProjectID, url, devProjectID, url, url)
+}
+
+// uiLine is the banner line of the web UI, or "" when it is off.
+func (e *devEnv) uiLine() string {
+	if e.uiURL == "" {
+		return ""
+	}
+	base := strings.TrimSuffix(e.uiURL, web.UIPath)
+	return fmt.Sprintf("\n             Web UI    %s (also %s/metrics, %s/api/v1/outcomes)", e.uiURL, base, base)
 }
 
 // demoKinds are the username prefixes the fake API answers differently

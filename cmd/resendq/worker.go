@@ -61,8 +61,10 @@ func (w *workerFlags) validate() error {
 
 // workerProc is an assembled worker process.
 type workerProc struct {
-	server *worker.Server
-	store  *outcome.Store
+	server  *worker.Server
+	store   *outcome.Store
+	rdb     redis.UniversalClient
+	metrics *procMetrics
 }
 
 // build assembles a worker on rdb.
@@ -80,6 +82,10 @@ func (w *workerFlags) build(a *app, rdb redis.UniversalClient) (*workerProc, err
 		return nil, usageErr(fmt.Errorf("--api-base: %w", err))
 	}
 	store := outcome.NewStore(rdb, outcome.Options{Retention: w.retention})
+	m, err := newProcMetrics(a, rdb)
+	if err != nil {
+		return nil, err
+	}
 	h := &worker.Handler{
 		API:              api,
 		Outcomes:         store,
@@ -87,6 +93,7 @@ func (w *workerFlags) build(a *app, rdb redis.UniversalClient) (*workerProc, err
 		Backoff:          worker.Backoff{Initial: w.backoffInitial, Max: w.backoffMax},
 		MaxAttempts:      w.maxAttempts,
 		RateLimitMaxWait: w.rateLimitMaxWait,
+		Observer:         m.observer,
 	}
 	srv := worker.NewServer(rdb, h, worker.Config{
 		Concurrency:     w.concurrency,
@@ -94,7 +101,7 @@ func (w *workerFlags) build(a *app, rdb redis.UniversalClient) (*workerProc, err
 		ShutdownTimeout: w.httpTimeout + 5*time.Second,
 		Logger:          a.log,
 	})
-	return &workerProc{server: srv, store: store}, nil
+	return &workerProc{server: srv, store: store, rdb: rdb, metrics: m}, nil
 }
 
 // run processes tasks until ctx is done, trimming outcome records past
@@ -114,12 +121,16 @@ func (p *workerProc) run(ctx context.Context, a *app) error {
 func newWorkerCmd(a *app) *cobra.Command {
 	var rf redisFlags
 	var wf workerFlags
+	var hf httpFlags
 	cmd := &cobra.Command{
 		Use:   "worker",
 		Short: "Process resend tasks: call the Login API, retry, dead-letter and record outcomes",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := wf.validate(); err != nil {
+				return usageErr(err)
+			}
+			if err := hf.validate(); err != nil {
 				return usageErr(err)
 			}
 			ctx := cmd.Context()
@@ -132,6 +143,11 @@ func newWorkerCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			httpSrv, err := hf.serve(a, proc, false)
+			if err != nil {
+				return err
+			}
+			defer httpSrv.stop()
 			a.log.WithField("concurrency", wf.concurrency).WithField("queues", wf.queueWeights).
 				WithField("api_base", wf.apiBase).Info("worker started")
 			err = proc.run(ctx, a)
@@ -141,5 +157,6 @@ func newWorkerCmd(a *app) *cobra.Command {
 	}
 	rf.register(cmd.Flags())
 	wf.register(cmd.Flags())
+	hf.register(cmd.Flags(), "")
 	return cmd
 }

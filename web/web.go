@@ -1,0 +1,187 @@
+// Package web is the HTTP surface of a worker process: the asynq web UI
+// (asynqmon) under /monitoring/, Prometheus metrics, health and readiness
+// probes, and a read-only JSON API over the outcome records.
+//
+//	/healthz                   liveness: 200 while the process runs
+//	/readyz                    readiness: 200 when Redis answers PING, else 503 and why
+//	/monitoring/               asynqmon, read-only unless Options.UIWrite
+//	/metrics                   Prometheus text format (Options.Metrics)
+//	GET /api/v1/outcomes       outcome records, newest first, with filters and a cursor
+//	GET /api/v1/outcomes/stats outcome counts by status, reason and error code
+//	/                          redirects to /monitoring/
+//
+// The UI and the API show users' email addresses. With Options.Token set,
+// every path but /healthz and /readyz requires "Authorization: Bearer
+// <token>" or HTTP Basic with the token as the password (any user name), so
+// that a browser can open the UI; anything else gets 401 and nothing more.
+// Requests that change state and come from another origin are refused
+// (http.CrossOriginProtection), so a page elsewhere cannot drive the UI
+// through a browser's cached credentials.
+package web
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynqmon"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	"github.com/sirupsen/logrus"
+
+	"github.com/resendq/resendq/outcome"
+)
+
+// UIPath is where the asynq web UI is mounted.
+const UIPath = "/monitoring/"
+
+// DefaultReadyTimeout bounds the Redis PING of /readyz when
+// Options.ReadyTimeout is zero.
+const DefaultReadyTimeout = 2 * time.Second
+
+// Outcomes is the outcome store as the JSON API reads it; *outcome.Store is one.
+type Outcomes interface {
+	List(ctx context.Context, f outcome.Filter) (outcome.Page, error)
+	Stats(ctx context.Context) (outcome.Stats, error)
+}
+
+// Options configure New. Redis and Outcomes are required; zero values of the
+// others are their documented defaults.
+type Options struct {
+	// Redis holds the asynq queues; the UI and /readyz use it. It is shared,
+	// never closed by the handler. Required.
+	Redis redis.UniversalClient
+	// Outcomes serves /api/v1/outcomes. Required.
+	Outcomes Outcomes
+	// Metrics is served on /metrics. Default: none, and /metrics answers 404.
+	Metrics prometheus.Gatherer
+	// Token, when set, is required on every path but /healthz and /readyz.
+	// Default: none, no authentication (for loopback listeners only; the
+	// command refuses to listen elsewhere without one).
+	Token string
+	// UIWrite lets the UI delete, run, archive and cancel tasks and pause
+	// queues. Default false: the UI is read-only and its API refuses
+	// anything but GET.
+	UIWrite bool
+	// Log receives failures of the API, of /metrics and of /readyz.
+	// Default: logrus.StandardLogger().
+	Log logrus.FieldLogger
+	// ReadyTimeout bounds the Redis PING of /readyz. Default 2s.
+	ReadyTimeout time.Duration
+	// Now is the clock of the API's relative "since" and "until". Default time.Now.
+	Now func() time.Time
+}
+
+// New assembles the HTTP surface described in the package documentation.
+func New(opts Options) (http.Handler, error) {
+	if opts.Redis == nil {
+		return nil, errors.New("web: Options.Redis is required")
+	}
+	if opts.Outcomes == nil {
+		return nil, errors.New("web: Options.Outcomes is required")
+	}
+	if opts.Log == nil {
+		opts.Log = logrus.StandardLogger()
+	}
+	if opts.ReadyTimeout <= 0 {
+		opts.ReadyTimeout = DefaultReadyTimeout
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+
+	private := http.NewServeMux()
+	private.Handle(UIPath, asynqmon.New(asynqmon.Options{
+		RootPath:         strings.TrimSuffix(UIPath, "/"),
+		RedisConnOpt:     sharedRedis{opts.Redis},
+		ReadOnly:         !opts.UIWrite,
+		PayloadFormatter: asynqmon.PayloadFormatterFunc(formatBytes),
+		ResultFormatter:  asynqmon.ResultFormatterFunc(formatBytes),
+	}))
+	if opts.Metrics != nil {
+		private.Handle("GET /metrics", promhttp.HandlerFor(opts.Metrics, promhttp.HandlerOpts{
+			ErrorLog:      promLogger{opts.Log},
+			ErrorHandling: promhttp.ContinueOnError,
+		}))
+	}
+	api := &outcomesAPI{store: opts.Outcomes, log: opts.Log, now: opts.Now}
+	private.HandleFunc("GET /api/v1/outcomes", api.list)
+	private.HandleFunc("GET /api/v1/outcomes/stats", api.stats)
+	private.HandleFunc("/api/", apiNotFound)
+	private.Handle("GET /{$}", http.RedirectHandler(UIPath, http.StatusFound))
+
+	public := http.NewServeMux()
+	public.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeText(w, http.StatusOK, "ok")
+	})
+	public.Handle("GET /readyz", ready{rdb: opts.Redis, timeout: opts.ReadyTimeout, log: opts.Log})
+	public.Handle("/", noStore(requireToken(opts.Token, private)))
+	return http.NewCrossOriginProtection().Handler(public), nil
+}
+
+// apiNotFound answers, in JSON, requests to the API that match no endpoint.
+func apiNotFound(w http.ResponseWriter, r *http.Request) {
+	if p := r.URL.Path; p == "/api/v1/outcomes" || p == "/api/v1/outcomes/stats" {
+		w.Header().Set("Allow", "GET, HEAD")
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: the API is read-only; use GET", r.Method, p))
+		return
+	}
+	writeError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint %s %s; see GET /api/v1/outcomes and GET /api/v1/outcomes/stats", r.Method, r.URL.Path))
+}
+
+// sharedRedis hands asynqmon the worker's Redis client instead of a new
+// connection pool. asynqmon closes its client only in HTTPHandler.Close,
+// which is never called.
+type sharedRedis struct{ rdb redis.UniversalClient }
+
+// MakeRedisClient returns the shared client.
+func (s sharedRedis) MakeRedisClient() interface{} { return s.rdb }
+
+// ready answers /readyz: 200 when Redis answers PING in time, else 503
+// with the reason.
+type ready struct {
+	rdb     redis.UniversalClient
+	timeout time.Duration
+	log     logrus.FieldLogger
+}
+
+func (h ready) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
+	defer cancel()
+	if err := h.rdb.Ping(ctx).Err(); err != nil {
+		h.log.WithError(err).Warn("readyz: redis does not answer")
+		writeText(w, http.StatusServiceUnavailable, "not ready: redis: "+err.Error())
+		return
+	}
+	writeText(w, http.StatusOK, "ok")
+}
+
+// noStore keeps browsers and proxies from storing API answers, which show
+// users' email addresses.
+func noStore(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/api/") || r.URL.Path == "/metrics" {
+			w.Header().Set("Cache-Control", "no-store")
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func writeText(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	fmt.Fprintln(w, msg)
+}
+
+// promLogger passes promhttp's errors (a collector failing) to the log.
+type promLogger struct{ log logrus.FieldLogger }
+
+func (l promLogger) Println(v ...interface{}) {
+	l.log.Warn("metrics: " + strings.TrimSuffix(fmt.Sprintln(v...), "\n"))
+}
