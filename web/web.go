@@ -23,6 +23,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -154,10 +155,24 @@ func (h ready) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	if err := h.rdb.Ping(ctx).Err(); err != nil {
 		h.log.WithError(err).Warn("readyz: redis does not answer")
-		writeText(w, http.StatusServiceUnavailable, "not ready: redis: "+err.Error())
+		writeText(w, http.StatusServiceUnavailable, "not ready: redis: "+reason(err))
 		return
 	}
 	writeText(w, http.StatusOK, "ok")
+}
+
+// reason says why Redis did not answer without naming its address: the
+// probe is open to anyone who reaches the port.
+func reason(err error) string {
+	var op *net.OpError
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "no answer in time"
+	case errors.As(err, &op) && op.Err != nil:
+		return op.Op + ": " + op.Err.Error()
+	default:
+		return err.Error()
+	}
 }
 
 // noStore keeps browsers and proxies from storing API answers, which show

@@ -103,8 +103,8 @@ func TestReadyzFollowsRedis(t *testing.T) {
 	if status != http.StatusServiceUnavailable {
 		t.Errorf("GET /readyz with Redis stopped: %d, want 503", status)
 	}
-	if !strings.HasPrefix(body, "not ready: redis: ") || !strings.Contains(body, b.redis.Addr) {
-		t.Errorf("GET /readyz with Redis stopped: body %q, want the reason naming Redis and its address", body)
+	if body != "not ready: redis: dial: connect: connection refused\n" {
+		t.Errorf("GET /readyz with Redis stopped: body %q, want the reason, without Redis's address", body)
 	}
 }
 

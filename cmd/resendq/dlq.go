@@ -30,7 +30,8 @@ func newDLQListCmd(a *app) *cobra.Command {
 	return newListCmd(a, "List dead letters, newest first", `  resendq dlq list --code 003-002 --since 24h`, outcome.StatusDeadLetter)
 }
 
-// replaySummary counts what a replay did; its counts add up to Matched.
+// replaySummary counts what a replay did (or, in a dry run, would do); its
+// counts add up to Matched. In a dry run Replayed counts what would be.
 type replaySummary struct {
 	Matched         int  `json:"matched"`
 	Replayed        int  `json:"replayed"`
@@ -71,10 +72,10 @@ request is invalid are counted, not replayed. A filter, or --all-dead-letters, i
 			}
 			defer rdb.Close()
 			sum, err := replay(cmd.Context(), rdb, f, queue, dryRun)
-			if err != nil {
-				return err
+			if perr := printReplay(a, sum, asJSON); perr != nil && err == nil {
+				err = perr
 			}
-			return printReplay(a, sum, asJSON)
+			return err
 		},
 	}
 	rf.register(cmd.Flags())
@@ -87,24 +88,27 @@ request is invalid are counted, not replayed. A filter, or --all-dead-letters, i
 	return cmd
 }
 
-// replay replays every dead letter f selects, page by page. Replays are
-// new tasks, so they never show up in the pages still to come.
+// replay replays every dead letter f selects, page by page (a dry run only
+// checks each one). Replays are new tasks, so they never show up in the
+// pages still to come. On an error, the summary says how far it got.
 func replay(ctx context.Context, rdb redis.UniversalClient, f outcome.Filter, queue string, dryRun bool) (replaySummary, error) {
 	sum := replaySummary{DryRun: dryRun}
 	enq := enqueue.New(rdb, enqueue.Options{})
+	act := enq.Replay
+	if dryRun {
+		act = enq.CheckReplay
+	}
 	_, err := eachPage(ctx, outcome.NewStore(rdb, outcome.Options{}), f, true, func(recs []outcome.Record) error {
 		for _, rec := range recs {
 			sum.Matched++
-			if dryRun {
-				continue
-			}
-			res, err := enq.Replay(ctx, rec, queue)
+			res, err := act(ctx, rec, queue)
 			var ve *tasks.ValidationError
 			switch {
 			case errors.As(err, &ve):
 				sum.StillInvalid++
 			case err != nil:
-				return fmt.Errorf("after %d replays: %w", sum.Replayed, err)
+				sum.Matched--
+				return err
 			case res.Duplicate:
 				sum.AlreadyReplayed++
 			default:
@@ -125,6 +129,6 @@ func printReplay(a *app, sum replaySummary, asJSON bool) error {
 		verb = "would replay (dry run)"
 	}
 	fmt.Fprintf(a.stdout, "%d dead letters matched: %s %d, already replayed %d, still invalid %d\n",
-		sum.Matched, verb, sum.Matched-sum.AlreadyReplayed-sum.StillInvalid, sum.AlreadyReplayed, sum.StillInvalid)
+		sum.Matched, verb, sum.Replayed, sum.AlreadyReplayed, sum.StillInvalid)
 	return nil
 }

@@ -49,7 +49,7 @@ func TestDLQReplayOnceAndClearsArchive(t *testing.T) {
 		t.Errorf("replay without a filter: %+v", r)
 	}
 	r := runCLI(t, nil, "dlq", "replay", "--redis-url", srv.URL, "--code", "003-022", "--dry-run", "--json")
-	if r.code != 0 || strings.TrimSpace(r.stdout) != `{"matched":1,"replayed":0,"already_replayed":0,"still_invalid":0,"dry_run":true}` {
+	if r.code != 0 || strings.TrimSpace(r.stdout) != `{"matched":1,"replayed":1,"already_replayed":0,"still_invalid":0,"dry_run":true}` {
 		t.Fatalf("dry run: %+v", r)
 	}
 	if q, _ := ins.GetQueueInfo(tasks.QueueSignup); q.Archived != 1 {
@@ -81,6 +81,14 @@ func TestDLQReplayOnceAndClearsArchive(t *testing.T) {
 		t.Errorf("second replay enqueued again: %d pending", len(n))
 	}
 
+	r = runCLI(t, nil, "dlq", "replay", "--redis-url", srv.URL, "--reason", "rejected", "--dry-run")
+	if r.code != 0 || !strings.Contains(r.stdout, "2 dead letters matched: would replay (dry run) 1, already replayed 1, still invalid 0") {
+		t.Errorf("dry run after a replay: %+v", r)
+	}
+	r = runCLI(t, nil, "dlq", "replay", "--redis-url", srv.URL, "--reason", "invalid", "--dry-run")
+	if r.code != 0 || !strings.Contains(r.stdout, "would replay (dry run) 0, already replayed 0, still invalid 1") {
+		t.Errorf("dry run of an invalid dead letter: %+v", r)
+	}
 	r = runCLI(t, nil, "dlq", "replay", "--redis-url", srv.URL, "--reason", "invalid")
 	if r.code != 0 || !strings.Contains(r.stdout, "still invalid 1") {
 		t.Errorf("invalid replay: %+v", r)
