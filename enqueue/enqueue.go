@@ -1,7 +1,9 @@
 // Package enqueue is the producer side of resendq: the Go API that signup
 // services import to ask for a confirmation-email resend, with a dedup
 // window so that one user is not sent two emails by a double click or a
-// retried request.
+// retried request (Enqueuer.Enqueue, queue "signup"), and batch resends of
+// many users read from CSV or JSON Lines (Enqueuer.EnqueueBatch, queue
+// "bulk"), idempotent per batch ID and grouped into Redis pipelines.
 package enqueue
 
 import (

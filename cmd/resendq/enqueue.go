@@ -17,14 +17,24 @@ func newEnqueueCmd(a *app) *cobra.Command {
 	var r tasks.Resend
 	var dedup time.Duration
 	var asJSON bool
+	var bf batchFlags
 	cmd := &cobra.Command{
 		Use:   "enqueue",
-		Short: "Ask for a confirmation email to be resent to one user",
+		Short: "Ask for a confirmation email to be resent to one user, or to every user of a file",
 		Long: `Validates the request, enqueues it on the signup queue and prints the task id.
 A second request for the same project and username within --dedup-window
-returns the first task's id and sends no second email.`,
+returns the first task's id and sends no second email.
+` + batchCmdHelp,
+		Example: `  resendq enqueue --project-id 6f1c3a52-1d8e-4b55-9c1e-0d9a7e3f2b11 --username john@example.com
+` + batchExample,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkBatchFlags(cmd.Flags(), &bf, r.Normalize()); err != nil {
+				return usageErr(err)
+			}
+			if bf.file != "" {
+				return runBatch(cmd.Context(), a, &rf, &bf, r.Normalize(), asJSON)
+			}
 			r = r.Normalize()
 			if err := r.Validate(); err != nil {
 				return usageErr(flagError(err))
@@ -58,6 +68,7 @@ returns the first task's id and sends no second email.`,
 	fs.StringVar(&r.Payload, "payload", "", "custom data returned in the user JWT (custom user storage only)")
 	fs.DurationVar(&dedup, "dedup-window", enqueue.DefaultDedupWindow, "a repeat for the same user within this window returns the first task (0 disables)")
 	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	bf.register(fs)
 	return cmd
 }
 

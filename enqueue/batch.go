@@ -1,0 +1,453 @@
+package enqueue
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/resendq/resendq/tasks"
+)
+
+// Defaults of BatchOptions.
+const (
+	// DefaultBatchConcurrency is how many rows are in flight at once.
+	DefaultBatchConcurrency = 1024
+	// DefaultProgressInterval is how often OnProgress is called.
+	DefaultProgressInterval = time.Second
+)
+
+// BatchOptions configure one batch run. Zero values are defaults.
+type BatchOptions struct {
+	// BatchID names the batch; required for EnqueueBatch, optional for
+	// CheckBatch. Letters, digits, '.', '_' and '-', at most 64 characters,
+	// starting with a letter or digit. Running the same batch ID again
+	// enqueues only the rows that are neither waiting nor done.
+	BatchID string
+	// Queue is where the tasks go. Default tasks.QueueBulk.
+	Queue string
+	// Concurrency is how many rows are in flight at once, in calls of 128
+	// rows. Default DefaultBatchConcurrency (1024).
+	Concurrency int
+	// OnReject is called, in line order and from one goroutine, with every
+	// rejected row; its Err says why.
+	OnReject func(Row)
+	// OnProgress, when set, is called every ProgressInterval with the counts
+	// so far, from a goroutine of its own; the final counts are returned.
+	OnProgress func(Summary)
+	// ProgressInterval is how often OnProgress is called. Default 1s.
+	ProgressInterval time.Duration
+
+	oneByOne bool // tests: enqueue every row on its own, as when capturing does not apply
+}
+
+// Summary counts what a batch run did with the rows it read: Read = Valid +
+// Rejected, and when the run has returned, Valid = Enqueued + AlreadyQueued
+// + Failed (a dry run enqueues nothing: its Valid rows are what it would try).
+type Summary struct {
+	// BatchID is the batch's ID.
+	BatchID string `json:"batch_id"`
+	// Queue is the queue the tasks went to.
+	Queue string `json:"queue"`
+	// DryRun is true for CheckBatch: nothing was written to Redis.
+	DryRun bool `json:"dry_run"`
+	// Read counts the rows read (blank lines are not rows).
+	Read int64 `json:"read"`
+	// Valid counts the rows that passed validation.
+	Valid int64 `json:"valid"`
+	// Enqueued counts the tasks this run enqueued.
+	Enqueued int64 `json:"enqueued"`
+	// AlreadyQueued counts valid rows that needed no new task: a row repeated
+	// in the input, or a user whose task of this batch is still waiting or
+	// already done (an earlier run of the same batch).
+	AlreadyQueued int64 `json:"already_queued"`
+	// Rejected counts rows that were malformed or failed validation.
+	Rejected int64 `json:"rejected"`
+	// Failed counts valid rows whose enqueue failed (Redis errors): the run
+	// stops at the first, and running the batch again picks them up.
+	Failed int64 `json:"failed"`
+	// LastLine is the line number of the last row read.
+	LastLine int64 `json:"last_line"`
+	// Interrupted is true when the run stopped early because its context
+	// ended (Ctrl-C): every row read was still settled and counted.
+	Interrupted bool `json:"interrupted"`
+	// Elapsed is how long the run took.
+	Elapsed time.Duration `json:"-"`
+	// ElapsedSeconds is Elapsed in seconds, for JSON.
+	ElapsedSeconds float64 `json:"elapsed_seconds"`
+	// RowsPerSecond is Read / Elapsed.
+	RowsPerSecond float64 `json:"rows_per_second"`
+}
+
+var batchIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// CheckBatchID reports whether id can name a batch.
+func CheckBatchID(id string) error {
+	if !batchIDPattern.MatchString(id) {
+		return fmt.Errorf("batch ID %q: want 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit", id)
+	}
+	return nil
+}
+
+// ContentBatchID derives a batch ID from the content of r ("file-" and 20
+// hex digits of its SHA-256), so that running the same file again is the
+// same batch. An edited file is a new batch: pass an explicit ID to resume
+// one after fixing rows.
+func ContentBatchID(r io.Reader) (string, error) {
+	h := sha256.New()
+	if _, err := io.Copy(h, r); err != nil {
+		return "", fmt.Errorf("hash the input: %w", err)
+	}
+	return "file-" + hex.EncodeToString(h.Sum(nil))[:20], nil
+}
+
+// BatchTaskID is the task ID of r's row in a batch: the same for every row of
+// the batch with the same project and username, so that a repeated row or a
+// second run of the batch finds the first one's task.
+func BatchTaskID(batchID string, r tasks.Resend) string {
+	sum := sha256.Sum256([]byte(r.ProjectID + "\x00" + r.Username))
+	return batchID + ":" + hex.EncodeToString(sum[:12])
+}
+
+// asynqTaskKey is the key of a task in asynq's layout (asynq:{queue}:t:ID):
+// it exists while the task waits, runs, waits for a retry or is archived.
+func asynqTaskKey(queue, taskID string) string {
+	return "asynq:{" + queue + "}:t:" + taskID
+}
+
+// outcomeKey is the key of a task's outcome record in the outcome package's
+// layout ({prefix}outcome:ID): it exists once the task is done.
+func (e *Enqueuer) outcomeKey(taskID string) string {
+	return e.opts.KeyPrefix + "outcome:" + taskID
+}
+
+// EnqueueBatch validates every row of src and enqueues the valid ones on
+// opts.Queue (default "bulk"), with a task ID derived from the batch ID,
+// project and username (BatchTaskID). A row gets no new task when its task
+// is still waiting (asynq holds the ID) or is already done (its outcome
+// record exists), so running a batch again, after a crash or by mistake,
+// enqueues only what is missing and sends nobody a second email. Rows are
+// written batchChunk at a time (see batchscript.go).
+//
+// Only one run of a batch ID may be under way at once: a second one gets a
+// *BatchBusyError. When ctx ends, reading stops, the rows already read are
+// settled, and the summary comes back with Interrupted set and ctx's error.
+// A Redis failure stops the run too; the summary counts the failed rows.
+func (e *Enqueuer) EnqueueBatch(ctx context.Context, src RowSource, opts BatchOptions) (Summary, error) {
+	if err := CheckBatchID(opts.BatchID); err != nil {
+		return Summary{}, err
+	}
+	b := newBatchRun(opts, e.opts.Now, false)
+	unlock, err := e.lockBatch(ctx, b.opts.BatchID, b.fail)
+	if err != nil {
+		return b.summary(), err
+	}
+	defer unlock()
+	b.e = e
+	b.capturer = asynq.NewClientFromRedisClient(capturingClient{e.rdb})
+	b.client = asynq.NewClientFromRedisClient(e.rdb)
+	return b.run(ctx, src)
+}
+
+// CheckBatch validates and counts the rows of src like EnqueueBatch without
+// touching Redis (a dry run). The batch ID is optional.
+func CheckBatch(ctx context.Context, src RowSource, opts BatchOptions) (Summary, error) {
+	if opts.BatchID != "" {
+		if err := CheckBatchID(opts.BatchID); err != nil {
+			return Summary{}, err
+		}
+	}
+	return newBatchRun(opts, time.Now, true).run(ctx, src)
+}
+
+// batchChunk is how many rows go to Redis in one script call.
+const batchChunk = 128
+
+// batchJob is one valid row on its way to Redis.
+type batchJob struct {
+	r  tasks.Resend
+	id string
+}
+
+// batchRun is the state of one EnqueueBatch or CheckBatch call.
+type batchRun struct {
+	opts   BatchOptions
+	now    func() time.Time
+	dryRun bool
+	start  time.Time
+
+	e        *Enqueuer
+	capturer *asynq.Client // builds tasks without sending them
+	client   *asynq.Client // sends them, when capturing does not apply
+
+	read, valid, enqueued, already, rejected, failed, lastLine atomic.Int64
+	interrupted                                                atomic.Bool
+
+	stopOnce sync.Once
+	stop     chan struct{}
+	errMu    sync.Mutex
+	err      error // the first failure
+
+	inflightMu sync.Mutex
+	inflight   map[string]struct{} // task IDs of rows enqueued one by one
+}
+
+func newBatchRun(opts BatchOptions, now func() time.Time, dryRun bool) *batchRun {
+	if opts.Queue == "" {
+		opts.Queue = tasks.QueueBulk
+	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = DefaultBatchConcurrency
+	}
+	if opts.ProgressInterval <= 0 {
+		opts.ProgressInterval = DefaultProgressInterval
+	}
+	return &batchRun{
+		opts: opts, now: now, dryRun: dryRun, start: time.Now(),
+		stop: make(chan struct{}), inflight: make(map[string]struct{}),
+	}
+}
+
+func (b *batchRun) run(ctx context.Context, src RowSource) (Summary, error) {
+	done := make(chan struct{})
+	var progress sync.WaitGroup
+	if b.opts.OnProgress != nil {
+		progress.Go(func() { b.reportProgress(done) })
+	}
+	var chunks chan []batchJob
+	var workers sync.WaitGroup
+	if !b.dryRun {
+		n := max(1, b.opts.Concurrency/batchChunk)
+		chunks = make(chan []batchJob, n)
+		for range n {
+			workers.Go(func() {
+				for c := range chunks {
+					b.process(c)
+				}
+			})
+		}
+	}
+	readErr := b.feed(ctx, src, chunks)
+	if chunks != nil {
+		close(chunks)
+	}
+	workers.Wait()
+	close(done)
+	progress.Wait()
+
+	sum := b.summary()
+	b.errMu.Lock()
+	err := errors.Join(readErr, b.err)
+	b.errMu.Unlock()
+	if sum.Interrupted {
+		err = errors.Join(fmt.Errorf("batch interrupted after line %d: %w", sum.LastLine, context.Cause(ctx)), err)
+	}
+	return sum, err
+}
+
+// feed reads src, validates every row and hands the valid ones to the
+// workers in chunks, until the input ends, ctx ends or a chunk fails.
+func (b *batchRun) feed(ctx context.Context, src RowSource, chunks chan<- []batchJob) error {
+	chunkSize := min(batchChunk, b.opts.Concurrency)
+	var chunk []batchJob
+	flush := func() {
+		if len(chunk) > 0 {
+			chunks <- chunk
+			chunk = nil
+		}
+	}
+	defer flush()
+	for {
+		select {
+		case <-ctx.Done():
+			b.interrupted.Store(true)
+			return nil
+		case <-b.stop:
+			return nil
+		default:
+		}
+		row, err := src.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read the input after line %d: %w", b.lastLine.Load(), err)
+		}
+		b.read.Add(1)
+		b.lastLine.Store(int64(row.Line))
+		r := row.Resend.Normalize()
+		if row.Err == nil {
+			row.Err = r.Validate()
+		}
+		if row.Err != nil {
+			b.rejected.Add(1)
+			if b.opts.OnReject != nil {
+				b.opts.OnReject(row)
+			}
+			continue
+		}
+		b.valid.Add(1)
+		if chunks == nil {
+			continue
+		}
+		r.BatchID = b.opts.BatchID
+		r.EnqueuedAt = b.now().UTC()
+		if chunk == nil {
+			chunk = make([]batchJob, 0, chunkSize)
+		}
+		chunk = append(chunk, batchJob{r: r, id: BatchTaskID(b.opts.BatchID, r)})
+		if len(chunk) == chunkSize {
+			flush()
+		}
+	}
+}
+
+// process settles a chunk of valid rows, each enqueued, already queued or
+// failed: all in one call of batchEnqueueScript, or one by one when asynq's
+// enqueue call could not be captured.
+func (b *batchRun) process(chunk []batchJob) {
+	keys := make([]string, 0, 3*len(chunk))
+	args := make([]any, 0, 3*len(chunk))
+	ids := make([]string, 0, len(chunk))
+	var single []batchJob
+	for _, j := range chunk {
+		task, err := tasks.NewTask(j.r)
+		if err != nil {
+			b.settle(0, err, j.id)
+			continue
+		}
+		call, err := capture(b.capturer, task, b.opts.Queue, j.id)
+		if err != nil || !call.isAsynqEnqueue() || b.opts.oneByOne {
+			single = append(single, j)
+			continue
+		}
+		keys = append(keys, call.keys[0], call.keys[1], b.e.outcomeKey(j.id))
+		args = append(args, call.args...)
+		ids = append(ids, j.id)
+	}
+	if len(ids) > 0 {
+		// Rows read are settled even after Ctrl-C: no cancelable context.
+		// Run loads the script again if Redis lost it (a restart, SCRIPT FLUSH).
+		replies, err := batchEnqueueScript.Run(context.Background(), b.e.rdb, keys, args...).Int64Slice()
+		if err == nil && len(replies) != len(ids) {
+			err = fmt.Errorf("%d replies for %d rows", len(replies), len(ids))
+		}
+		for i, id := range ids {
+			var n int64
+			if err == nil {
+				n = replies[i]
+			}
+			b.settle(int(n), err, id)
+		}
+	}
+	for _, j := range single {
+		b.processSingle(j)
+	}
+}
+
+// settle counts one row by the script's reply n or its error.
+func (b *batchRun) settle(n int, err error, id string) {
+	switch {
+	case err != nil:
+		b.failed.Add(1)
+		b.fail(fmt.Errorf("enqueue task %s: %w", id, err))
+	case n == replyEnqueued:
+		b.enqueued.Add(1)
+	case n == replyAlready:
+		b.already.Add(1)
+	default:
+		b.failed.Add(1)
+		b.fail(fmt.Errorf("enqueue task %s: unexpected reply %d", id, n))
+	}
+}
+
+// processSingle enqueues j's task, unless it is waiting or done, with
+// asynq's own call. The check reads both keys in one command: asynq deletes
+// a task only after the worker wrote its outcome record, so at every
+// instant one of the two exists for a task that was ever enqueued.
+func (b *batchRun) processSingle(j batchJob) {
+	if !b.claim(j.id) {
+		b.already.Add(1) // the same user is in flight from an earlier line
+		return
+	}
+	defer b.unclaim(j.id)
+	ctx := context.Background()
+	n, err := b.e.rdb.Exists(ctx, asynqTaskKey(b.opts.Queue, j.id), b.e.outcomeKey(j.id)).Result()
+	if err != nil || n > 0 {
+		b.settle(replyAlready, err, j.id)
+		return
+	}
+	task, err := tasks.NewTask(j.r)
+	if err == nil {
+		_, err = b.client.EnqueueContext(ctx, task, tasks.Options(b.opts.Queue, j.id)...)
+	}
+	switch {
+	case errors.Is(err, asynq.ErrTaskIDConflict):
+		b.settle(replyAlready, nil, j.id)
+	default:
+		b.settle(replyEnqueued, err, j.id)
+	}
+}
+
+// claim marks a task ID in flight; false if it already is.
+func (b *batchRun) claim(id string) bool {
+	b.inflightMu.Lock()
+	defer b.inflightMu.Unlock()
+	if _, busy := b.inflight[id]; busy {
+		return false
+	}
+	b.inflight[id] = struct{}{}
+	return true
+}
+
+func (b *batchRun) unclaim(id string) {
+	b.inflightMu.Lock()
+	delete(b.inflight, id)
+	b.inflightMu.Unlock()
+}
+
+// fail records the run's first failure and stops reading.
+func (b *batchRun) fail(err error) {
+	b.errMu.Lock()
+	if b.err == nil {
+		b.err = err
+	}
+	b.errMu.Unlock()
+	b.stopOnce.Do(func() { close(b.stop) })
+}
+
+func (b *batchRun) reportProgress(done <-chan struct{}) {
+	t := time.NewTicker(b.opts.ProgressInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			b.opts.OnProgress(b.summary())
+		}
+	}
+}
+
+// summary returns the counts so far.
+func (b *batchRun) summary() Summary {
+	s := Summary{
+		BatchID: b.opts.BatchID, Queue: b.opts.Queue, DryRun: b.dryRun,
+		Read: b.read.Load(), Valid: b.valid.Load(), Enqueued: b.enqueued.Load(),
+		AlreadyQueued: b.already.Load(), Rejected: b.rejected.Load(), Failed: b.failed.Load(),
+		LastLine: b.lastLine.Load(), Interrupted: b.interrupted.Load(), Elapsed: time.Since(b.start),
+	}
+	s.ElapsedSeconds = s.Elapsed.Seconds()
+	if s.ElapsedSeconds > 0 {
+		s.RowsPerSecond = float64(s.Read) / s.ElapsedSeconds
+	}
+	return s
+}

@@ -1,0 +1,143 @@
+package enqueue
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/resendq/resendq/internal/redistest"
+	"github.com/resendq/resendq/outcome"
+	"github.com/resendq/resendq/tasks"
+)
+
+const internalProject = "6f1c3a52-1d8e-4b55-9c1e-0d9a7e3f2b11"
+
+// TestCaptureMatchesAsynq guards the pipelined path: the script asynq runs
+// to enqueue must be the one copied in batchscript.go, with the keys and
+// arguments it documents. After an asynq upgrade that changes it, batches
+// fall back to enqueueing row by row, and this test says so.
+func TestCaptureMatchesAsynq(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client(t)
+	client := asynq.NewClientFromRedisClient(capturingClient{rdb})
+	task, err := tasks.NewTask(tasks.Resend{ProjectID: internalProject, Username: "ann@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	call, err := capture(client, task, tasks.QueueBulk, "b:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if call.sha != asynqEnqueueSHA {
+		t.Fatalf("asynq enqueues with script %s, not the copy in batchscript.go (%s): update asynqEnqueueSource", call.sha, asynqEnqueueSHA)
+	}
+	if want := []string{asynqTaskKey(tasks.QueueBulk, "b:1"), "asynq:{bulk}:pending"}; fmt.Sprint(call.keys) != fmt.Sprint(want) {
+		t.Errorf("keys %q, want %q", call.keys, want)
+	}
+	if len(call.args) != 3 || call.args[1] != "b:1" {
+		t.Errorf("args %v: want message, task ID, time", call.args)
+	}
+	// Capturing writes no task; only asynq's list of queue names.
+	if keys := rdb.Keys(context.Background(), "*").Val(); fmt.Sprint(keys) != "[asynq:queues]" {
+		t.Errorf("keys after a capture: %v", keys)
+	}
+}
+
+// TestKeyLayouts guards the keys a batch reads to know a task is waiting
+// (asynq's) or done (the outcome store's).
+func TestKeyLayouts(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client(t)
+	ctx := context.Background()
+	task, _ := tasks.NewTask(tasks.Resend{ProjectID: internalProject, Username: "ann@example.com"})
+	if _, err := asynq.NewClientFromRedisClient(rdb).Enqueue(task, tasks.Options(tasks.QueueBulk, "b:2")...); err != nil {
+		t.Fatal(err)
+	}
+	if n := rdb.Exists(ctx, asynqTaskKey(tasks.QueueBulk, "b:2")).Val(); n != 1 {
+		t.Errorf("%s does not exist after asynq enqueued task b:2", asynqTaskKey(tasks.QueueBulk, "b:2"))
+	}
+	e := New(rdb, Options{})
+	if _, err := outcome.NewStore(rdb, outcome.Options{}).Finish(ctx, outcome.Record{TaskID: "b:3", Status: outcome.StatusSent, Attempts: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if n := rdb.Exists(ctx, e.outcomeKey("b:3")).Val(); n != 1 {
+		t.Errorf("%s does not exist after the outcome store finished task b:3", e.outcomeKey("b:3"))
+	}
+}
+
+// TestBatchOneByOne runs the path taken when asynq's enqueue call cannot be
+// captured: the same counts, the same idempotency.
+func TestBatchOneByOne(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client(t)
+	ctx := context.Background()
+	e := New(rdb, Options{})
+	var in strings.Builder
+	in.WriteString("username\n")
+	for i := range 600 {
+		fmt.Fprintf(&in, "user%d@example.com\nuser%d@example.com\n", i, i) // every user twice, in a row
+	}
+	src := func() RowSource {
+		r, err := NewCSVReader(strings.NewReader(in.String()), tasks.Resend{ProjectID: internalProject})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	opts := BatchOptions{BatchID: "single", oneByOne: true, Concurrency: 300}
+	first, err := e.EnqueueBatch(ctx, src(), opts)
+	if err != nil || first.Enqueued != 600 || first.AlreadyQueued != 600 {
+		t.Fatalf("first run: %+v, %v", first, err)
+	}
+	// One task done: its outcome is written and asynq deleted it.
+	done := BatchTaskID("single", tasks.Resend{ProjectID: internalProject, Username: "user5@example.com"})
+	if _, err := outcome.NewStore(rdb, outcome.Options{}).Finish(ctx, outcome.Record{TaskID: done, Status: outcome.StatusSent, Attempts: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := asynq.NewInspectorFromRedisClient(rdb).DeleteTask(tasks.QueueBulk, done); err != nil {
+		t.Fatal(err)
+	}
+	again, err := e.EnqueueBatch(ctx, src(), opts)
+	if err != nil || again.Enqueued != 0 || again.AlreadyQueued != 1200 {
+		t.Errorf("second run: %+v, %v; want nothing enqueued", again, err)
+	}
+}
+
+// TestBatchScriptReloaded covers a Redis whose script cache was flushed
+// while a batch runs.
+func TestBatchScriptReloaded(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client(t)
+	ctx := context.Background()
+	e := New(rdb, Options{})
+	var in strings.Builder
+	in.WriteString("username\n")
+	for i := range 3000 {
+		fmt.Fprintf(&in, "user%d@example.com\n", i)
+	}
+	r, err := NewCSVReader(strings.NewReader(in.String()), tasks.Resend{ProjectID: internalProject})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := &flushScriptsAfter{src: r, n: 500, flush: func() { rdb.ScriptFlush(ctx) }}
+	sum, err := e.EnqueueBatch(ctx, src, BatchOptions{BatchID: "reload", Concurrency: batchChunk})
+	if err != nil || sum.Enqueued != 3000 {
+		t.Errorf("summary %+v, %v; want all 3000 enqueued", sum, err)
+	}
+}
+
+type flushScriptsAfter struct {
+	src   RowSource
+	n     int
+	flush func()
+}
+
+func (f *flushScriptsAfter) Next() (Row, error) {
+	if f.n--; f.n == 0 {
+		f.flush()
+	}
+	return f.src.Next()
+}

@@ -1,0 +1,85 @@
+package enqueue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// batchLockTTL is how long a batch's lock outlives a run that stops
+// renewing it (a crash, kill -9); a running batch renews it every third.
+const batchLockTTL = 30 * time.Second
+
+// BatchBusyError is returned by EnqueueBatch when another run of the same
+// batch ID holds the batch's lock: two runs at once could race each other
+// into sending a user two emails.
+type BatchBusyError struct {
+	// BatchID is the batch's ID.
+	BatchID string
+	// Holder describes the other run: host, process ID and start time.
+	Holder string
+	// RetryIn is how long the lock stays taken if the other run is gone.
+	RetryIn time.Duration
+}
+
+func (e *BatchBusyError) Error() string {
+	return fmt.Sprintf("batch %s is being enqueued by another run (%s); if that run is gone, its lock expires in %s",
+		e.BatchID, e.Holder, e.RetryIn.Round(time.Second))
+}
+
+// renewScript extends the lock if it still holds the given token.
+var renewScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+`)
+
+// lockBatch takes the lock of batchID and keeps renewing it until the
+// returned function releases it. Losing the lock (it expired while Redis
+// was unreachable and another run took it) is reported to lost.
+func (e *Enqueuer) lockBatch(ctx context.Context, batchID string, lost func(error)) (func(), error) {
+	key := e.opts.KeyPrefix + "batch-lock:" + batchID
+	host, _ := os.Hostname()
+	token := fmt.Sprintf("host %s, pid %d, started %s", host, os.Getpid(), e.opts.Now().UTC().Format(time.RFC3339))
+	ok, err := e.rdb.SetNX(ctx, key, token, batchLockTTL).Result()
+	if err != nil {
+		return nil, fmt.Errorf("take the lock of batch %s: %w", batchID, err)
+	}
+	if !ok {
+		busy := &BatchBusyError{BatchID: batchID, Holder: "unknown", RetryIn: batchLockTTL}
+		if holder, err := e.rdb.Get(ctx, key).Result(); err == nil {
+			busy.Holder = holder
+		}
+		if ttl, err := e.rdb.PTTL(ctx, key).Result(); err == nil && ttl > 0 {
+			busy.RetryIn = ttl
+		}
+		return nil, busy
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(batchLockTTL / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				n, err := renewScript.Run(context.Background(), e.rdb, []string{key}, token, batchLockTTL.Milliseconds()).Int()
+				if err == nil && n == 0 {
+					lost(errors.New("the batch's lock was lost to another run; stopped"))
+					return
+				}
+			}
+		}
+	}()
+	return func() {
+		close(stop)
+		<-done
+		releaseScript.Run(context.Background(), e.rdb, []string{key}, token)
+	}, nil
+}
