@@ -31,6 +31,12 @@ func (e *BatchBusyError) Error() string {
 		e.BatchID, e.Holder, e.RetryIn.Round(time.Second))
 }
 
+// unlockScript frees the lock if it still holds the given token.
+var unlockScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
 // renewScript extends the lock if it still holds the given token.
 var renewScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -80,6 +86,6 @@ func (e *Enqueuer) lockBatch(ctx context.Context, batchID string, lost func(erro
 	return func() {
 		close(stop)
 		<-done
-		releaseScript.Run(context.Background(), e.rdb, []string{key}, token)
+		unlockScript.Run(context.Background(), e.rdb, []string{key}, token)
 	}, nil
 }

@@ -12,12 +12,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/resendq/resendq/outcome"
 	"github.com/resendq/resendq/tasks"
 )
 
@@ -41,10 +43,12 @@ type Options struct {
 
 // Enqueuer enqueues resend tasks. It is safe for concurrent use.
 type Enqueuer struct {
-	rdb    redis.UniversalClient
-	client *asynq.Client
-	opts   Options
-	newID  func() string
+	rdb      redis.UniversalClient
+	client   *asynq.Client
+	ins      *asynq.Inspector
+	outcomes *outcome.Store
+	opts     Options
+	newID    func() string
 }
 
 // Result says what became of one enqueue.
@@ -74,23 +78,44 @@ func New(rdb redis.UniversalClient, opts Options) *Enqueuer {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Enqueuer{rdb: rdb, client: asynq.NewClientFromRedisClient(rdb), opts: opts, newID: uuid.NewString}
+	return &Enqueuer{
+		rdb: rdb, client: asynq.NewClientFromRedisClient(rdb), ins: asynq.NewInspectorFromRedisClient(rdb),
+		outcomes: outcome.NewStore(rdb, outcome.Options{KeyPrefix: opts.KeyPrefix}), opts: opts, newID: uuid.NewString,
+	}
 }
 
-// claimScript takes the dedup key for a new task ID unless a task holds it:
-// it returns the holder's ID, or nothing when the claim succeeded.
+// A claim key names the task that holds it; while that task's enqueue is
+// under way it holds "pending:" and the task ID, so that nobody is told of a
+// task that may never exist.
+const pendingMark = "pending:"
+
+// claimScript takes the claim key for a new task ID (marked pending) unless
+// another task holds it; ARGV[3], when set, is a holder that may be taken
+// over. It returns the holder, or nothing when the claim succeeded.
 var claimScript = redis.NewScript(`
 local held = redis.call('GET', KEYS[1])
-if held then return held end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if held and held ~= ARGV[3] then return held end
+redis.call('SET', KEYS[1], 'pending:' .. ARGV[1], 'PX', ARGV[2])
 return false
 `)
 
-// releaseScript frees the dedup key if it still names the given task ID.
+// confirmScript turns a pending claim into one naming its enqueued task.
+var confirmScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == 'pending:' .. ARGV[1] then
+  return redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+end
+return false
+`)
+
+// releaseScript frees a claim that is still pending for the given task ID.
 var releaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == 'pending:' .. ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 `)
+
+// pendingWait bounds how long an enqueue waits for a concurrent one of the
+// same user to finish.
+const pendingWait = 5 * time.Second
 
 // Enqueue validates r and enqueues it. A validation failure is a
 // *tasks.ValidationError and touches nothing in Redis.
@@ -105,36 +130,93 @@ func (e *Enqueuer) Enqueue(ctx context.Context, r tasks.Resend) (Result, error) 
 		return Result{}, err
 	}
 	res := Result{TaskID: e.newID(), Queue: e.opts.Queue, Warnings: r.Warnings()}
-	return e.enqueueClaimed(ctx, e.dedupKey(r), e.opts.DedupWindow, task, res)
+	return e.enqueueClaimed(ctx, e.dedupKey(r), e.opts.DedupWindow, true, task, res)
 }
 
 // enqueueClaimed enqueues task as res.TaskID in res.Queue once it holds the
-// claim key for the duration hold (no claim when hold is not positive). A key
-// another task holds makes the result a duplicate naming that task; a failed
-// enqueue gives the claim back, so that trying again can succeed.
-func (e *Enqueuer) enqueueClaimed(ctx context.Context, key string, hold time.Duration, task *asynq.Task, res Result) (Result, error) {
-	if hold > 0 {
-		held, err := claimScript.Run(ctx, e.rdb, []string{key}, res.TaskID, hold.Milliseconds()).Text()
-		switch {
-		case err == nil:
-			res.TaskID, res.Duplicate = held, true
-			return res, nil
-		case !errors.Is(err, redis.Nil):
-			return Result{}, fmt.Errorf("enqueue: dedup check: %w", err)
-		}
+// claim key for the duration hold (no claim when hold is not positive). A
+// key another task holds makes the result a duplicate naming that task —
+// unless reclaimDead is set and that task ended as a dead letter, whose user
+// may be sent a new resend at once. A failed enqueue gives the claim back,
+// so that trying again can succeed.
+func (e *Enqueuer) enqueueClaimed(ctx context.Context, key string, hold time.Duration, reclaimDead bool, task *asynq.Task, res Result) (Result, error) {
+	if hold <= 0 {
+		return res, e.enqueueChecked(ctx, task, res)
 	}
-	if _, err := e.client.EnqueueContext(ctx, task, tasks.Options(res.Queue, res.TaskID)...); err != nil {
-		if hold > 0 {
-			releaseScript.Run(context.WithoutCancel(ctx), e.rdb, []string{key}, res.TaskID)
-		}
-		return Result{}, fmt.Errorf("enqueue: %w", err)
+	held, err := e.claim(ctx, key, hold, reclaimDead, res.TaskID)
+	if err != nil || held != "" {
+		res.TaskID, res.Duplicate = held, held != ""
+		return res, err
 	}
+	if err := e.enqueueChecked(ctx, task, res); err != nil {
+		releaseScript.Run(context.WithoutCancel(ctx), e.rdb, []string{key}, res.TaskID)
+		return Result{}, err
+	}
+	// Should this fail, the claim stays pending until it expires: later
+	// callers get an error, never a second email.
+	_ = confirmScript.Run(context.WithoutCancel(ctx), e.rdb, []string{key}, res.TaskID).Err()
 	return res, nil
+}
+
+// claim takes key for id and returns "", or returns the task that holds it,
+// waiting while that task's enqueue is still under way.
+func (e *Enqueuer) claim(ctx context.Context, key string, hold time.Duration, reclaimDead bool, id string) (string, error) {
+	deadline := time.Now().Add(pendingWait)
+	takeOver := ""
+	for {
+		held, err := claimScript.Run(ctx, e.rdb, []string{key}, id, hold.Milliseconds(), takeOver).Text()
+		switch {
+		case errors.Is(err, redis.Nil):
+			return "", nil
+		case err != nil:
+			return "", fmt.Errorf("enqueue: dedup check: %w", err)
+		case strings.HasPrefix(held, pendingMark):
+			if time.Now().After(deadline) {
+				return "", errors.New("enqueue: another enqueue for this user has not finished; try again")
+			}
+			select {
+			case <-ctx.Done():
+				return "", ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+		case reclaimDead && takeOver == "" && e.deadLetter(ctx, held):
+			takeOver = held
+		default:
+			return held, nil
+		}
+	}
+}
+
+// deadLetter reports whether task id has ended as a dead letter.
+func (e *Enqueuer) deadLetter(ctx context.Context, id string) bool {
+	rec, ok, err := e.outcomes.Get(ctx, id)
+	return err == nil && ok && rec.Status == outcome.StatusDeadLetter
+}
+
+// enqueueChecked enqueues task. asynq's script may have run even when the
+// call reports an error (a deadline, a lost reply): then the task exists and
+// the enqueue counts as done.
+func (e *Enqueuer) enqueueChecked(ctx context.Context, task *asynq.Task, res Result) error {
+	_, err := e.client.EnqueueContext(ctx, task, tasks.Options(res.Queue, res.TaskID)...)
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		return fmt.Errorf("enqueue: %w", err)
+	}
+	if _, ierr := e.ins.GetTaskInfo(res.Queue, res.TaskID); ierr == nil {
+		return nil
+	}
+	return fmt.Errorf("enqueue: %w", err)
 }
 
 // dedupKey is the Redis key that holds the task ID of the latest resend
 // for r's project and username (hashed: usernames may be long or odd).
 func (e *Enqueuer) dedupKey(r tasks.Resend) string {
-	sum := sha256.Sum256([]byte(r.ProjectID + "\x00" + r.Username))
+	user := r.Username
+	if strings.Contains(user, "@") {
+		user = strings.ToLower(user) // email addresses: John@x.io and john@x.io are one user
+	}
+	sum := sha256.Sum256([]byte(r.ProjectID + "\x00" + user))
 	return e.opts.KeyPrefix + "dedup:" + hex.EncodeToString(sum[:16])
 }

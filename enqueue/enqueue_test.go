@@ -9,6 +9,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/resendq/resendq/internal/redistest"
+	"github.com/resendq/resendq/outcome"
 	"github.com/resendq/resendq/tasks"
 )
 
@@ -144,5 +145,100 @@ func waitExpired(t *testing.T, b *bundle, r tasks.Resend) {
 			t.Fatal("dedup claim never expired")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestConcurrentDoubleClickMakesOneTask(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	r := tasks.Resend{ProjectID: project, Username: "john@example.com"}
+	const n = 20
+	ids := make(chan string, n)
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			res, err := b.enq.Enqueue(context.Background(), r)
+			ids <- res.TaskID
+			errs <- err
+		}()
+	}
+	seen := map[string]bool{}
+	for i := 0; i < n; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+		seen[<-ids] = true
+	}
+	if len(seen) != 1 || pending(t, b) != 1 {
+		t.Fatalf("%d distinct task IDs handed out, %d tasks pending; want one task for everyone", len(seen), pending(t, b))
+	}
+	for id := range seen {
+		if _, err := b.ins.GetTaskInfo(tasks.QueueSignup, id); err != nil {
+			t.Errorf("callers were told of task %s, which does not exist: %v", id, err)
+		}
+	}
+}
+
+func TestDedupIgnoresEmailCase(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	ctx := context.Background()
+	first, err := b.enq.Enqueue(ctx, tasks.Resend{ProjectID: project, Username: "John@Example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := b.enq.Enqueue(ctx, tasks.Resend{ProjectID: project, Username: "john@example.com"})
+	if err != nil || !again.Duplicate || again.TaskID != first.TaskID {
+		t.Errorf("same address in another case: %+v, %v", again, err)
+	}
+}
+
+func TestDeadLetteredResendDoesNotBlockANewOne(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	ctx := context.Background()
+	r := tasks.Resend{ProjectID: project, Username: "john@example.com"}
+	first, err := b.enq.Enqueue(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The worker dead-letters it (say, 010-011: login_url required).
+	store := outcome.NewStore(b.srv.Client(t), outcome.Options{})
+	if _, err := store.Finish(ctx, outcome.Record{TaskID: first.TaskID, ProjectID: project, Username: r.Username, Queue: tasks.QueueSignup,
+		Status: outcome.StatusDeadLetter, Reason: outcome.ReasonRejected, ErrorCode: "010-011", FinishedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	r.LoginURL = "https://example.com/cb"
+	fixed, err := b.enq.Enqueue(ctx, r)
+	if err != nil || fixed.Duplicate || fixed.TaskID == first.TaskID {
+		t.Fatalf("resend after a dead letter = %+v, %v; want a new task", fixed, err)
+	}
+	again, err := b.enq.Enqueue(ctx, r)
+	if err != nil || !again.Duplicate || again.TaskID != fixed.TaskID {
+		t.Errorf("a repeat of the new resend = %+v, %v; want the new task as a duplicate", again, err)
+	}
+}
+
+func TestPendingClaimIsAwaited(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	ctx := context.Background()
+	r := tasks.Resend{ProjectID: project, Username: "john@example.com"}
+	rdb := b.srv.Client(t)
+	key := b.enq.dedupKey(r)
+	// Another caller's enqueue is under way, and then fails.
+	if err := rdb.Set(ctx, key, pendingMark+"other", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		releaseScript.Run(ctx, rdb, []string{key}, "other")
+	}()
+	res, err := b.enq.Enqueue(ctx, r)
+	if err != nil || res.Duplicate || res.TaskID == "other" {
+		t.Fatalf("after the other enqueue failed: %+v, %v; want a task of our own", res, err)
+	}
+	if held := rdb.Get(ctx, key).Val(); held != res.TaskID {
+		t.Errorf("claim holds %q, want the enqueued task %s", held, res.TaskID)
 	}
 }

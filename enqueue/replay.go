@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -32,7 +33,7 @@ func (e *Enqueuer) Replay(ctx context.Context, rec outcome.Record, queue string)
 	if err != nil {
 		return Result{}, err
 	}
-	res, err := e.enqueueClaimed(ctx, e.replayKey(rec), ReplayKeep, task, Result{TaskID: e.newID(), Queue: queue})
+	res, err := e.enqueueClaimed(ctx, e.replayKey(rec), ReplayKeep, false, task, Result{TaskID: e.newID(), Queue: queue})
 	if err != nil || res.Duplicate {
 		return res, err
 	}
@@ -57,7 +58,7 @@ func (e *Enqueuer) CheckReplay(ctx context.Context, rec outcome.Record, queue st
 	case err != nil:
 		return Result{}, fmt.Errorf("replay check: %w", err)
 	}
-	return Result{TaskID: held, Queue: queue, Duplicate: true}, nil
+	return Result{TaskID: strings.TrimPrefix(held, pendingMark), Queue: queue, Duplicate: true}, nil
 }
 
 // replayable is the request of a dead letter, if it can be sent again.
