@@ -25,3 +25,10 @@ func (s *Store) Get(ctx context.Context, taskID string) (Record, bool, error) {
 	rec, err := decode(body, attempts)
 	return rec, err == nil, err
 }
+
+// Validate reports what is wrong with f, as List would, without asking
+// Redis; the error wraps ErrInvalid and names the field.
+func (f Filter) Validate() error {
+	_, err := f.normalize()
+	return err
+}

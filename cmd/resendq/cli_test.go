@@ -151,8 +151,13 @@ func TestOutcomesListAndStats(t *testing.T) {
 		t.Errorf("list --username: %+v", r)
 	}
 	r = runCLI(t, nil, "outcomes", "list", "--redis-url", srv.URL, "--status", "lost")
-	if r.code != 2 || !strings.Contains(r.stderr, "sent, dead_letter") {
+	if r.code != 2 || !strings.Contains(r.stderr, `--status "lost": want one of sent, dead_letter`) {
 		t.Errorf("bad --status: %+v", r)
+	}
+	// Checked before Redis is asked: the right exit status even with Redis down.
+	r = runCLI(t, nil, "dlq", "list", "--redis-url", "redis://127.0.0.1:1/0", "--reason", "lost")
+	if r.code != 2 || !strings.Contains(r.stderr, "--reason") {
+		t.Errorf("bad --reason with Redis down: %+v", r)
 	}
 	r = runCLI(t, nil, "outcomes", "stats", "--redis-url", srv.URL, "--json")
 	if want := `{"sent":1,"dead_letter":1,"by_reason":{"rejected":1},"by_code":{"003-002":1}}`; r.code != 0 || strings.TrimSpace(r.stdout) != want {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -99,6 +100,10 @@ func (ff *filterFlags) filter(now time.Time) (outcome.Filter, error) {
 			return f, err
 		}
 		f.Since = t
+	}
+	if err := f.Validate(); err != nil {
+		// "outcome: invalid argument: status ..." → "--status ..."
+		return f, errors.New("--" + strings.TrimPrefix(err.Error(), outcome.ErrInvalid.Error()+": "))
 	}
 	return f, nil
 }
