@@ -11,8 +11,8 @@ import (
 )
 
 // Backoff is the exponential backoff between retries of a transient failure
-// or a rate-limited call: Initial, doubled each time up to Max, with ±50%
-// jitter (cenkalti/backoff).
+// or a rate-limited call: Initial, doubled each time, with ±50% jitter
+// (cenkalti/backoff), never more than Max.
 type Backoff struct {
 	// Initial is the first delay. Default 1s.
 	Initial time.Duration
@@ -58,7 +58,7 @@ func (b Backoff) Delay(n int) time.Duration {
 	for i := 0; i < n && d < b.Max; i++ {
 		d = eb.NextBackOff()
 	}
-	return d
+	return min(d, b.Max) // the jitter may overshoot the cap; Max is a promise
 }
 
 // retryError asks asynq to retry a task after Delay. Failure says whether
