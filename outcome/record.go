@@ -130,61 +130,73 @@ func join[T ~string](values []T) string {
 	return strings.Join(s, ", ")
 }
 
-// indexes returns the suffixes of the index keys that list r.
-func (r *Record) indexes() []string {
-	idx := []string{"all", "status:" + string(r.Status)}
+// appendIndexes appends the suffixes of the index keys that list r,
+// newline-separated.
+func (r *Record) appendIndexes(b []byte) []byte {
+	b = append(b, "all\nstatus:"...)
+	b = append(b, r.Status...)
 	if r.Reason != "" {
-		idx = append(idx, "reason:"+string(r.Reason))
+		b = append(b, "\nreason:"...)
+		b = append(b, r.Reason...)
 	}
 	if r.ErrorCode != "" {
-		idx = append(idx, "code:"+escape(r.ErrorCode))
+		b = appendEscaped(append(b, "\ncode:"...), r.ErrorCode)
 	}
 	if r.ProjectID != "" {
-		idx = append(idx, "project:"+escape(r.ProjectID))
+		b = appendEscaped(append(b, "\nproject:"...), r.ProjectID)
 	}
 	if r.Username != "" {
-		idx = append(idx, "user:"+escape(r.Username))
+		b = appendEscaped(append(b, "\nuser:"...), r.Username)
 	}
 	if r.BatchID != "" {
-		idx = append(idx, "batch:"+escape(r.BatchID))
+		b = appendEscaped(append(b, "\nbatch:"...), r.BatchID)
 	}
-	return idx
+	return b
 }
 
-// counters returns the fields of the stats hash that count r.
-func (r *Record) counters() []string {
-	c := []string{string(r.Status)}
+// appendCounters appends the fields of the stats hash that count r,
+// newline-separated.
+func (r *Record) appendCounters(b []byte) []byte {
+	b = append(b, r.Status...)
 	if r.Reason != "" {
-		c = append(c, "reason:"+string(r.Reason))
+		b = append(b, "\nreason:"...)
+		b = append(b, r.Reason...)
 	}
 	if r.ErrorCode != "" {
-		c = append(c, "code:"+escape(r.ErrorCode))
+		b = appendEscaped(append(b, "\ncode:"...), r.ErrorCode)
 	}
-	return c
+	return b
 }
 
 // escape makes s safe as the last part of a key and as an item of a
 // newline-separated list: every byte other than ASCII letters, digits and
 // "-._@+~" becomes %XX, so ':' and '\n' never appear.
 func escape(s string) string {
+	for i := 0; i < len(s); i++ {
+		if !isPlain(s[i]) {
+			return string(appendEscaped(make([]byte, 0, len(s)+16), s))
+		}
+	}
+	return s
+}
+
+// appendEscaped appends s escaped as escape does.
+func appendEscaped(b []byte, s string) []byte {
 	const hex = "0123456789ABCDEF"
-	var b strings.Builder
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if isPlain(c) {
-			b.WriteByte(c)
+			b = append(b, c)
 			continue
 		}
-		b.WriteByte('%')
-		b.WriteByte(hex[c>>4])
-		b.WriteByte(hex[c&15])
+		b = append(b, '%', hex[c>>4], hex[c&15])
 	}
-	return b.String()
+	return b
 }
 
 func isPlain(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
-		strings.IndexByte("-._@+~", c) >= 0
+		c == '-' || c == '.' || c == '_' || c == '@' || c == '+' || c == '~'
 }
 
 // unescape reverses escape.

@@ -6,36 +6,63 @@ import "github.com/redis/go-redis/v9"
 // computed inside the scripts from the prefix and the suffixes stored in a
 // record, so the Store needs a single Redis node (not Redis Cluster).
 
-// finishScript writes a record, replacing an earlier one of the same task.
+// finishScript writes one or more records, each replacing an earlier one of
+// the same task, as if they were written one after the other in the order
+// given. The index entries and stats counts of the records are added at the
+// end, one ZADD per index key and one HINCRBY per stats field for all of
+// them (first, before a record that replaces one of the same run).
 //
-// KEYS: 1 record hash, 2 rate state hash, 3 stats hash.
-// ARGV: 1 index key prefix, 2 task ID, 3 record JSON, 4 attempts known to the
-// caller, 5 project ID, 6 score (finished_at in ms), 7 index suffixes and
-// 8 stats fields, both newline-separated.
-// Returns the total attempts: ARGV[4] plus the rate-limited calls.
+// KEYS: 1 stats hash, then for each record: its record hash and its rate
+// state hash.
+// ARGV: 1 index key prefix, then for each record seven values: task ID,
+// record JSON, attempts known to the caller, project ID, score (finished_at in
+// ms), index suffixes and stats fields, both newline-separated.
+// Returns the total attempts of each record: the attempts passed plus the
+// task's rate-limited calls.
 var finishScript = redis.NewScript(`
-local rec, rl, stats = KEYS[1], KEYS[2], KEYS[3]
-local prefix, id = ARGV[1], ARGV[2]
-local old = redis.call('HMGET', rec, 'index', 'stats')
-if old[1] then
-  for s in string.gmatch(old[1], '[^\n]+') do
-    redis.call('ZREM', prefix .. s, id)
+local stats, prefix = KEYS[1], ARGV[1]
+local out, seen, adds, keys, counts, fields = {}, {}, {}, {}, {}, {}
+local function flush()
+  for _, k in ipairs(keys) do redis.call('ZADD', prefix .. k, unpack(adds[k])) end
+  for _, f in ipairs(fields) do redis.call('HINCRBY', stats, f, counts[f]) end
+  adds, keys, counts, fields, seen = {}, {}, {}, {}, {}
+end
+for r = 1, (#KEYS - 1) / 2 do
+  local rec, rl, a = KEYS[2 * r], KEYS[2 * r + 1], 7 * (r - 1) + 1
+  local id, index, counters = ARGV[a + 1], ARGV[a + 6], ARGV[a + 7]
+  if seen[id] then flush() end
+  seen[id] = true
+  local old = redis.call('HMGET', rec, 'index', 'stats')
+  if old[1] then
+    for s in string.gmatch(old[1], '[^\n]+') do
+      redis.call('ZREM', prefix .. s, id)
+    end
+    for f in string.gmatch(old[2] or '', '[^\n]+') do
+      if redis.call('HINCRBY', stats, f, -1) <= 0 then redis.call('HDEL', stats, f) end
+    end
   end
-  for f in string.gmatch(old[2] or '', '[^\n]+') do
-    if redis.call('HINCRBY', stats, f, -1) <= 0 then redis.call('HDEL', stats, f) end
+  local attempts = tonumber(ARGV[a + 3])
+  local calls = redis.call('HGET', rl, 'calls')
+  if calls then
+    attempts = attempts + tonumber(calls)
+    redis.call('DEL', rl)
   end
+  redis.call('HSET', rec, 'record', ARGV[a + 2], 'attempts', attempts, 'project', ARGV[a + 4],
+    'index', index, 'stats', counters)
+  for s in string.gmatch(index, '[^\n]+') do
+    local t = adds[s]
+    if not t then t = {}; adds[s] = t; keys[#keys + 1] = s end
+    t[#t + 1] = ARGV[a + 5]
+    t[#t + 1] = id
+  end
+  for f in string.gmatch(counters, '[^\n]+') do
+    if not counts[f] then counts[f] = 0; fields[#fields + 1] = f end
+    counts[f] = counts[f] + 1
+  end
+  out[r] = attempts
 end
-local attempts = tonumber(ARGV[4]) + tonumber(redis.call('HGET', rl, 'calls') or '0')
-redis.call('HSET', rec, 'record', ARGV[3], 'attempts', attempts, 'project', ARGV[5],
-  'index', ARGV[7], 'stats', ARGV[8])
-for s in string.gmatch(ARGV[7], '[^\n]+') do
-  redis.call('ZADD', prefix .. s, ARGV[6], id)
-end
-for f in string.gmatch(ARGV[8], '[^\n]+') do
-  redis.call('HINCRBY', stats, f, 1)
-end
-redis.call('DEL', rl)
-return attempts
+flush()
+return out
 `)
 
 // rateLimitedScript counts one 429 of a task that is not final yet.

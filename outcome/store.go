@@ -33,12 +33,13 @@
 // becomes %XX, so "a:b@x.io" is stored as "a%3Ab@x.io". Record keys end with
 // the raw task ID; their prefix "outcome:" never collides with the others.
 //
-// Every write (Finish, RateLimited) is one Lua script run with EVALSHA, one
-// round trip; the scripts compute index keys themselves, so the Store needs a
+// Every write (Finish, FinishAll, RateLimited) is one Lua script run with
+// EVALSHA, one round trip; the scripts compute index keys themselves, so the Store needs a
 // single Redis node, not Redis Cluster.
 package outcome
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -147,27 +148,90 @@ func (s *Store) RateLimited(ctx context.Context, taskID string) (RateState, erro
 // deletes. Finishing the same TaskID again replaces the record, its index
 // entries and its Stats counts, so a task re-run after a crash counts once.
 func (s *Store) Finish(ctx context.Context, rec Record) (Record, error) {
-	rec.Username = strings.TrimSpace(rec.Username)
-	if err := rec.validate(); err != nil {
+	out, err := s.FinishAll(ctx, []Record{rec})
+	if err != nil {
 		return Record{}, err
 	}
-	if rec.FinishedAt.IsZero() {
-		rec.FinishedAt = s.now()
+	return out[0], nil
+}
+
+// MaxFinishAll is the most records FinishAll writes in one call; a script
+// run holds Redis for some 20µs per record.
+const MaxFinishAll = 100
+
+// FinishAll writes each of recs as Finish does, all in one round trip and
+// one script run, in order, and returns them as stored. It writes nothing
+// when one of them is invalid, and at most MaxFinishAll records. When it
+// fails otherwise, any of the records may or may not have been written;
+// writing them again is safe.
+func (s *Store) FinishAll(ctx context.Context, recs []Record) ([]Record, error) {
+	if len(recs) > MaxFinishAll {
+		return nil, fmt.Errorf("%w: %d records, at most %d at once", ErrInvalid, len(recs), MaxFinishAll)
 	}
-	rec.FinishedAt = time.UnixMilli(rec.FinishedAt.UnixMilli()).UTC()
-	body, err := json.Marshal(rec)
+	out := make([]Record, len(recs))
+	keys := make([]string, 1, 1+2*len(recs))
+	keys[0] = s.statsKey
+	args := make([]any, 1, 1+7*len(recs))
+	args[0] = s.indexPrefix
+	// The JSON bodies, index suffixes and stats fields of all records share
+	// one buffer; the arguments are slices of it.
+	var buf bytes.Buffer
+	buf.Grow(len(recs) * 640)
+	enc := json.NewEncoder(&buf)
+	type span struct{ body, index, counters [2]int }
+	spans := make([]span, len(recs))
+	for i, rec := range recs {
+		rec.Username = strings.TrimSpace(rec.Username)
+		if err := rec.validate(); err != nil {
+			return nil, err
+		}
+		if rec.FinishedAt.IsZero() {
+			rec.FinishedAt = s.now()
+		}
+		rec.FinishedAt = time.UnixMilli(rec.FinishedAt.UnixMilli()).UTC()
+		start := buf.Len()
+		if err := enc.Encode(rec); err != nil { // json.Marshal's bytes and a newline
+			return nil, fmt.Errorf("outcome: encode record of task %s: %w", rec.TaskID, err)
+		}
+		sp := &spans[i]
+		sp.body = [2]int{start, buf.Len() - 1}
+		sp.index[0] = buf.Len()
+		buf.Write(rec.appendIndexes(buf.AvailableBuffer()))
+		sp.index[1] = buf.Len()
+		sp.counters[0] = buf.Len()
+		buf.Write(rec.appendCounters(buf.AvailableBuffer()))
+		sp.counters[1] = buf.Len()
+		out[i] = rec
+	}
+	if len(recs) == 0 {
+		return out, nil
+	}
+	b := buf.Bytes()
+	for i := range out {
+		rec, sp := &out[i], &spans[i]
+		keys = append(keys, s.recordPrefix+rec.TaskID, s.ratePrefix+rec.TaskID)
+		args = append(args, rec.TaskID, b[sp.body[0]:sp.body[1]], rec.Attempts, rec.ProjectID, rec.FinishedAt.UnixMilli(),
+			b[sp.index[0]:sp.index[1]], b[sp.counters[0]:sp.counters[1]])
+	}
+	attempts, err := finishScript.Run(ctx, s.rdb, keys, args...).Int64Slice()
+	if err == nil && len(attempts) != len(recs) {
+		err = fmt.Errorf("unexpected reply of %d items", len(attempts))
+	}
 	if err != nil {
-		return Record{}, fmt.Errorf("outcome: encode record of task %s: %w", rec.TaskID, err)
+		return nil, fmt.Errorf("outcome: write record of task %s: %w", taskIDs(recs), err)
 	}
-	keys := []string{s.recordPrefix + rec.TaskID, s.ratePrefix + rec.TaskID, s.statsKey}
-	attempts, err := finishScript.Run(ctx, s.rdb, keys,
-		s.indexPrefix, rec.TaskID, body, rec.Attempts, rec.ProjectID, rec.FinishedAt.UnixMilli(),
-		strings.Join(rec.indexes(), "\n"), strings.Join(rec.counters(), "\n")).Int()
-	if err != nil {
-		return Record{}, fmt.Errorf("outcome: write record of task %s: %w", rec.TaskID, err)
+	for i := range out {
+		out[i].Attempts = int(attempts[i])
 	}
-	rec.Attempts = attempts
-	return rec, nil
+	return out, nil
+}
+
+// taskIDs names the tasks of recs for an error: "t1", or "t1 and 4 more".
+func taskIDs(recs []Record) string {
+	if len(recs) == 1 {
+		return recs[0].TaskID
+	}
+	return fmt.Sprintf("%s and %d more", recs[0].TaskID, len(recs)-1)
 }
 
 // Latest returns the newest record of username in projectID, and false if

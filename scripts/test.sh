@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The body of `make test`: system deps, formatting, vet, race tests, compose check.
+# The body of `make test`: system deps, formatting, vet, race tests, compose check,
+# and a small run of the benchmark suite.
 #
 # Extra `go test` flags for the main module: TESTFLAGS='-run TestX -v' make test
 set -euo pipefail
@@ -50,5 +51,8 @@ step "docker-compose.yml check (deploy/composecheck)"
 	go test -count=1 ./...
 	go run . ../../docker-compose.yml
 )
+
+step "benchmark suite, small run (make bench-quick: checks that it runs, not its figures)"
+make --no-print-directory bench-quick
 
 step "all checks passed"

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -69,6 +70,18 @@ type Handler struct {
 	// RateLimitMaxWait caps the total time a task may wait on 429s, from its
 	// first 429 on. Default 24h.
 	RateLimitMaxWait time.Duration
+	// BatchWait is how long a final outcome may wait for those of other tasks
+	// to be written together with them, in one round trip and one script
+	// run, when Outcomes is a BatchOutcomes. It does not wait when nearly all
+	// of the server's slots are taken (NewServer tells the handler how many
+	// there are; a handler not run by NewServer never waits). Default 5ms;
+	// negative: never wait.
+	BatchWait time.Duration
+
+	slots    int                    // tasks run at once, set by NewServer; 0: unknown
+	inflight atomic.Int64           // tasks in ProcessTask
+	batch    outcomeBatch           // outcomes waiting to be written together
+	logOut   atomic.Pointer[logOut] // what logOutcome knows of the log output
 }
 
 var _ asynq.Handler = (*Handler)(nil)
@@ -84,6 +97,8 @@ type attempt struct {
 
 // ProcessTask runs one attempt of a resend task.
 func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	h.inflight.Add(1)
+	defer h.inflight.Add(-1)
 	return h.process(ctx, attemptOf(ctx), t.Payload())
 }
 
@@ -209,15 +224,15 @@ func (h *Handler) record(a attempt, st outcome.Status, reason outcome.Reason, st
 // error that tells asynq what to do with the task (nil: done).
 func (h *Handler) finish(ctx context.Context, rec outcome.Record, result error) error {
 	stored, err := h.storeOutcome(ctx, rec)
-	log := h.logger().WithFields(outcomeFields(stored))
-	if err != nil {
+	switch {
+	case err != nil:
 		// The email went out (or was refused) already: retrying the task would
 		// send it again, so the task still ends; say loudly what was lost.
-		log.WithError(err).Error("outcome record could not be written")
-	} else if rec.Status == outcome.StatusSent {
-		log.Info("confirmation email sent")
-	} else {
-		log.Warn("resend dead-lettered")
+		h.logger().WithFields(outcomeFields(stored)).WithError(err).Error("outcome record could not be written")
+	case rec.Status == outcome.StatusSent:
+		h.logOutcome(logrus.InfoLevel, "confirmation email sent", stored)
+	default:
+		h.logOutcome(logrus.WarnLevel, "resend dead-lettered", stored)
 	}
 	h.observer().Outcome(stored)
 	return result
@@ -231,7 +246,7 @@ func (h *Handler) storeOutcome(ctx context.Context, rec outcome.Record) (outcome
 	var err error
 	for i := 0; i < 3; i++ {
 		var stored outcome.Record
-		if stored, err = h.Outcomes.Finish(wctx, rec); err == nil {
+		if stored, err = h.finishOutcome(wctx, rec); err == nil {
 			return stored, nil
 		}
 		select {

@@ -58,10 +58,13 @@ type Server struct {
 }
 
 // NewServer assembles a worker on rdb, which it shares and does not close.
+// It tells h how many tasks run at once (see Handler.BatchWait); h must not
+// be processing tasks yet.
 func NewServer(rdb redis.UniversalClient, h *Handler, cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = logrus.StandardLogger()
 	}
+	h.slots = orInt(cfg.Concurrency, DefaultConcurrency)
 	level := asynq.WarnLevel
 	if cfg.Logger.IsLevelEnabled(logrus.DebugLevel) {
 		level = asynq.InfoLevel

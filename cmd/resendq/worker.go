@@ -81,7 +81,8 @@ func (w *workerFlags) build(a *app, rdb redis.UniversalClient) (*workerProc, err
 	if err != nil {
 		return nil, usageErr(fmt.Errorf("--api-base: %w", err))
 	}
-	store := outcome.NewStore(rdb, outcome.Options{Retention: w.retention})
+	hot := streamed(rdb)
+	store := outcome.NewStore(hot, outcome.Options{Retention: w.retention})
 	m, err := newProcMetrics(a, rdb)
 	if err != nil {
 		return nil, err
@@ -95,13 +96,41 @@ func (w *workerFlags) build(a *app, rdb redis.UniversalClient) (*workerProc, err
 		RateLimitMaxWait: w.rateLimitMaxWait,
 		Observer:         m.observer,
 	}
-	srv := worker.NewServer(rdb, h, worker.Config{
+	srv := worker.NewServer(hot, h, worker.Config{
 		Concurrency:     w.concurrency,
 		Queues:          queues,
 		ShutdownTimeout: w.httpTimeout + 5*time.Second,
 		Logger:          a.log,
 	})
 	return &workerProc{server: srv, store: store, rdb: rdb, metrics: m}, nil
+}
+
+// streamed returns the client the worker's hot path runs on (asynq's
+// server and the outcome store): go-redis' autopipeliner over rdb in
+// full-duplex mode, which streams the commands of every task in flight
+// (asynq's dequeue and done scripts, the outcome writes) over one
+// connection, so that the worker and Redis each read and write many
+// commands per system call instead of one. Each command still waits for its
+// own reply, in order. It stops when rdb is closed. A client it cannot
+// stream on (Redis Cluster) is used as it is. See docs/BENCHMARKS.md.
+func streamed(rdb redis.UniversalClient) redis.UniversalClient {
+	c, ok := rdb.(*redis.Client)
+	if !ok {
+		return rdb
+	}
+	opt := redis.DefaultBlockingAutoPipelineOptions()
+	opt.FullDuplex = true
+	ap, err := c.AutoPipelineWithOptions(opt)
+	if err != nil {
+		return rdb
+	}
+	if !ap.Config().FullDuplex {
+		// Without a pipeline pool the autopipeliner batches by rounds
+		// instead, which holds asynq's one-at-a-time dequeue back.
+		_ = ap.Close()
+		return rdb
+	}
+	return ap
 }
 
 // run processes tasks until ctx is done, trimming outcome records past
@@ -122,6 +151,7 @@ func newWorkerCmd(a *app) *cobra.Command {
 	var rf redisFlags
 	var wf workerFlags
 	var hf httpFlags
+	var pf profileFlags
 	cmd := &cobra.Command{
 		Use:   "worker",
 		Short: "Process resend tasks: call the Login API, retry, dead-letter and record outcomes",
@@ -133,6 +163,15 @@ func newWorkerCmd(a *app) *cobra.Command {
 			if err := hf.validate(); err != nil {
 				return usageErr(err)
 			}
+			stopProfiles, err := pf.start()
+			if err != nil {
+				return err
+			}
+			defer func() {
+				if err := stopProfiles(); err != nil {
+					a.log.WithError(err).Error("profile not written")
+				}
+			}()
 			ctx := cmd.Context()
 			rdb, err := rf.connect(ctx, wf.concurrency+16)
 			if err != nil {
@@ -158,5 +197,6 @@ func newWorkerCmd(a *app) *cobra.Command {
 	rf.register(cmd.Flags())
 	wf.register(cmd.Flags())
 	hf.register(cmd.Flags(), "")
+	pf.register(cmd.Flags())
 	return cmd
 }

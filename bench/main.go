@@ -1,0 +1,45 @@
+// Command bench is the driver of `make bench` and `make bench-quick`
+// (scripts/bench.sh): it measures the resendq worker binary against a naive
+// asynq worker (bench/naive) on the same throw-away Redis in the same run,
+// and prints the table of medians and ratios, which `make bench` also writes
+// to docs/BENCHMARKS.md.
+//
+//	go run ./bench -ours bin/resendq -naive bin/naive [-quick] [-runs 5] [-doc docs/BENCHMARKS.md] [-profiles docs/profiles]
+//
+// Every figure is taken -runs times, the two workers alternating which goes
+// first; the table shows medians, and each ratio is the median of the ratios
+// of the runs (ours / naive within one run). Both workers are separate
+// processes draining a queue filled before they start, calling a 204 API
+// served by this driver (optionally with a latency); see docs/BENCHMARKS.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	var o options
+	flag.StringVar(&o.ours, "ours", "bin/resendq", "the resendq binary")
+	flag.StringVar(&o.naive, "naive", "bin/naive", "the naive asynq worker (bench/naive)")
+	flag.BoolVar(&o.quick, "quick", false, "a small run of every figure, once, to check that the suite works (seconds; figures are not meaningful)")
+	flag.IntVar(&o.runs, "runs", 5, "runs of each figure")
+	flag.StringVar(&o.only, "only", "", "comma-separated figures to run: zero, c100, c400, enqueue (default: all)")
+	flag.StringVar(&o.doc, "doc", "", "write the results into this Markdown file (its generated section only)")
+	flag.StringVar(&o.profiles, "profiles", "", "profile a zero-latency drain of each worker and keep the pprof -top text in this folder")
+	flag.BoolVar(&o.keep, "keep", false, "keep the temporary folder (worker logs, raw profiles) and print its path")
+	flag.BoolVar(&o.verbose, "v", false, "print the Redis commands of each run, per task, with the Redis time they took")
+	flag.StringVar(&o.vs, "vs", "", "measure a change: run this resendq build in place of the naive worker (its figures show in the naive column)")
+	flag.StringVar(&o.profileFigure, "profile-figure", "zero", "the figure whose drain -profiles profiles: zero, c100 or c400")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,243 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+)
+
+// row is one line of the results table.
+type row struct {
+	figure, ours, naive, ratio, goal string
+}
+
+// table is the results as a Markdown table: medians of the runs, and the
+// median of the per-run ratios.
+func (r *results) table() string {
+	var rows []row
+	for _, spec := range r.drains {
+		z := r.drain[spec.key]
+		rate := func(d drainResult) float64 { return d.rate }
+		o, n := medianOf(z[ours], rate), medianOf(z[naive], rate)
+		ratio := medianRatio(z[ours], z[naive], rate)
+		rw := row{
+			figure: "worker throughput, tasks/s: " + spec.String(),
+			ours:   fmt.Sprintf("%.0f", o), naive: fmt.Sprintf("%.0f", n), ratio: fmt.Sprintf("%.2f", ratio),
+		}
+		switch spec.key {
+		case "zero":
+			rw.goal = verdict(ratio >= 1, "≥ 1.0× naive")
+		case "c400":
+			rw.goal = verdict(ratio > 1, "ahead of naive")
+		}
+		rows = append(rows, rw)
+		if l := spec.limit(); l > 0 {
+			lr := row{
+				figure: fmt.Sprintf("… as a share of the Little's-law limit (%d / %s = %.0f tasks/s)", spec.concurrency, ms(spec.latency), l),
+				ours:   fmt.Sprintf("%.2f", o/l), naive: fmt.Sprintf("%.2f", n/l),
+			}
+			if spec.key == "c100" {
+				lr.goal = verdict(o/l >= 0.9, "≥ 0.90")
+			}
+			rows = append(rows, lr)
+		}
+	}
+	if z, ok := r.drain["c400"]; ok {
+		hwm := func(d drainResult) float64 { return float64(d.hwmKB) / 1024 }
+		ratio := medianRatio(z[ours], z[naive], hwm)
+		rows = append(rows, row{
+			figure: "peak resident memory (VmHWM) of the worker, MiB, concurrency 400 under load",
+			ours:   fmt.Sprintf("%.1f", medianOf(z[ours], hwm)), naive: fmt.Sprintf("%.1f", medianOf(z[naive], hwm)),
+			ratio: fmt.Sprintf("%.2f", ratio), goal: verdict(ratio <= 1.2, "≤ 1.20× naive"),
+		})
+	}
+	if spec, ok := r.spec("zero"); ok {
+		z := r.drain["zero"]
+		n := float64(spec.tasks)
+		for _, f := range []struct {
+			name   string
+			format string
+			get    func(drainResult) float64
+		}{
+			{"Redis commands per task (INFO commandstats, script-internal ones included)", "%.1f", func(d drainResult) float64 { return float64(d.redis.commands) / n }},
+			{"… of which script calls (EVALSHA/EVAL) per task", "%.2f", func(d drainResult) float64 { return float64(d.redis.scripts) / n }},
+			{"Redis read events per task (total_reads_processed: about one per round trip)", "%.2f", func(d drainResult) float64 { return float64(d.redis.reads) / n }},
+			{"Redis CPU per task, µs (used_cpu_user+sys)", "%.1f", func(d drainResult) float64 { return d.redis.cpu / n * 1e6 }},
+			{"worker process CPU per task, µs (utime+stime)", "%.0f", func(d drainResult) float64 { return d.cpu / n * 1e6 }},
+		} {
+			rows = append(rows, row{
+				figure: f.name + ", zero-latency drain",
+				ours:   fmt.Sprintf(f.format, medianOf(z[ours], f.get)), naive: fmt.Sprintf(f.format, medianOf(z[naive], f.get)),
+				ratio: fmt.Sprintf("%.2f", medianRatio(z[ours], z[naive], f.get)),
+			})
+		}
+	}
+	if len(r.enqueue[ours]) > 0 || r.enqErr != "" {
+		rw := row{figure: fmt.Sprintf("batch enqueue, rows/s, %s-row CSV: `resendq enqueue --file` vs a plain `Client.Enqueue` loop", count(r.rows))}
+		if len(r.enqueue[ours]) == 0 {
+			rw.ours, rw.ratio = "pending", "–"
+			rw.naive = fmt.Sprintf("%.0f", median(r.enqueue[naive]))
+		} else {
+			rw.ours, rw.naive = fmt.Sprintf("%.0f", median(r.enqueue[ours])), fmt.Sprintf("%.0f", median(r.enqueue[naive]))
+			ratios := make([]float64, len(r.enqueue[ours]))
+			for i := range ratios {
+				ratios[i] = r.enqueue[ours][i] / r.enqueue[naive][i]
+			}
+			rw.ratio = fmt.Sprintf("%.2f", median(ratios))
+		}
+		rows = append(rows, rw)
+	}
+	var b strings.Builder
+	if r.quick {
+		b.WriteString("A -quick run: it checks that the suite works; its figures are too small to mean anything.\n\n")
+		for i := range rows {
+			rows[i].goal = ""
+		}
+	}
+	b.WriteString("| figure | resendq | naive asynq | resendq / naive | goal |\n| --- | ---: | ---: | ---: | --- |\n")
+	for _, rw := range rows {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", rw.figure, rw.ours, rw.naive, or(rw.ratio, "–"), rw.goal)
+	}
+	return b.String()
+}
+
+// runsTable lists every run, so that the spread behind each median shows.
+func (r *results) runsTable() string {
+	var b strings.Builder
+	b.WriteString("| figure | run | resendq | naive | ratio |\n| --- | ---: | ---: | ---: | ---: |\n")
+	for _, spec := range r.drains {
+		z := r.drain[spec.key]
+		for i := range z[ours] {
+			fmt.Fprintf(&b, "| tasks/s, %s | %d | %.0f | %.0f | %.2f |\n", spec, i+1, z[ours][i].rate, z[naive][i].rate, z[ours][i].rate/z[naive][i].rate)
+		}
+	}
+	for i := range r.enqueue[ours] {
+		fmt.Fprintf(&b, "| rows/s, batch enqueue | %d | %.0f | %.0f | %.2f |\n", i+1, r.enqueue[ours][i], r.enqueue[naive][i], r.enqueue[ours][i]/r.enqueue[naive][i])
+	}
+	return b.String()
+}
+
+func (r *results) spec(key string) (drainSpec, bool) {
+	for _, s := range r.drains {
+		if s.key == key {
+			return s, true
+		}
+	}
+	return drainSpec{}, false
+}
+
+func verdict(ok bool, goal string) string {
+	if ok {
+		return goal + ": met"
+	}
+	return goal + ": **not met**"
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func medianOf(rs []drainResult, f func(drainResult) float64) float64 {
+	v := make([]float64, len(rs))
+	for i, r := range rs {
+		v[i] = f(r)
+	}
+	return median(v)
+}
+
+// medianRatio is the median over runs of ours/naive, each ratio taken
+// within one run.
+func medianRatio(o, n []drainResult, f func(drainResult) float64) float64 {
+	v := make([]float64, 0, len(o))
+	for i := range min(len(o), len(n)) {
+		if d := f(n[i]); d != 0 {
+			v = append(v, f(o[i])/d)
+		}
+	}
+	return median(v)
+}
+
+// Markers of the part of the Markdown file that the driver writes.
+const (
+	docBegin = "<!-- begin: written by `make bench` (bench/report.go); edits between these markers are overwritten -->"
+	docEnd   = "<!-- end: written by `make bench` -->"
+)
+
+// markdown is the generated part of docs/BENCHMARKS.md.
+func (r *results) markdown() string {
+	var b strings.Builder
+	b.WriteString(docBegin + "\n")
+	b.WriteString("## Worker: results\n\n")
+	m := r.machine
+	fmt.Fprintf(&b, "Measured %s with `make bench` on %d cores (%s), %s of memory, %s; %s, %s. "+
+		"Load average before the runs: %s (a shared machine: compare the ratios, not the absolute figures). "+
+		"Each figure is the median of %d runs, the two workers alternating which goes first; "+
+		"each ratio is the median of the ratios taken within one run.\n\n",
+		m.date, m.cpus, m.model, m.memory, m.kernel, m.goVer, m.redis, m.load, r.runs)
+	b.WriteString(r.table())
+	b.WriteString("\n<details><summary>Every run</summary>\n\n")
+	b.WriteString(r.runsTable())
+	b.WriteString("\n</details>\n")
+	if len(r.profiles) > 0 {
+		fmt.Fprintf(&b, "\n## Worker: profiles\n\n"+
+			"One zero-latency drain of %s tasks per worker, profiled (`--cpuprofile`/`--memprofile` of `resendq worker`, "+
+			"`-cpuprofile`/`-memprofile` of bench/naive); the head of `go tool pprof -top` (allocations: "+
+			"`-sample_index=alloc_space`). Longer listings: [profiles/](profiles/).\n", count(r.profiles[0].tasks))
+		for _, p := range r.profiles {
+			kind := map[string]string{"cpu": "CPU", "alloc": "allocations (bytes)"}[p.kind]
+			fmt.Fprintf(&b, "\n### %s: %s\n\n```text\n%s\n```\n", p.side, kind, p.text)
+		}
+	}
+	b.WriteString(docEnd + "\n")
+	return b.String()
+}
+
+// writeDoc puts block into the Markdown file at path: in place of an
+// earlier generated block, else after the file's title, else into a new
+// file. Everything else in the file is kept as it is.
+func writeDoc(path, block string) error {
+	old, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	return os.WriteFile(path, []byte(spliceDoc(string(old), block)), 0o644)
+}
+
+func spliceDoc(doc, block string) string {
+	if i := strings.Index(doc, docBegin); i >= 0 {
+		if j := strings.Index(doc[i:], docEnd); j >= 0 {
+			end := i + j + len(docEnd)
+			if end < len(doc) && doc[end] == '\n' {
+				end++
+			}
+			return doc[:i] + block + doc[end:]
+		}
+	}
+	if strings.TrimSpace(doc) == "" {
+		return "# Benchmarks\n\n" + block
+	}
+	if strings.HasPrefix(doc, "# ") {
+		nl := strings.IndexByte(doc, '\n')
+		if nl < 0 {
+			return doc + "\n\n" + block
+		}
+		return doc[:nl+1] + "\n" + block + "\n" + strings.TrimLeft(doc[nl+1:], "\n")
+	}
+	return block + "\n" + doc
+}

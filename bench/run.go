@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+type options struct {
+	ours, naive   string
+	quick         bool
+	runs          int
+	only          string
+	doc           string
+	profiles      string
+	keep          bool
+	verbose       bool
+	vs            string
+	profileFigure string
+}
+
+// The figures of the suite, full size and quick.
+var (
+	fullDrains = []drainSpec{
+		{key: "zero", tasks: 20_000, concurrency: 50},
+		{key: "c100", tasks: 5_000, concurrency: 100, latency: 100 * time.Millisecond},
+		{key: "c400", tasks: 20_000, concurrency: 400, latency: 100 * time.Millisecond},
+	}
+	quickDrains = []drainSpec{
+		{key: "zero", tasks: 2_000, concurrency: 50},
+		{key: "c100", tasks: 300, concurrency: 100, latency: 100 * time.Millisecond},
+		{key: "c400", tasks: 1_200, concurrency: 400, latency: 100 * time.Millisecond},
+	}
+	fullEnqueueRows  = 100_000
+	quickEnqueueRows = 2_000
+)
+
+// results are every run of every figure.
+type results struct {
+	machine  machine
+	runs     int
+	drains   []drainSpec
+	drain    map[string]map[string][]drainResult // spec key → side → runs
+	rows     int
+	enqueue  map[string][]float64 // side → rows/s per run
+	enqErr   string               // why the batch enqueue row is missing
+	profiles []profileTop
+	quick    bool // a -quick run: too small for its figures to mean anything
+}
+
+func run(ctx context.Context, o options) error {
+	if o.runs < 1 {
+		return fmt.Errorf("-runs %d: want at least 1", o.runs)
+	}
+	drains, rows := fullDrains, fullEnqueueRows
+	if o.quick {
+		drains, rows, o.runs = quickDrains, quickEnqueueRows, 1
+	}
+	want := func(key string) bool {
+		return o.only == "" || slices.Contains(strings.Split(o.only, ","), key)
+	}
+	e, cleanup, err := setup(o)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	res := &results{
+		machine: describeMachine(ctx, e.rdb), runs: o.runs, quick: o.quick,
+		drain: map[string]map[string][]drainResult{}, enqueue: map[string][]float64{}, rows: rows,
+	}
+	fmt.Println(res.machine.text())
+	for _, spec := range drains {
+		if !want(spec.key) {
+			continue
+		}
+		if err := e.drainFigure(ctx, spec, o, res); err != nil {
+			return err
+		}
+	}
+	if want("enqueue") {
+		fmt.Printf("\n== batch enqueue: %s rows\n", count(rows))
+		if err := e.enqueueFigure(ctx, o.runs, rows, res); err != nil {
+			return err
+		}
+	}
+	if o.profiles != "" && !o.quick {
+		spec := drains[0]
+		for _, s := range drains {
+			if s.key == o.profileFigure {
+				spec = s
+			}
+		}
+		fmt.Printf("\n== profiles of a drain: %s\n", spec)
+		if res.profiles, err = e.profile(ctx, spec, o.profiles); err != nil {
+			return err
+		}
+	}
+	fmt.Println()
+	fmt.Println(res.table())
+	if o.doc != "" && !o.quick {
+		if err := writeDoc(o.doc, res.markdown()); err != nil {
+			return err
+		}
+		fmt.Printf("wrote %s\n", o.doc)
+	}
+	return nil
+}
+
+// drainFigure takes one throughput figure o.runs times per worker.
+func (e *env) drainFigure(ctx context.Context, spec drainSpec, o options, res *results) error {
+	res.drains = append(res.drains, spec)
+	z := map[string][]drainResult{}
+	res.drain[spec.key] = z
+	fmt.Printf("\n== worker throughput: %s\n", spec)
+	n := float64(spec.tasks)
+	for i := range o.runs {
+		for _, side := range order(i) {
+			r, err := e.drain(ctx, side, spec, profiles{})
+			if err != nil {
+				return err
+			}
+			z[side] = append(z[side], r)
+			fmt.Printf("run %d %-8s %6.0f tasks/s  peak RSS %5.1f MiB  worker CPU %4.0f µs/task  Redis per task: %4.1f commands, %4.2f scripts, %4.2f reads, %5.1f µs CPU\n",
+				i+1, side, r.rate, float64(r.hwmKB)/1024, r.cpu/n*1e6,
+				float64(r.redis.commands)/n, float64(r.redis.scripts)/n, float64(r.redis.reads)/n, r.redis.cpu/n*1e6)
+			if o.verbose {
+				fmt.Print(r.redis.perTask(spec.tasks))
+			}
+		}
+		fmt.Printf("run %d ratio    %6.2f\n", i+1, z[ours][i].rate/z[naive][i].rate)
+	}
+	return nil
+}
+
+// order alternates which worker goes first, to spread drifting noise.
+func order(run int) []string {
+	if run%2 == 0 {
+		return []string{ours, naive}
+	}
+	return []string{naive, ours}
+}
+
+func setup(o options) (*env, func(), error) {
+	for _, bin := range []string{o.ours, o.naive} {
+		if _, err := os.Stat(bin); err != nil {
+			return nil, nil, fmt.Errorf("%s: %w (scripts/bench.sh builds it)", bin, err)
+		}
+	}
+	bin, err := redisBinary()
+	if err != nil {
+		return nil, nil, fmt.Errorf("redis-server not found (set RESENDQ_REDIS_SERVER or install it): %w", err)
+	}
+	tmp, err := os.MkdirTemp("", "resendq-bench-")
+	if err != nil {
+		return nil, nil, err
+	}
+	srv, err := startRedis(bin, tmp)
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, nil, err
+	}
+	a, err := startAPI()
+	if err != nil {
+		srv.stop()
+		os.RemoveAll(tmp)
+		return nil, nil, err
+	}
+	own := &ownCommands{}
+	rdb := redis.NewClient(&redis.Options{Addr: srv.addr})
+	rdb.AddHook(own)
+	oursAbs, _ := filepath.Abs(o.ours)
+	naiveAbs, _ := filepath.Abs(o.naive)
+	e := &env{redis: srv, rdb: rdb, own: own, api: a, ours: oursAbs, naive: naiveAbs, tmp: tmp}
+	if o.vs != "" {
+		e.vs, _ = filepath.Abs(o.vs)
+	}
+	return e, func() {
+		rdb.Close()
+		a.close()
+		srv.stop()
+		if o.keep {
+			fmt.Println("kept", tmp)
+		} else {
+			os.RemoveAll(tmp)
+		}
+	}, nil
+}
+
+// count writes 20000 as "20k".
+func count(n int) string {
+	if n >= 1000 && n%1000 == 0 {
+		return fmt.Sprintf("%dk", n/1000)
+	}
+	return fmt.Sprint(n)
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) }

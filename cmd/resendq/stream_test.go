@@ -1,0 +1,22 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+)
+
+func TestWorkerHotPathIsStreamed(t *testing.T) {
+	t.Parallel()
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer rdb.Close()
+	ap, ok := streamed(rdb).(*redis.AutoPipeliner)
+	if !ok || !ap.Config().FullDuplex {
+		t.Fatalf("streamed(*redis.Client) = %T, want a full-duplex *redis.AutoPipeliner", streamed(rdb))
+	}
+	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
+	defer cluster.Close()
+	if got := streamed(cluster); got != redis.UniversalClient(cluster) {
+		t.Errorf("streamed(*redis.ClusterClient) = %T, want the client itself", got)
+	}
+}
