@@ -96,10 +96,19 @@ type attempt struct {
 }
 
 // ProcessTask runs one attempt of a resend task.
-func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) (err error) {
 	h.inflight.Add(1)
 	defer h.inflight.Add(-1)
-	return h.process(ctx, attemptOf(ctx), t.Payload())
+	a := attemptOf(ctx)
+	defer func() {
+		if p := recover(); p != nil {
+			// A bug, not an answer of the API: retry it as a transient
+			// failure, so that the attempt cap bounds it and its end is recorded.
+			a.task, _ = tasks.Decode(t.Payload())
+			err = h.transient(ctx, a, 0, fmt.Errorf("panic: %v", p))
+		}
+	}()
+	return h.process(ctx, a, t.Payload())
 }
 
 func (h *Handler) process(ctx context.Context, a attempt, payload []byte) error {
@@ -187,6 +196,10 @@ func (h *Handler) rateLimited(ctx context.Context, a attempt, status int, callEr
 	var apiErr *loginapi.Error
 	if errors.As(callErr, &apiErr) && apiErr.RetryAfter > delay {
 		delay = apiErr.RetryAfter
+	}
+	if a.maxRetry > 0 && a.retried >= a.maxRetry {
+		// asynq archives a task at its MaxRetry whatever the error says.
+		delay = h.rateLimitMaxWait()
 	}
 	waited := h.now().Sub(state.Since)
 	if capWait := h.rateLimitMaxWait(); waited+delay > capWait {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -384,5 +385,23 @@ func TestParseQueues(t *testing.T) {
 		if _, err := ParseQueues(bad); err == nil {
 			t.Errorf("ParseQueues(%q) accepted", bad)
 		}
+	}
+}
+
+func TestPanicIsATransientFailure(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(loginapi.Request) (int, error) { panic("boom") })
+	task := asynq.NewTask(tasks.TypeResend, payload(t, "j@example.com"))
+	err := b.h.ProcessTask(context.Background(), task)
+	var re *retryError
+	if !errors.As(err, &re) || !re.failure || !strings.Contains(err.Error(), "panic: boom") {
+		t.Fatalf("err = %v, want a failure retry naming the panic", err)
+	}
+	b.h.MaxAttempts = 1
+	if err := b.h.ProcessTask(context.Background(), task); !errors.Is(err, asynq.SkipRetry) {
+		t.Fatalf("at the attempt cap: %v, want a dead letter", err)
+	}
+	if rec := b.out.finished[0]; rec.Reason != outcome.ReasonExhausted || rec.Username != "j@example.com" {
+		t.Errorf("record = %+v", rec)
 	}
 }

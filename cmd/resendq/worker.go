@@ -97,9 +97,10 @@ func (w *workerFlags) build(a *app, rdb redis.UniversalClient) (*workerProc, err
 		Observer:         m.observer,
 	}
 	srv := worker.NewServer(hot, h, worker.Config{
-		Concurrency:     w.concurrency,
-		Queues:          queues,
-		ShutdownTimeout: w.httpTimeout + 5*time.Second,
+		Concurrency: w.concurrency,
+		Queues:      queues,
+		// A call may take the HTTP timeout, its outcome write up to 5s more.
+		ShutdownTimeout: w.httpTimeout + 10*time.Second,
 		Logger:          a.log,
 	})
 	return &workerProc{server: srv, store: store, rdb: rdb, metrics: m}, nil
@@ -188,7 +189,7 @@ func newWorkerCmd(a *app) *cobra.Command {
 			}
 			defer httpSrv.stop()
 			a.log.WithField("concurrency", wf.concurrency).WithField("queues", wf.queueWeights).
-				WithField("api_base", wf.apiBase).Info("worker started")
+				WithField("api_base", redactURL(wf.apiBase)).Info("worker started")
 			err = proc.run(ctx, a)
 			a.log.Info("worker stopped")
 			return err
