@@ -62,7 +62,7 @@ func (h *Handler) finishOutcome(ctx context.Context, rec outcome.Record) (outcom
 	b.waiting = append(b.waiting, w)
 	var full []*waitingOutcome
 	switch {
-	case len(b.waiting) >= limit || int(h.inflight.Load())+1+h.slots/8 >= h.slots:
+	case len(b.waiting) >= limit || int(h.inflight.Load())+1 >= h.slots:
 		full = b.take()
 	case len(b.waiting) == 1:
 		gen := b.gen
