@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/resendq/resendq/enqueue"
 	"github.com/resendq/resendq/internal/redistest"
 	"github.com/resendq/resendq/loginapi/fake"
@@ -61,12 +63,7 @@ func TestWorkerProcessSIGTERMFinishesInFlight(t *testing.T) {
 	defer httpSrv.Close()
 
 	const n = 5
-	enq := enqueue.New(rdb, enqueue.Options{})
-	for i := 0; i < n; i++ {
-		if _, err := enq.Enqueue(context.Background(), tasks.Resend{ProjectID: testProject, Username: fmt.Sprintf("user%d@example.com", i)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	enqueueUsers(t, rdb, n)
 	var logs bytes.Buffer
 	cmd := exec.Command(bin, "worker", "--redis-url", srv.URL, "--api-base", httpSrv.URL+"/api", "--concurrency", "10", "--log-format", "json")
 	cmd.Stdout, cmd.Stderr = &logs, &logs
@@ -135,12 +132,7 @@ func TestWorkerKilledMidCallLosesNothing(t *testing.T) {
 	defer httpSrv.Close()
 
 	const n = 5
-	enq := enqueue.New(rdb, enqueue.Options{})
-	for i := 0; i < n; i++ {
-		if _, err := enq.Enqueue(context.Background(), tasks.Resend{ProjectID: testProject, Username: fmt.Sprintf("user%d@example.com", i)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	enqueueUsers(t, rdb, n)
 	var logs1, logs2 bytes.Buffer
 	first := startWorker(t, srv.URL, httpSrv.URL+"/api", &logs1)
 	waitUntil(t, 30*time.Second, func() bool { return api.Total() >= n }, "calls in flight")
@@ -174,5 +166,16 @@ func waitUntil(t *testing.T, within time.Duration, cond func() bool, what string
 			t.Fatalf("timed out after %s waiting for %s", within, what)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// enqueueUsers enqueues resends for user0@example.com ... user(n-1)@example.com.
+func enqueueUsers(t *testing.T, rdb redis.UniversalClient, n int) {
+	t.Helper()
+	enq := enqueue.New(rdb, enqueue.Options{})
+	for i := 0; i < n; i++ {
+		if _, err := enq.Enqueue(context.Background(), tasks.Resend{ProjectID: testProject, Username: fmt.Sprintf("user%d@example.com", i)}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
