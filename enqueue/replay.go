@@ -37,8 +37,7 @@ func (e *Enqueuer) Replay(ctx context.Context, rec outcome.Record, queue string)
 	if err != nil || res.Duplicate {
 		return res, err
 	}
-	ins := asynq.NewInspectorFromRedisClient(e.rdb)
-	if err := ins.DeleteTask(rec.Queue, rec.TaskID); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
+	if err := e.ins.DeleteTask(rec.Queue, rec.TaskID); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
 		return res, fmt.Errorf("replayed as %s, but the old dead letter stays in the archive: %w", res.TaskID, err)
 	}
 	return res, nil

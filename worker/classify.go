@@ -5,7 +5,6 @@ import (
 	"net/http"
 
 	"github.com/resendq/resendq/loginapi"
-	"github.com/resendq/resendq/outcome"
 )
 
 // Action is what the worker does with one answer of the Login API.
@@ -70,18 +69,6 @@ func Classify(status int, err error) Action {
 		return Reject
 	default: // 5xx, and anything unexpected (1xx, 3xx) is treated as transient
 		return Retry
-	}
-}
-
-// deadLetterReason is the outcome reason of a task that ends under action a.
-func deadLetterReason(a Action) outcome.Reason {
-	switch a {
-	case Reject:
-		return outcome.ReasonRejected
-	case WaitRateLimit:
-		return outcome.ReasonRateLimited
-	default:
-		return outcome.ReasonExhausted
 	}
 }
 
