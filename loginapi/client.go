@@ -33,6 +33,13 @@ const (
 	// maxIdleConnsPerHost keeps connections alive for a worker running
 	// hundreds of concurrent calls against the one API host.
 	maxIdleConnsPerHost = 512
+	// writeBufferSize and readBufferSize are the buffers of one connection
+	// to the API (net/http's default: 4 KiB each). A call is a few hundred
+	// bytes each way, and a worker at concurrency 400 keeps 400 connections:
+	// the defaults would hold 3 MiB of buffers, mostly empty. Longer headers
+	// still work, in more reads.
+	writeBufferSize = 1 << 10
+	readBufferSize  = 2 << 10
 	// maxBodyBytes is the most of a response body read, parsed or drained.
 	maxBodyBytes = 64 << 10
 )
@@ -135,6 +142,7 @@ func NewHTTPClient(timeout time.Duration) *http.Client {
 		tr = &http.Transport{Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true}
 	}
 	tr.MaxIdleConnsPerHost = maxIdleConnsPerHost
+	tr.WriteBufferSize, tr.ReadBufferSize = writeBufferSize, readBufferSize
 	if tr.MaxIdleConns != 0 && tr.MaxIdleConns < maxIdleConnsPerHost {
 		tr.MaxIdleConns = maxIdleConnsPerHost
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -189,6 +190,23 @@ func TestStatuses(t *testing.T) {
 			checkAPIError(t, err, tt.want)
 		})
 	}
+}
+
+// TestLongResponseHeaders: the connection's read buffer is small (a call's
+// answer is a few hundred bytes); answers with long headers still parse.
+func TestLongResponseHeaders(t *testing.T) {
+	t.Parallel()
+	b := setup(t, loginapi.Options{})
+	headers := []string{"X-Trace", strings.Repeat("t", 6000)}
+	for i := range 20 {
+		headers = append(headers, fmt.Sprintf("X-Filler-%d", i), strings.Repeat("f", 400))
+	}
+	b.reply(404, `{"error":{"code":"003-002","description":"User not found."}}`, headers...)
+	status, err := call(t, b.client, loginapi.Request{})
+	if status != 404 {
+		t.Errorf("status = %d, want 404", status)
+	}
+	checkAPIError(t, err, &loginapi.Error{StatusCode: 404, Code: "003-002", Description: "User not found."})
 }
 
 func checkAPIError(t *testing.T, err error, want *loginapi.Error) {
