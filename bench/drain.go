@@ -86,6 +86,7 @@ func (e *env) drain(ctx context.Context, side string, spec drainSpec, prof profi
 	e.api.latency.Store(int64(spec.latency))
 	e.api.calls.Store(0)
 	e.api.bad.Store(0)
+	e.api.peak.Store(0)
 
 	before, err := readStats(ctx, e.rdb)
 	if err != nil {
@@ -114,17 +115,22 @@ func (e *env) drain(ctx context.Context, side string, spec drainSpec, prof profi
 	if err := p.stop(); err != nil {
 		return drainResult{}, fmt.Errorf("%s did not stop cleanly: %w (log: %s)", side, err, logPath)
 	}
-	if err := e.check(ctx, side, spec.tasks, logPath); err != nil {
+	if err := e.check(ctx, side, spec, logPath); err != nil {
 		return drainResult{}, err
 	}
 	return res, nil
 }
 
 // check makes sure the run did the work it was timed for: one API call per
-// task, and for resendq one outcome record and one log line per task.
-func (e *env) check(ctx context.Context, side string, n int, logPath string) error {
+// task, never more calls at once than the concurrency, and for resendq one
+// outcome record and one log line per task.
+func (e *env) check(ctx context.Context, side string, spec drainSpec, logPath string) error {
+	n := spec.tasks
 	if calls, bad := e.api.calls.Load(), e.api.bad.Load(); calls != int64(n) || bad != 0 {
 		return fmt.Errorf("%s: the API got %d good calls and %d bad ones for %d tasks", side, calls, bad, n)
+	}
+	if peak := e.api.peak.Load(); peak > int64(spec.concurrency) {
+		return fmt.Errorf("%s: the API got %d calls at once, over the concurrency of %d", side, peak, spec.concurrency)
 	}
 	if side != ours {
 		return nil

@@ -78,7 +78,10 @@ type Call struct {
 
 // API is the fake endpoint. Create it with New; it is safe for concurrent use.
 type API struct {
-	total   atomic.Int64
+	total  atomic.Int64
+	active atomic.Int64 // calls being answered
+	peak   atomic.Int64 // most calls answered at once
+
 	def     atomic.Pointer[Behavior]
 	defSeq  atomic.Int64 // calls answered by the default behaviour
 	rules   atomic.Pointer[rules]
@@ -172,6 +175,9 @@ func (a *API) Count(username string) int {
 // Total returns how many calls were received, rejected ones included.
 func (a *API) Total() int64 { return a.total.Load() }
 
+// Peak returns the most calls the API has been answering at once.
+func (a *API) Peak() int64 { return a.peak.Load() }
+
 // Reset returns the API to the state New leaves it in: no calls, counts,
 // scripts, rules or rate limit, and the default behaviour answering 204.
 func (a *API) Reset() {
@@ -182,6 +188,7 @@ func (a *API) Reset() {
 	a.users = make(map[string]*user)
 	a.usersMu.Unlock()
 	a.total.Store(0)
+	a.peak.Store(a.active.Load())
 	a.SetDefault(Behavior{})
 	a.rules.Store(nil)
 	a.limiter.Store(nil)
@@ -191,6 +198,10 @@ func (a *API) Reset() {
 // limit, then the behaviour of the username. Every call is recorded.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.total.Add(1)
+	n := a.active.Add(1)
+	defer a.active.Add(-1)
+	for p := a.peak.Load(); n > p && !a.peak.CompareAndSwap(p, n); p = a.peak.Load() {
+	}
 	c, ans, valid := inspect(r)
 	var u *user
 	if c.Username != "" {
