@@ -14,15 +14,13 @@ import (
 // BatchOutcomes is implemented by Outcomes that can write several final
 // outcomes at once, in one round trip (*outcome.Store). The handler then
 // groups the outcomes of tasks that finish close together; see
-// Handler.BatchWait.
+// finishOutcome.
 type BatchOutcomes interface {
 	FinishAll(ctx context.Context, recs []outcome.Record) ([]outcome.Record, error)
 }
 
 // Defaults and limits of outcome batches.
 const (
-	// DefaultBatchWait is Handler.BatchWait when it is zero.
-	DefaultBatchWait = 5 * time.Millisecond
 	// maxBatch is the most outcomes written together.
 	maxBatch = 64
 	// batchWriteTimeout bounds one write of a batch.
@@ -33,7 +31,7 @@ const (
 type outcomeBatch struct {
 	mu      sync.Mutex
 	waiting []*waitingOutcome
-	gen     uint64 // counts the batches taken, so that a late timer leaves a newer batch alone
+	writing bool // a write is under way
 }
 
 // waitingOutcome is one task's final outcome on its way to Redis.
@@ -44,33 +42,36 @@ type waitingOutcome struct {
 }
 
 // finishOutcome writes rec like Outcomes.Finish and returns it as stored.
-// When Outcomes can write several outcomes at once, rec waits up to
-// BatchWait for the outcomes of other tasks, and they are written together.
-// A task waiting here holds one of the server's slots (Concurrency), so the
-// batch is written at once when nearly every slot is taken: then the slots,
-// not the round trips, bound the throughput, and waiting would lower it. The
-// task still ends only once its own record is written.
+// When Outcomes can write several outcomes at once, the outcomes of tasks
+// that finish close together are written together (group commit): a record
+// is written at once when no write is under way, and otherwise joins the
+// next write, which starts as soon as the one under way is done. So a record
+// waits for at most the write ahead of it (more only past maxBatch waiting
+// records), and under load one script call carries many records. The task
+// still ends only once its own record is written.
 func (h *Handler) finishOutcome(ctx context.Context, rec outcome.Record) (outcome.Record, error) {
 	bo, ok := h.Outcomes.(BatchOutcomes)
-	limit := min(h.slots, maxBatch)
-	if !ok || h.BatchWait < 0 || limit <= 1 {
+	if !ok {
 		return h.Outcomes.Finish(ctx, rec)
 	}
 	w := &waitingOutcome{rec: rec, done: make(chan struct{})}
 	b := &h.batch
 	b.mu.Lock()
 	b.waiting = append(b.waiting, w)
-	var full []*waitingOutcome
-	switch {
-	case len(b.waiting) >= limit || int(h.inflight.Load())+1 >= h.slots:
-		full = b.take()
-	case len(b.waiting) == 1:
-		gen := b.gen
-		time.AfterFunc(h.batchWait(), func() { h.flushBatch(bo, gen) })
-	}
+	lead := !b.writing
+	b.writing = true
 	b.mu.Unlock()
-	if full != nil {
-		h.writeBatch(bo, full)
+	if lead {
+		// This task writes the batch it is in, and hands the writes of
+		// records that came meanwhile to a goroutine of their own.
+		h.writeBatch(bo, b.next())
+		if more := b.next(); more != nil {
+			go func() {
+				for ws := more; ws != nil; ws = b.next() {
+					h.writeBatch(bo, ws)
+				}
+			}()
+		}
 	}
 	select {
 	case <-w.done:
@@ -81,26 +82,19 @@ func (h *Handler) finishOutcome(ctx context.Context, rec outcome.Record) (outcom
 	}
 }
 
-// take removes and returns the waiting outcomes; b.mu is held.
-func (b *outcomeBatch) take() []*waitingOutcome {
-	ws := b.waiting
-	b.waiting = nil
-	b.gen++
-	return ws
-}
-
-// flushBatch writes the batch that was waiting when its timer was set, if
-// it has not been written already.
-func (h *Handler) flushBatch(bo BatchOutcomes, gen uint64) {
-	b := &h.batch
+// next takes up to maxBatch waiting outcomes, oldest first. When none is
+// waiting it returns nil, and the next outcome to come starts a write.
+func (b *outcomeBatch) next() []*waitingOutcome {
 	b.mu.Lock()
-	if b.gen != gen || len(b.waiting) == 0 {
-		b.mu.Unlock()
-		return
+	defer b.mu.Unlock()
+	n := min(len(b.waiting), maxBatch)
+	if n == 0 {
+		b.writing = false
+		return nil
 	}
-	ws := b.take()
-	b.mu.Unlock()
-	h.writeBatch(bo, ws)
+	ws := b.waiting[:n:n]
+	b.waiting = b.waiting[n:]
+	return ws
 }
 
 // writeBatch writes ws in one round trip and hands each its result. When
@@ -134,11 +128,4 @@ func (h *Handler) writeBatch(bo BatchOutcomes, ws []*waitingOutcome) {
 		}
 		close(w.done)
 	}
-}
-
-func (h *Handler) batchWait() time.Duration {
-	if h.BatchWait > 0 {
-		return h.BatchWait
-	}
-	return DefaultBatchWait
 }

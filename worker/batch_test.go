@@ -18,6 +18,9 @@ type batchOutcomes struct {
 	batches [][]string // task IDs per FinishAll call
 	allErr  error      // what FinishAll answers, when set
 	fail    map[string]error
+	// hold, when set, keeps the first FinishAll call from answering until
+	// it is closed; held is closed once that call has begun.
+	hold, held chan struct{}
 }
 
 func newBatchOutcomes() *batchOutcomes {
@@ -32,9 +35,19 @@ func (m *batchOutcomes) FinishAll(ctx context.Context, recs []outcome.Record) ([
 	}
 	m.batches = append(m.batches, ids)
 	err := m.allErr
+	first := len(m.batches) == 1
 	m.mu.Unlock()
+	if first && m.hold != nil {
+		close(m.held)
+		<-m.hold
+	}
 	if err != nil {
 		return nil, err
+	}
+	for _, r := range recs {
+		if m.fail[r.TaskID] != nil {
+			return nil, fmt.Errorf("%w: record %s is bad", outcome.ErrInvalid, r.TaskID)
+		}
 	}
 	out := make([]outcome.Record, len(recs))
 	for i, r := range recs {
@@ -54,30 +67,73 @@ func (m *batchOutcomes) Finish(ctx context.Context, rec outcome.Record) (outcome
 	return m.memOutcomes.Finish(ctx, rec)
 }
 
-// finishAll runs finishOutcome for n tasks at once and returns what each got.
-func finishAll(h *Handler, n int) ([]outcome.Record, []error) {
+// holdFirstWrite makes the first write of m wait until the returned func is
+// called, so that outcomes coming meanwhile queue up behind it.
+func (m *batchOutcomes) holdFirstWrite() (release func()) {
+	m.hold, m.held = make(chan struct{}), make(chan struct{})
+	return func() { close(m.hold) }
+}
+
+// finishQueued runs finishOutcome for task-0, holds its write, then runs it
+// for task-1 … task-n-1 and lets the write go once they all wait behind it.
+// It returns what each task got.
+func finishQueued(t *testing.T, h *Handler, out *batchOutcomes, n int) ([]outcome.Record, []error) {
+	t.Helper()
+	release := out.holdFirstWrite()
 	recs, errs := make([]outcome.Record, n), make([]error, n)
 	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rec := outcome.Record{TaskID: fmt.Sprint("task-", i), Status: outcome.StatusSent, Attempts: 1}
-			recs[i], errs[i] = h.finishOutcome(context.Background(), rec)
-		}()
+	finish := func(i int) {
+		defer wg.Done()
+		rec := outcome.Record{TaskID: fmt.Sprint("task-", i), Status: outcome.StatusSent, Attempts: 1}
+		recs[i], errs[i] = h.finishOutcome(context.Background(), rec)
 	}
+	wg.Add(n)
+	go finish(0)
+	<-out.held
+	for i := 1; i < n; i++ {
+		go finish(i)
+	}
+	waitUntil(t, func() bool {
+		h.batch.mu.Lock()
+		defer h.batch.mu.Unlock()
+		return len(h.batch.waiting) == n-1
+	})
+	release()
 	wg.Wait()
 	return recs, errs
 }
 
-func TestOutcomesOfAllSlotsAreWrittenTogether(t *testing.T) {
+// waitUntil polls cond until it holds, failing the test after 10s.
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached in 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestLoneOutcomeIsWrittenAtOnce(t *testing.T) {
+	t.Parallel()
+	out := newBatchOutcomes()
+	h := &Handler{Outcomes: out}
+	rec, err := h.finishOutcome(context.Background(), outcome.Record{TaskID: "t", Status: outcome.StatusSent})
+	if err != nil || rec.TaskID != "t" {
+		t.Fatal(rec, err)
+	}
+	if len(out.batches) != 1 || len(out.batches[0]) != 1 || len(out.finished) != 1 {
+		t.Errorf("batches %v, %d records", out.batches, len(out.finished))
+	}
+}
+
+func TestOutcomesComingDuringAWriteShareTheNext(t *testing.T) {
 	t.Parallel()
 	out := newBatchOutcomes()
 	out.rate["task-2"] = outcome.RateState{Calls: 4}
-	// Never by the timer: only the fourth outcome, which fills every slot,
-	// can write the batch.
-	h := &Handler{Outcomes: out, BatchWait: time.Hour, slots: 4}
-	recs, errs := finishAll(h, 4)
+	h := &Handler{Outcomes: out}
+	recs, errs := finishQueued(t, h, out, 4)
 	for i, rec := range recs {
 		want := 1
 		if i == 2 {
@@ -87,56 +143,58 @@ func TestOutcomesOfAllSlotsAreWrittenTogether(t *testing.T) {
 			t.Errorf("task %d: %+v, %v", i, rec, errs[i])
 		}
 	}
-	if len(out.batches) != 1 || len(out.batches[0]) != 4 || len(out.finished) != 4 {
-		t.Errorf("batches %v, %d records", out.batches, len(out.finished))
+	if len(out.batches) != 2 || len(out.batches[0]) != 1 || len(out.batches[1]) != 3 || len(out.finished) != 4 {
+		t.Errorf("batches %v, %d records; want [task-0] then the other three together", out.batches, len(out.finished))
 	}
+	// The writer stops once nothing waits.
+	waitUntil(t, func() bool {
+		h.batch.mu.Lock()
+		defer h.batch.mu.Unlock()
+		return !h.batch.writing && len(h.batch.waiting) == 0
+	})
 }
 
-func TestOutcomeWaitsForTheTimerWhileSlotsAreFree(t *testing.T) {
+func TestLongQueueIsWrittenInBatchesOfAtMostMaxBatch(t *testing.T) {
 	t.Parallel()
 	out := newBatchOutcomes()
-	h := &Handler{Outcomes: out, BatchWait: time.Millisecond, slots: 50}
-	_, errs := finishAll(h, 3)
+	h := &Handler{Outcomes: out}
+	n := 2*maxBatch + 3
+	_, errs := finishQueued(t, h, out, n)
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
-	n := 0
+	var sizes []int
 	for _, b := range out.batches {
-		n += len(b)
+		sizes = append(sizes, len(b))
 	}
-	if n != 3 || len(out.finished) != 3 {
-		t.Errorf("batches %v, %d records", out.batches, len(out.finished))
+	if fmt.Sprint(sizes) != fmt.Sprint([]int{1, maxBatch, maxBatch, 2}) || len(out.finished) != n {
+		t.Errorf("batch sizes %v, %d records", sizes, len(out.finished))
 	}
-}
-
-func TestOutcomeIsWrittenAtOnceWhenSlotsRunOut(t *testing.T) {
-	t.Parallel()
-	out := newBatchOutcomes()
-	h := &Handler{Outcomes: out, BatchWait: time.Hour, slots: 4}
-	h.inflight.Store(3) // with this task, every slot is taken
-	if _, err := h.finishOutcome(context.Background(), outcome.Record{TaskID: "t", Status: outcome.StatusSent}); err != nil {
-		t.Fatal(err)
-	}
-	if len(out.batches) != 1 {
-		t.Errorf("batches %v", out.batches)
+	// The next outcome finds no writer and starts one.
+	waitUntil(t, func() bool {
+		h.batch.mu.Lock()
+		defer h.batch.mu.Unlock()
+		return !h.batch.writing
+	})
+	if _, err := h.finishOutcome(context.Background(), outcome.Record{TaskID: "late", Status: outcome.StatusSent}); err != nil || len(out.batches) != 5 {
+		t.Errorf("late outcome: %v, %d batches", err, len(out.batches))
 	}
 }
 
 func TestRejectedBatchIsWrittenOneByOne(t *testing.T) {
 	t.Parallel()
 	out := newBatchOutcomes()
-	out.allErr = fmt.Errorf("%w: one record is bad", outcome.ErrInvalid)
 	bad := errors.New("bad record")
-	out.fail["task-1"] = bad
-	h := &Handler{Outcomes: out, BatchWait: time.Hour, slots: 3}
-	recs, errs := finishAll(h, 3)
+	out.fail["task-2"] = bad
+	h := &Handler{Outcomes: out}
+	recs, errs := finishQueued(t, h, out, 4)
 	for i := range recs {
-		if (i == 1) != (errs[i] != nil) || i == 1 && !errors.Is(errs[i], bad) {
+		if (i == 2) != (errs[i] != nil) || i == 2 && !errors.Is(errs[i], bad) {
 			t.Errorf("task %d: %v", i, errs[i])
 		}
 	}
-	if len(out.finished) != 2 {
-		t.Errorf("%d records written, want the 2 good ones", len(out.finished))
+	if len(out.finished) != 3 {
+		t.Errorf("%d records written, want the 3 good ones", len(out.finished))
 	}
 }
 
@@ -145,32 +203,26 @@ func TestFailedBatchFailsEveryTask(t *testing.T) {
 	out := newBatchOutcomes()
 	down := errors.New("connection refused")
 	out.allErr = down
-	h := &Handler{Outcomes: out, BatchWait: time.Hour, slots: 3}
-	_, errs := finishAll(h, 3)
+	h := &Handler{Outcomes: out}
+	_, errs := finishQueued(t, h, out, 4)
 	for i, err := range errs {
 		if !errors.Is(err, down) {
 			t.Errorf("task %d: %v", i, err)
 		}
 	}
-	if len(out.batches) != 1 {
+	if len(out.batches) != 2 {
 		t.Errorf("batches %v: a connection error is not tried record by record", out.batches)
 	}
 }
 
-func TestOutcomesAreNotBatchedWithoutSlotsOrWait(t *testing.T) {
+func TestOutcomesAreWrittenSinglyWithoutBatchOutcomes(t *testing.T) {
 	t.Parallel()
-	for name, h := range map[string]*Handler{
-		"not run by NewServer": {},
-		"one slot":             {slots: 1},
-		"negative wait":        {slots: 10, BatchWait: -1},
-	} {
-		out := newBatchOutcomes()
-		h.Outcomes = out
-		if _, err := h.finishOutcome(context.Background(), outcome.Record{TaskID: "t", Status: outcome.StatusSent}); err != nil {
-			t.Fatal(err)
-		}
-		if len(out.batches) != 0 || len(out.finished) != 1 {
-			t.Errorf("%s: batches %v, %d records", name, out.batches, len(out.finished))
-		}
+	out := &memOutcomes{now: time.Now, rate: map[string]outcome.RateState{}}
+	h := &Handler{Outcomes: out}
+	if _, err := h.finishOutcome(context.Background(), outcome.Record{TaskID: "t", Status: outcome.StatusSent}); err != nil {
+		t.Fatal(err)
+	}
+	if len(out.finished) != 1 {
+		t.Errorf("%d records", len(out.finished))
 	}
 }

@@ -70,18 +70,10 @@ type Handler struct {
 	// RateLimitMaxWait caps the total time a task may wait on 429s, from its
 	// first 429 on. Default 24h.
 	RateLimitMaxWait time.Duration
-	// BatchWait is how long a final outcome may wait for those of other tasks
-	// to be written together with them, in one round trip and one script
-	// run, when Outcomes is a BatchOutcomes. It does not wait when nearly all
-	// of the server's slots are taken (NewServer tells the handler how many
-	// there are; a handler not run by NewServer never waits). Default 5ms;
-	// negative: never wait.
-	BatchWait time.Duration
 
-	slots    int                    // tasks run at once, set by NewServer; 0: unknown
-	inflight atomic.Int64           // tasks in ProcessTask
-	batch    outcomeBatch           // outcomes waiting to be written together
-	logOut   atomic.Pointer[logOut] // what logOutcome knows of the log output
+	batch  outcomeBatch           // outcomes waiting to be written together
+	calls  chan struct{}          // one token per call in flight, when NewServer caps them
+	logOut atomic.Pointer[logOut] // what logOutcome knows of the log output
 }
 
 var _ asynq.Handler = (*Handler)(nil)
@@ -97,8 +89,6 @@ type attempt struct {
 
 // ProcessTask runs one attempt of a resend task.
 func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) (err error) {
-	h.inflight.Add(1)
-	defer h.inflight.Add(-1)
 	a := attemptOf(ctx)
 	defer func() {
 		if p := recover(); p != nil {
@@ -119,10 +109,20 @@ func (h *Handler) process(ctx context.Context, a attempt, payload []byte) error 
 		rec.Attempts, rec.ErrorDescription = 0, err.Error() // no call was made
 		return h.finish(ctx, rec, &deadLetterError{msg: "invalid task: " + err.Error(), cause: err})
 	}
+	if h.calls != nil {
+		select {
+		case h.calls <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	start := time.Now()
 	status, callErr := h.API.ResendConfirmation(ctx, loginapi.Request{
 		ProjectID: r.ProjectID, Username: r.Username, LoginURL: r.LoginURL, Payload: r.Payload,
 	})
+	if h.calls != nil {
+		<-h.calls
+	}
 	h.observer().APICall(status, callErr, time.Since(start))
 	if ctx.Err() != nil {
 		// Shutting down or out of time: asynq hands the task back or retries it.

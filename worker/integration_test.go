@@ -2,7 +2,9 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"net/http/httptest"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -200,6 +202,74 @@ func TestOutcomeTableEndToEnd(t *testing.T) {
 	}
 }
 
+// TestCallsInFlightStayWithinConcurrency checks that the worker takes more
+// tasks than its Concurrency from Redis (the prefetched ones, ready to go)
+// but never has more than Concurrency calls at the API at once.
+func TestCallsInFlightStayWithinConcurrency(t *testing.T) {
+	t.Parallel()
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			t.Parallel()
+			const concurrency, n = 4, 14
+			p := newPipeline(t, be.start, func(_ *Handler, c *Config) { c.Concurrency = concurrency })
+			p.api.SetDefault(fake.Behavior{Latency: 100 * time.Millisecond})
+			users := make([]string, n)
+			for i := range users {
+				users[i] = fmt.Sprintf("u%02d@example.com", i)
+				p.enqueue(t, users[i])
+			}
+			p.run(t)
+			var servers []*asynq.ServerInfo
+			waitFor(t, func() bool {
+				servers, _ = p.ins.Servers()
+				return len(servers) == len(p.server.srvs)
+			}, "the servers' first heartbeat")
+			slots := 0
+			for _, s := range servers {
+				slots += s.Concurrency
+			}
+			if want := concurrency + Prefetch(concurrency); slots != want {
+				t.Errorf("asynq slots %d over %d servers, want %d", slots, len(servers), want)
+			}
+			for _, u := range users {
+				if rec := p.waitOutcome(t, u, 20*time.Second); rec.Status != outcome.StatusSent {
+					t.Errorf("%s: %+v", u, rec)
+				}
+			}
+			if peak := p.api.Peak(); peak != concurrency {
+				t.Errorf("at most %d calls at once, want %d (the concurrency)", peak, concurrency)
+			}
+		})
+	}
+}
+
+func TestSlotsAreSharedAmongAsynqServers(t *testing.T) {
+	t.Parallel()
+	p := newPipeline(t, redistest.Start, func(_ *Handler, c *Config) { c.Concurrency = 50 })
+	p.run(t)
+	var servers []*asynq.ServerInfo
+	waitFor(t, func() bool {
+		servers, _ = p.ins.Servers()
+		return len(servers) == 4
+	}, "4 asynq servers")
+	var got []int
+	for _, s := range servers {
+		got = append(got, s.Concurrency)
+		if s.PID != servers[0].PID || s.Host != servers[0].Host {
+			t.Errorf("server %+v is not of this process", s)
+		}
+	}
+	sort.Ints(got)
+	if fmt.Sprint(got) != "[13 14 14 14]" {
+		t.Errorf("slots per server %v, want the 55 slots (50 calls + 5 ready) in four shares", got)
+	}
+	for c, want := range map[int]int{1: 1, 20: 1, 24: 2, 50: 4, 400: 4} {
+		if n := ProcessorsFor(c); n != want {
+			t.Errorf("ProcessorsFor(%d) = %d, want %d", c, n, want)
+		}
+	}
+}
+
 func waitArchived(t *testing.T, p *pipeline, id string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -317,7 +387,8 @@ func TestShutdownTimeoutHandsTasksBack(t *testing.T) {
 	}
 	// The next worker finishes them.
 	p.api.SetDefault(fake.Behavior{})
-	next := NewServer(p.rdb, p.handler, Config{Concurrency: 5, Logger: logrus.New()})
+	h := &Handler{API: p.handler.API, Outcomes: p.store, Log: p.handler.Log, Backoff: p.handler.Backoff, MaxAttempts: p.handler.MaxAttempts}
+	next := NewServer(p.rdb, h, Config{Concurrency: 5, Logger: logrus.New()})
 	if err := next.Start(); err != nil {
 		t.Fatal(err)
 	}

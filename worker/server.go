@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -30,7 +31,9 @@ func DefaultQueues() map[string]int { return map[string]int{tasks.QueueSignup: 8
 
 // Config is the asynq side of a worker process. Zero values are defaults.
 type Config struct {
-	// Concurrency is the number of tasks processed at once. Default 20.
+	// Concurrency is the most calls to the Login API in flight at once.
+	// Default 20. The worker holds Prefetch(Concurrency) tasks more, ready
+	// to go.
 	Concurrency int
 	// Queues maps queue names to their weights. Default DefaultQueues().
 	Queues map[string]int
@@ -48,50 +51,109 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Logger receives asynq's own messages (warnings and up). Default logrus.StandardLogger().
 	Logger *logrus.Logger
+	// Processors is how many asynq servers share the Concurrency slots.
+	// Default ProcessorsFor(Concurrency).
+	Processors int
 }
 
-// Server is a worker process: an asynq server running Handler on the
-// resend task type.
+// Server is a worker process: asynq servers running Handler on the resend
+// task type.
+//
+// An asynq slot holds its task from the round trip that takes it from Redis
+// to the one that marks it done, and one asynq server takes one task at a
+// time; at 400 slots of 100 ms calls that is 4,000 round trips a second in a
+// row. So a Server keeps its calls busy two ways (docs/BENCHMARKS.md):
+//   - Its slots are shared among a few asynq servers (ProcessorsFor), each
+//     taking tasks for its own share. Each polls an empty queue and forwards
+//     due retries that many times less often, so an idle worker costs Redis
+//     what one server would, and a new task is still picked up as soon.
+//     asynqmon lists each as a server of the same host and PID.
+//   - It has Prefetch(Concurrency) slots more than calls: the tasks in them
+//     wait for a call to end rather than a call for a task.
 type Server struct {
-	srv *asynq.Server
-	mux *asynq.ServeMux
+	srvs []*asynq.Server
+	mux  *asynq.ServeMux
 }
 
 // NewServer assembles a worker on rdb, which it shares and does not close.
-// It tells h how many tasks run at once (see Handler.BatchWait); h must not
-// be processing tasks yet.
+// h is the Server's own: NewServer sets how many calls it makes at once, and
+// it must not be processing tasks yet.
 func NewServer(rdb redis.UniversalClient, h *Handler, cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = logrus.StandardLogger()
 	}
-	h.slots = orInt(cfg.Concurrency, DefaultConcurrency)
 	level := asynq.WarnLevel
 	if cfg.Logger.IsLevelEnabled(logrus.DebugLevel) {
 		level = asynq.InfoLevel
 	}
-	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		Concurrency:              orInt(cfg.Concurrency, DefaultConcurrency),
-		Queues:                   orQueues(cfg.Queues),
-		TaskCheckInterval:        orDur(cfg.PollInterval, DefaultPollInterval),
-		DelayedTaskCheckInterval: orDur(cfg.ForwardInterval, DefaultForwardInterval),
-		ShutdownTimeout:          orDur(cfg.ShutdownTimeout, DefaultShutdownTimeout),
-		RetryDelayFunc:           RetryDelayFunc(time.Now, h.Backoff),
-		IsFailure:                IsFailure,
-		ErrorHandler:             asynq.ErrorHandlerFunc(h.HandleError),
-		Logger:                   asynqLogger{cfg.Logger},
-		LogLevel:                 level,
-	})
-	mux := asynq.NewServeMux()
-	mux.Handle(tasks.TypeResend, h)
-	return &Server{srv: srv, mux: mux}
+	calls := orInt(cfg.Concurrency, DefaultConcurrency)
+	h.calls = make(chan struct{}, calls)
+	slots := calls + Prefetch(calls)
+	n := min(orInt(cfg.Processors, ProcessorsFor(calls)), slots)
+	s := &Server{mux: asynq.NewServeMux()}
+	s.mux.Handle(tasks.TypeResend, h)
+	for i := range n {
+		s.srvs = append(s.srvs, asynq.NewServerFromRedisClient(rdb, asynq.Config{
+			Concurrency:              slots/n + btoi(i < slots%n),
+			Queues:                   orQueues(cfg.Queues),
+			TaskCheckInterval:        time.Duration(n) * orDur(cfg.PollInterval, DefaultPollInterval),
+			DelayedTaskCheckInterval: time.Duration(n) * orDur(cfg.ForwardInterval, DefaultForwardInterval),
+			ShutdownTimeout:          orDur(cfg.ShutdownTimeout, DefaultShutdownTimeout),
+			RetryDelayFunc:           RetryDelayFunc(time.Now, h.Backoff),
+			IsFailure:                IsFailure,
+			ErrorHandler:             asynq.ErrorHandlerFunc(h.HandleError),
+			Logger:                   asynqLogger{cfg.Logger},
+			LogLevel:                 level,
+		}))
+	}
+	return s
 }
 
+// ProcessorsFor is the default Config.Processors: one asynq server per 12
+// slots, at most 4 (docs/BENCHMARKS.md).
+func ProcessorsFor(concurrency int) int {
+	return min(maxProcessors, max(1, concurrency/slotsPerProcessor))
+}
+
+// Prefetch is how many tasks a worker holds beyond its Concurrency: a
+// tenth, at least one. They wait for a call to finish, so that the next
+// call starts at once instead of after a round trip to Redis; the Login API
+// never sees more than Concurrency calls at once.
+func Prefetch(concurrency int) int { return max(1, concurrency/10) }
+
+const (
+	slotsPerProcessor = 12
+	maxProcessors     = 4
+)
+
 // Start starts processing in the background.
-func (s *Server) Start() error { return s.srv.Start(s.mux) }
+func (s *Server) Start() error {
+	for i, srv := range s.srvs {
+		if err := srv.Start(s.mux); err != nil {
+			shutdownAll(s.srvs[:i])
+			return err
+		}
+	}
+	return nil
+}
 
 // Shutdown stops taking tasks, lets in-flight calls finish within the
 // shutdown timeout and hands the rest back to their queue.
-func (s *Server) Shutdown() { s.srv.Shutdown() }
+func (s *Server) Shutdown() { shutdownAll(s.srvs) }
+
+// shutdownAll shuts the servers down side by side, so that their in-flight
+// calls share one shutdown timeout.
+func shutdownAll(srvs []*asynq.Server) {
+	var wg sync.WaitGroup
+	for _, srv := range srvs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			srv.Shutdown()
+		}()
+	}
+	wg.Wait()
+}
 
 // Run processes tasks until ctx is done, then shuts down gracefully.
 func (s *Server) Run(ctx context.Context) error {
@@ -152,6 +214,13 @@ func FormatQueues(q map[string]int) string {
 		parts[i] = fmt.Sprintf("%s=%d", n, q[n])
 	}
 	return strings.Join(parts, ",")
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func orInt(v, def int) int {
