@@ -17,7 +17,7 @@ func TestFinishAllIsFinishOneByOne(t *testing.T) {
 	b := setup(t)
 	one := NewStore(b.rdb, Options{Now: b.clock.Now, KeyPrefix: "one:"})
 	all := NewStore(b.rdb, Options{Now: b.clock.Now, KeyPrefix: "all:"})
-	replaced := sent("t2", "p1", "bob")
+	replaced := dead("t2", "p1", "bob", ReasonRateLimited, "0")
 	replaced.FinishedAt = epoch.Add(-time.Second)
 	withBatch := dead("t4", "p2", " carol:x ", ReasonRejected, "003-002")
 	withBatch.BatchID = "outage 1"
@@ -26,7 +26,8 @@ func TestFinishAllIsFinishOneByOne(t *testing.T) {
 		replaced,
 		dead("t3", "p1", "alice", ReasonExhausted, ""),
 		withBatch,
-		dead("t2", "p1", "bob", ReasonRateLimited, "0"), // replaces t2 within the batch
+		sent("t2", "p1", "bob"), // replaces t2 within the batch
+		dead("t1", "p1", "alice", ReasonRejected, "003-002"), // t1 stays sent
 	}
 	for _, s := range []*Store{one, all} {
 		for range 2 { // t3 was rate-limited twice
@@ -50,6 +51,9 @@ func TestFinishAllIsFinishOneByOne(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("FinishAll returned\n%+v\nFinish returned\n%+v", got, want)
 	}
+	if got[5].Status != StatusSent || got[5].TaskID != "t1" {
+		t.Errorf("t1 = %+v, want its sent record kept", got[5])
+	}
 	if got[2].Attempts != 3 {
 		t.Errorf("t3 attempts = %d, want 1 + 2 rate-limited", got[2].Attempts)
 	}
@@ -57,7 +61,7 @@ func TestFinishAllIsFinishOneByOne(t *testing.T) {
 		t.Errorf("FinishAll stored\n%s\nFinish stored\n%s", a, o)
 	}
 	st, err := all.Stats(b.ctx)
-	if err != nil || st.Sent != 1 || st.DeadLetter != 3 || st.ByCode["003-002"] != 1 || st.ByReason["rate_limited"] != 1 {
+	if err != nil || st.Sent != 2 || st.DeadLetter != 2 || st.ByCode["003-002"] != 1 || st.ByReason["rate_limited"] != 0 || st.ByReason["exhausted"] != 1 {
 		t.Errorf("Stats = %+v, %v", st, err)
 	}
 }

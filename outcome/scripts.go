@@ -8,17 +8,20 @@ import "github.com/redis/go-redis/v9"
 
 // finishScript writes one or more records, each replacing an earlier one of
 // the same task, as if they were written one after the other in the order
-// given. The index entries and stats counts of the records are added at the
-// end, one ZADD per index key and one HINCRBY per stats field for all of
-// them (first, before a record that replaces one of the same run).
+// given, except that a record of status sent is never replaced by one of
+// another status: an email that went out stays sent. The index entries and
+// stats counts of the records are added at the end, one ZADD per index key
+// and one HINCRBY per stats field for all of them (first, before a record
+// that replaces one of the same run).
 //
 // KEYS: 1 stats hash, then for each record: its record hash and its rate
 // state hash.
 // ARGV: 1 index key prefix, then for each record seven values: task ID,
 // record JSON, attempts known to the caller, project ID, score (finished_at in
 // ms), index suffixes and stats fields, both newline-separated.
-// Returns the total attempts of each record: the attempts passed plus the
-// task's rate-limited calls.
+// Returns two values per record: its total attempts (the attempts passed
+// plus the task's rate-limited calls) and "" when it was written; or, when
+// the task's sent record was kept instead, that record's attempts and JSON.
 var finishScript = redis.NewScript(`
 local stats, prefix = KEYS[1], ARGV[1]
 local out, seen, adds, keys, counts, fields = {}, {}, {}, {}, {}, {}
@@ -27,12 +30,12 @@ local function flush()
   for _, f in ipairs(fields) do redis.call('HINCRBY', stats, f, counts[f]) end
   adds, keys, counts, fields, seen = {}, {}, {}, {}, {}
 end
-for r = 1, (#KEYS - 1) / 2 do
-  local rec, rl, a = KEYS[2 * r], KEYS[2 * r + 1], 7 * (r - 1) + 1
-  local id, index, counters = ARGV[a + 1], ARGV[a + 6], ARGV[a + 7]
-  if seen[id] then flush() end
-  seen[id] = true
-  local old = redis.call('HMGET', rec, 'index', 'stats')
+local function sent(index)
+  return string.find('\n' .. index .. '\n', '\nstatus:sent\n', 1, true) ~= nil
+end
+-- write replaces the record of task id with the one at ARGV[a + 2] and
+-- returns its attempts.
+local function write(rec, rl, a, id, index, counters, old)
   if old[1] then
     for s in string.gmatch(old[1], '[^\n]+') do
       redis.call('ZREM', prefix .. s, id)
@@ -59,7 +62,20 @@ for r = 1, (#KEYS - 1) / 2 do
     if not counts[f] then counts[f] = 0; fields[#fields + 1] = f end
     counts[f] = counts[f] + 1
   end
-  out[r] = attempts
+  return attempts
+end
+for r = 1, (#KEYS - 1) / 2 do
+  local rec, rl, a = KEYS[2 * r], KEYS[2 * r + 1], 7 * (r - 1) + 1
+  local id, index, counters = ARGV[a + 1], ARGV[a + 6], ARGV[a + 7]
+  if seen[id] then flush() end
+  seen[id] = true
+  local old = redis.call('HMGET', rec, 'index', 'stats', 'record', 'attempts')
+  if old[1] and sent(old[1]) and not sent(index) then
+    redis.call('DEL', rl)
+    out[2 * r - 1], out[2 * r] = tonumber(old[4]), old[3]
+  else
+    out[2 * r - 1], out[2 * r] = write(rec, rl, a, id, index, counters, old), ''
+  end
 end
 flush()
 return out

@@ -146,7 +146,10 @@ func (s *Store) RateLimited(ctx context.Context, taskID string) (RateState, erro
 // and cut to milliseconds, and Attempts (the calls the caller knows of, i.e.
 // retry count + 1) increased by the task's recorded 429s, whose state it then
 // deletes. Finishing the same TaskID again replaces the record, its index
-// entries and its Stats counts, so a task re-run after a crash counts once.
+// entries and its Stats counts, so a task re-run after a crash counts once;
+// but a sent record stays: an outcome of another status for a task whose
+// email went out (a re-run after a crash between the record and asynq's
+// done) writes nothing, and Finish returns the sent record instead.
 func (s *Store) Finish(ctx context.Context, rec Record) (Record, error) {
 	out, err := s.FinishAll(ctx, []Record{rec})
 	if err != nil {
@@ -213,17 +216,38 @@ func (s *Store) FinishAll(ctx context.Context, recs []Record) ([]Record, error) 
 		args = append(args, rec.TaskID, b[sp.body[0]:sp.body[1]], rec.Attempts, rec.ProjectID, rec.FinishedAt.UnixMilli(),
 			b[sp.index[0]:sp.index[1]], b[sp.counters[0]:sp.counters[1]])
 	}
-	attempts, err := finishScript.Run(ctx, s.rdb, keys, args...).Int64Slice()
-	if err == nil && len(attempts) != len(recs) {
-		err = fmt.Errorf("unexpected reply of %d items", len(attempts))
+	reply, err := finishScript.Run(ctx, s.rdb, keys, args...).Slice()
+	if err == nil && len(reply) != 2*len(recs) {
+		err = fmt.Errorf("unexpected reply of %d items", len(reply))
+	}
+	if err == nil {
+		err = readFinished(out, reply)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("outcome: write record of task %s: %w", taskIDs(recs), err)
 	}
-	for i := range out {
-		out[i].Attempts = int(attempts[i])
-	}
 	return out, nil
+}
+
+// readFinished reads the reply of finishScript into out: each record's
+// attempts, or the sent record kept in its place.
+func readFinished(out []Record, reply []any) error {
+	for i := range out {
+		attempts, ok := reply[2*i].(int64)
+		kept, ok2 := reply[2*i+1].(string)
+		if !ok || !ok2 {
+			return fmt.Errorf("unexpected reply %v", reply[2*i:2*i+2])
+		}
+		if kept != "" {
+			var rec Record
+			if err := json.Unmarshal([]byte(kept), &rec); err != nil {
+				return fmt.Errorf("kept record: %w", err)
+			}
+			out[i] = rec
+		}
+		out[i].Attempts = int(attempts)
+	}
+	return nil
 }
 
 // taskIDs names the tasks of recs for an error: "t1", or "t1 and 4 more".

@@ -202,6 +202,56 @@ func TestFinishIsIdempotent(t *testing.T) {
 	}
 }
 
+// TestSentRecordStays: an email that went out stays sent. A re-run of the
+// task (after a crash between the record and asynq's done) that ends
+// otherwise writes nothing, and gets the sent record back.
+func TestSentRecordStays(t *testing.T) {
+	t.Parallel()
+	for _, be := range []struct {
+		name  string
+		start func(testing.TB) *redistest.Server
+	}{{"redis", redistest.Start}, {"embedded", redistest.StartEmbedded}} {
+		t.Run(be.name, func(t *testing.T) {
+			t.Parallel()
+			b := setupOn(t, be.start(t))
+			first := b.finish(t, sent("t1", "p1", "u1"))
+			b.clock.Advance(time.Minute)
+			if _, err := b.store.RateLimited(b.ctx, "t1"); err != nil {
+				t.Fatal(err)
+			}
+			again := dead("t1", "p1", "u1", ReasonRejected, "003-002")
+			again.Attempts = 2
+			got := b.finish(t, again)
+			if got.Status != StatusSent || got.Attempts != 1 || !got.FinishedAt.Equal(first.FinishedAt) {
+				t.Errorf("Finish returned %+v, want the sent record %+v", got, first)
+			}
+			wantStats(t, b.stats(t), 1, 0, map[string]int64{}, map[string]int64{})
+			if rec, ok, err := b.store.Get(b.ctx, "t1"); err != nil || !ok || rec.Status != StatusSent || rec.Attempts != 1 {
+				t.Errorf("Get = %+v, %v, %v", rec, ok, err)
+			}
+			if page := list(t, b, Filter{Status: StatusDeadLetter}); len(page.Records) != 0 {
+				t.Errorf("dead letters %v, want none", ids(page.Records))
+			}
+			if n, _ := b.rdb.Exists(b.ctx, b.store.ratePrefix+"t1").Result(); n != 0 {
+				t.Error("the 429 state of a finished task is left behind")
+			}
+			// In one batch too, after the sent record; and a sent re-run still
+			// replaces a sent record, a sent one replaces a dead letter.
+			b.clock.Advance(time.Minute)
+			out, err := b.store.FinishAll(b.ctx, []Record{dead("t2", "p1", "u2", ReasonExhausted, ""), sent("t3", "p1", "u3"), dead("t3", "p1", "u3", ReasonExhausted, ""), sent("t1", "p1", "u1")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out[0].Status != StatusDeadLetter || out[1].Status != StatusSent || out[2].Status != StatusSent || out[2].TaskID != "t3" ||
+				out[3].Status != StatusSent || !out[3].FinishedAt.Equal(b.clock.Now()) {
+				t.Errorf("FinishAll = %+v", out)
+			}
+			b.finish(t, sent("t2", "p1", "u2"))
+			wantStats(t, b.stats(t), 3, 0, map[string]int64{}, map[string]int64{})
+		})
+	}
+}
+
 func TestRateLimited(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

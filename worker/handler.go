@@ -27,7 +27,10 @@ type API interface {
 // outcomes; *outcome.Store is one.
 type Outcomes interface {
 	RateLimited(ctx context.Context, taskID string) (outcome.RateState, error)
+	// Finish keeps a sent record: it returns that record instead of
+	// replacing it with one of another status.
 	Finish(ctx context.Context, rec outcome.Record) (outcome.Record, error)
+	Get(ctx context.Context, taskID string) (outcome.Record, bool, error)
 }
 
 // Observer is told of every API call, retry and final outcome (metrics).
@@ -108,6 +111,9 @@ func (h *Handler) process(ctx context.Context, a attempt, payload []byte) error 
 		rec := h.record(a, outcome.StatusDeadLetter, outcome.ReasonInvalid, 0, nil)
 		rec.Attempts, rec.ErrorDescription = 0, err.Error() // no call was made
 		return h.finish(ctx, rec, &deadLetterError{msg: "invalid task: " + err.Error(), cause: err})
+	}
+	if a.retried > 0 && h.sentBefore(ctx, a) {
+		return nil
 	}
 	if h.calls != nil {
 		select {
@@ -233,11 +239,32 @@ func (h *Handler) record(a attempt, st outcome.Status, reason outcome.Reason, st
 	return rec
 }
 
+// sentBefore reports whether an earlier run of the task sent the email
+// already: asynq runs a task again when its worker died after the outcome
+// record was written but before the task was marked done (such a re-run
+// counts as a retry). It logs the case; the task then ends without a second
+// email. When the record cannot be read, the call goes ahead: a second
+// email is better than none.
+func (h *Handler) sentBefore(ctx context.Context, a attempt) bool {
+	rec, ok, err := h.Outcomes.Get(ctx, a.taskID)
+	if err != nil || !ok || rec.Status != outcome.StatusSent {
+		return false
+	}
+	h.logOutcome(logrus.InfoLevel, "resend skipped: an earlier run of the task sent the email", rec)
+	return true
+}
+
 // finish stores the final outcome, logs it once and returns result, the
 // error that tells asynq what to do with the task (nil: done).
 func (h *Handler) finish(ctx context.Context, rec outcome.Record, result error) error {
 	stored, err := h.storeOutcome(ctx, rec)
 	switch {
+	case err == nil && stored.Status == outcome.StatusSent && rec.Status != outcome.StatusSent:
+		// Another run of the task sent the email (see sentBefore); its record
+		// stays, and this run's answer only goes to the log.
+		h.logger().WithFields(outcomeFields(rec)).WithField("recorded", "sent").
+			Info("resend answer not recorded: another run of the task sent the email")
+		return nil
 	case err != nil:
 		// The email went out (or was refused) already: retrying the task would
 		// send it again, so the task still ends; say loudly what was lost.

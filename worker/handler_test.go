@@ -59,10 +59,31 @@ func (m *memOutcomes) Finish(_ context.Context, rec outcome.Record) (outcome.Rec
 	if m.finishErr != nil {
 		return rec, m.finishErr
 	}
-	rec.Attempts += m.rate[rec.TaskID].Calls
+	calls := m.rate[rec.TaskID].Calls
 	delete(m.rate, rec.TaskID)
+	if old, ok := m.get(rec.TaskID); ok && old.Status == outcome.StatusSent && rec.Status != outcome.StatusSent {
+		return old, nil // a sent record stays, as in outcome.Store
+	}
+	rec.Attempts += calls
 	m.finished = append(m.finished, rec)
 	return rec, nil
+}
+
+func (m *memOutcomes) Get(_ context.Context, taskID string) (outcome.Record, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rec, ok := m.get(taskID)
+	return rec, ok, nil
+}
+
+// get returns the newest record of taskID; m.mu is held.
+func (m *memOutcomes) get(taskID string) (outcome.Record, bool) {
+	for i := len(m.finished) - 1; i >= 0; i-- {
+		if m.finished[i].TaskID == taskID {
+			return m.finished[i], true
+		}
+	}
+	return outcome.Record{}, false
 }
 
 type bundle struct {
@@ -403,5 +424,55 @@ func TestPanicIsATransientFailure(t *testing.T) {
 	}
 	if rec := b.out.finished[0]; rec.Reason != outcome.ReasonExhausted || rec.Username != "j@example.com" {
 		t.Errorf("record = %+v", rec)
+	}
+}
+
+// TestRerunAfterSentSendsNoSecondEmail: asynq runs a task again when its
+// worker died between the outcome record and asynq's done; that run is a
+// retry, finds the sent record and ends without a call.
+func TestRerunAfterSentSendsNoSecondEmail(t *testing.T) {
+	t.Parallel()
+	b := setup(t, answer(204, "", "", 0))
+	if err := b.h.process(context.Background(), first(attempt{}), payload(t, "j@example.com")); err != nil {
+		t.Fatal(err)
+	}
+	rerun := first(attempt{retried: 1})
+	if err := b.h.process(context.Background(), rerun, payload(t, "j@example.com")); err != nil {
+		t.Fatalf("re-run: %v, want the task done", err)
+	}
+	if b.api.calls != 1 || len(b.out.finished) != 1 {
+		t.Errorf("%d calls, %d records; want the first run's only", b.api.calls, len(b.out.finished))
+	}
+	if e := b.logs.LastEntry(); !strings.Contains(e.Message, "earlier run") || strings.Contains(e.Message, "j@example.com") || e.Data["status"] != outcome.StatusSent {
+		t.Errorf("log %q %v", e.Message, e.Data)
+	}
+	// A first run, or a retry of a task with no sent record, calls.
+	other := first(attempt{retried: 3})
+	other.taskID = "task-2"
+	if err := b.h.process(context.Background(), other, payload(t, "k@example.com")); err != nil || b.api.calls != 2 {
+		t.Errorf("retry without a record: %v, %d calls", err, b.api.calls)
+	}
+}
+
+// TestSentRecordOutlivesAnotherRunsAnswer: when two runs of a task overlap
+// (a lease lost while the first still ran), a later 422 does not turn the
+// sent record into a dead letter, and the task ends rather than being
+// archived.
+func TestSentRecordOutlivesAnotherRunsAnswer(t *testing.T) {
+	t.Parallel()
+	b := setup(t, answer(204, "", "", 0))
+	if err := b.h.process(context.Background(), first(attempt{}), payload(t, "j@example.com")); err != nil {
+		t.Fatal(err)
+	}
+	b.api.answer = answer(422, "003-061", "Object not found.", 0)
+	if err := b.h.process(context.Background(), first(attempt{}), payload(t, "j@example.com")); err != nil {
+		t.Fatalf("err = %v, want the task done: its email went out", err)
+	}
+	if rec, _, _ := b.out.Get(context.Background(), "task-1"); rec.Status != outcome.StatusSent || len(b.out.finished) != 1 {
+		t.Errorf("record %+v (%d written), want the sent one", rec, len(b.out.finished))
+	}
+	e := b.logs.LastEntry()
+	if !strings.Contains(e.Message, "not recorded") || e.Data["code"] != "003-061" || e.Data["recorded"] != "sent" {
+		t.Errorf("log %q %v", e.Message, e.Data)
 	}
 }

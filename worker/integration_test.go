@@ -270,6 +270,39 @@ func TestSlotsAreSharedAmongAsynqServers(t *testing.T) {
 	}
 }
 
+// TestRetryOfASentTaskMakesNoCall: a run of a task whose email went out
+// already (its worker died between the record and asynq's done, and asynq
+// retries it) ends without a call. Here the earlier run's record is written
+// while the task waits for its retry after a 503.
+func TestRetryOfASentTaskMakesNoCall(t *testing.T) {
+	t.Parallel()
+	p := newPipeline(t, redistest.Start, func(h *Handler, _ *Config) {
+		h.Backoff = Backoff{Initial: time.Second, Max: time.Second}
+	})
+	const user = "twice@example.com"
+	p.api.Script(user, fake.Behavior{ServerErrors: 1})
+	id := p.enqueue(t, user)
+	p.run(t)
+	waitFor(t, func() bool {
+		info, err := p.ins.GetTaskInfo(tasks.QueueSignup, id)
+		return err == nil && info.State == asynq.TaskStateRetry
+	}, "the retry after the 503")
+	earlier, err := p.store.Finish(context.Background(), outcome.Record{TaskID: id, ProjectID: testProject, Username: user, Queue: tasks.QueueSignup, Status: outcome.StatusSent, HTTPStatus: 204, Attempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		info, err := p.ins.GetQueueInfo(tasks.QueueSignup)
+		return err == nil && info.Processed == 2 && info.Failed == 1 && info.Size == 0
+	}, "the retry to complete")
+	if n := p.api.Count(user); n != 1 {
+		t.Errorf("the API got %d calls, want only the 503", n)
+	}
+	if rec, ok, err := p.store.Get(context.Background(), id); err != nil || !ok || rec.Status != outcome.StatusSent || !rec.FinishedAt.Equal(earlier.FinishedAt) {
+		t.Errorf("record %+v, %v, %v; want the earlier run's", rec, ok, err)
+	}
+}
+
 func waitArchived(t *testing.T, p *pipeline, id string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
