@@ -33,6 +33,14 @@ type Outcomes interface {
 	Get(ctx context.Context, taskID string) (outcome.Record, bool, error)
 }
 
+// RateLimiter is the fleet-wide rate limiting of calls (*ratelimit.Limiter).
+type RateLimiter interface {
+	// Wait returns once a call for the project may be made, or ctx's error.
+	Wait(ctx context.Context, project string) error
+	// CoolDown pauses the calls for the project on every worker for d.
+	CoolDown(ctx context.Context, project string, d time.Duration) (started bool, until time.Time, err error)
+}
+
 // Observer is told of every API call, retry and final outcome (metrics).
 // All methods must be safe for concurrent use and fast.
 type Observer interface {
@@ -62,6 +70,9 @@ type Handler struct {
 	Log logrus.FieldLogger
 	// Observer is told of calls, retries and outcomes. Default: none.
 	Observer Observer
+	// Limiter holds calls back while the project is rate limited (a 429 on
+	// any worker) or over the fleet's rate. Default: none.
+	Limiter RateLimiter
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// Backoff is the delay between retries. Defaults: see Backoff.
@@ -120,6 +131,14 @@ func (h *Handler) process(ctx context.Context, a attempt, payload []byte) error 
 		case h.calls <- struct{}{}:
 		case <-ctx.Done():
 			return ctx.Err()
+		}
+	}
+	if h.Limiter != nil {
+		if err := h.Limiter.Wait(ctx, r.ProjectID); err != nil {
+			if h.calls != nil {
+				<-h.calls
+			}
+			return err // shutting down or out of time, as below
 		}
 	}
 	start := time.Now()
@@ -203,6 +222,7 @@ func (h *Handler) rateLimited(ctx context.Context, a attempt, status int, callEr
 	if errors.As(callErr, &apiErr) && apiErr.RetryAfter > delay {
 		delay = apiErr.RetryAfter
 	}
+	h.coolDown(ctx, a, delay)
 	if a.maxRetry > 0 && a.retried >= a.maxRetry {
 		// asynq archives a task at its MaxRetry whatever the error says.
 		delay = h.rateLimitMaxWait()
@@ -219,6 +239,22 @@ func (h *Handler) rateLimited(ctx context.Context, a attempt, status int, callEr
 		"cause": "rate_limited", "status": status, "retry_in": delay.String(), "rate_limited_calls": state.Calls,
 	}).Debug("resend rate limited, will be retried")
 	return &retryError{err: callErr, delay: delay, failure: false}
+}
+
+// coolDown pauses the calls of a's project on every worker for d, the wait
+// the 429 asked of this task, and logs it when this 429 started the pause.
+func (h *Handler) coolDown(ctx context.Context, a attempt, d time.Duration) {
+	if h.Limiter == nil {
+		return
+	}
+	started, until, err := h.Limiter.CoolDown(ctx, a.task.ProjectID, d)
+	f := logrus.Fields{"project_id": a.task.ProjectID, "until": until.UTC().Format(time.RFC3339Nano), "pause": until.Sub(h.now()).Round(time.Millisecond).String()}
+	switch {
+	case err != nil:
+		h.logger().WithFields(f).WithError(err).Warn("Login API rate limit: the other workers could not be told to pause")
+	case started:
+		h.logger().WithFields(f).Warn("Login API rate limit: calls for the project paused on every worker")
+	}
 }
 
 // record builds the final outcome record of attempt a.

@@ -476,3 +476,69 @@ func TestSentRecordOutlivesAnotherRunsAnswer(t *testing.T) {
 		t.Errorf("log %q %v", e.Message, e.Data)
 	}
 }
+
+// fakeLimiter records what the handler asks of a RateLimiter.
+type fakeLimiter struct {
+	mu        sync.Mutex
+	waits     []string
+	coolDowns []time.Duration
+	waitErr   error
+}
+
+func (f *fakeLimiter) Wait(_ context.Context, project string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.waits = append(f.waits, project)
+	return f.waitErr
+}
+
+func (f *fakeLimiter) CoolDown(_ context.Context, project string, d time.Duration) (bool, time.Time, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.coolDowns = append(f.coolDowns, d)
+	return true, time.Now().Add(d), nil
+}
+
+func TestEveryCallWaitsForTheLimiterAnd429sCoolDown(t *testing.T) {
+	t.Parallel()
+	b := setup(t, answer(429, "", "", 7*time.Second))
+	lim := &fakeLimiter{}
+	b.h.Limiter = lim
+	err := b.h.process(context.Background(), first(attempt{}), payload(t, "j@example.com"))
+	var re *retryError
+	if !errors.As(err, &re) || re.delay != 7*time.Second {
+		t.Fatalf("err = %v, want a retry in 7s", err)
+	}
+	if len(lim.waits) != 1 || lim.waits[0] != testProject || len(lim.coolDowns) != 1 || lim.coolDowns[0] != 7*time.Second {
+		t.Errorf("waits %v, cool-downs %v", lim.waits, lim.coolDowns)
+	}
+	if e := b.logs.LastEntry(); e == nil || e.Level != logrus.DebugLevel {
+		t.Errorf("last log %v", e)
+	}
+	var paused bool
+	for _, e := range b.logs.AllEntries() {
+		paused = paused || e.Level == logrus.WarnLevel && strings.Contains(e.Message, "paused on every worker") && e.Data["project_id"] == testProject
+	}
+	if !paused {
+		t.Error("the cool-down was not logged")
+	}
+	// Without Retry-After, the pause is the task's backoff: 2s at its second 429.
+	b.api.answer = answer(429, "", "", 0)
+	_ = b.h.process(context.Background(), first(attempt{retried: 1}), payload(t, "j@example.com"))
+	if len(lim.coolDowns) != 2 || lim.coolDowns[1] != 2*time.Second {
+		t.Errorf("cool-downs %v, want the 2s backoff", lim.coolDowns)
+	}
+}
+
+func TestCallWaitingOnTheLimiterEndsWithTheTask(t *testing.T) {
+	t.Parallel()
+	b := setup(t, answer(204, "", "", 0))
+	b.h.Limiter = &fakeLimiter{waitErr: context.Canceled}
+	b.h.calls = make(chan struct{}, 1)
+	if err := b.h.process(context.Background(), first(attempt{}), payload(t, "j@example.com")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want the context's", err)
+	}
+	if b.api.calls != 0 || len(b.out.finished) != 0 || len(b.h.calls) != 0 {
+		t.Errorf("%d calls, %d records, %d call slots held", b.api.calls, len(b.out.finished), len(b.h.calls))
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/resendq/resendq/loginapi"
 	"github.com/resendq/resendq/loginapi/fake"
 	"github.com/resendq/resendq/outcome"
+	"github.com/resendq/resendq/ratelimit"
 	"github.com/resendq/resendq/tasks"
 )
 
@@ -300,6 +301,50 @@ func TestRetryOfASentTaskMakesNoCall(t *testing.T) {
 	}
 	if rec, ok, err := p.store.Get(context.Background(), id); err != nil || !ok || rec.Status != outcome.StatusSent || !rec.FinishedAt.Equal(earlier.FinishedAt) {
 		t.Errorf("record %+v, %v, %v; want the earlier run's", rec, ok, err)
+	}
+}
+
+// TestA429PausesTheProjectOnEveryWorker: one worker's 429 (Retry-After 2)
+// holds back the calls of every worker for that project; the other
+// worker, started after it, reads the pause from Redis.
+func TestA429PausesTheProjectOnEveryWorker(t *testing.T) {
+	t.Parallel()
+	p := newPipeline(t, redistest.Start, func(_ *Handler, c *Config) { c.Concurrency = 2 })
+	limiter := func(h *Handler) {
+		l := ratelimit.New(p.rdb, ratelimit.Options{})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { l.Run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+		h.Limiter = l
+	}
+	limiter(p.handler)
+	p.api.Script("first@example.com", fake.Behavior{RateLimited: 1, RetryAfter: "2"})
+	p.enqueue(t, "first@example.com")
+	p.run(t)
+	waitFor(t, func() bool { return p.api.Count("first@example.com") == 1 }, "the 429")
+	limited := p.api.Calls()[0].At
+
+	h := &Handler{API: p.handler.API, Outcomes: p.store, Log: p.handler.Log, Backoff: p.handler.Backoff, MaxAttempts: 3, RateLimitMaxWait: time.Minute}
+	limiter(h)
+	other := NewServer(p.rdb, h, Config{Concurrency: 2, Logger: logrus.New()})
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(other.Shutdown)
+	users := []string{"a@example.com", "b@example.com", "c@example.com", "d@example.com"}
+	for _, u := range users {
+		p.enqueue(t, u)
+	}
+	for _, u := range append(users, "first@example.com") {
+		if rec := p.waitOutcome(t, u, 20*time.Second); rec.Status != outcome.StatusSent {
+			t.Errorf("%s: %+v", u, rec)
+		}
+	}
+	for _, c := range p.api.Calls()[1:] {
+		if early := limited.Add(2 * time.Second).Sub(c.At); early > 10*time.Millisecond {
+			t.Errorf("%s called %s into the 2s pause", c.Username, (2*time.Second - early).Round(time.Millisecond))
+		}
 	}
 }
 

@@ -110,6 +110,7 @@ func TestWorkerFlagValidation(t *testing.T) {
 		{"--queue-weights signup", "queue weights"},
 		{"--log-format xml", "--log-format"},
 		{"--backoff-initial 10s --backoff-max 1s", "--backoff-initial"},
+		{"--api-rate -1", "--api-rate -1"},
 	} {
 		r := runCLI(t, nil, append([]string{"worker"}, strings.Fields(c.args)...)...)
 		if r.code != 2 || !strings.Contains(r.stderr, c.want) {

@@ -8,9 +8,11 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"golang.org/x/time/rate"
 
 	"github.com/resendq/resendq/loginapi"
 	"github.com/resendq/resendq/outcome"
+	"github.com/resendq/resendq/ratelimit"
 	"github.com/resendq/resendq/tasks"
 	"github.com/resendq/resendq/worker"
 )
@@ -26,6 +28,7 @@ type workerFlags struct {
 	rateLimitMaxWait time.Duration
 	retention        time.Duration
 	queueWeights     string
+	apiRate          int
 }
 
 func (w *workerFlags) register(fs *pflag.FlagSet) {
@@ -38,6 +41,7 @@ func (w *workerFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&w.rateLimitMaxWait, "rate-limit-max-wait", worker.DefaultRateLimitMaxWait, "total time a task may wait on 429s before it is dead-lettered as rate_limited")
 	fs.DurationVar(&w.retention, "outcome-retention", outcome.DefaultRetention, "how long outcome records are kept")
 	fs.StringVar(&w.queueWeights, "queue-weights", worker.FormatQueues(worker.DefaultQueues()), "queues served and their weights")
+	fs.IntVar(&w.apiRate, "api-rate", 0, "most calls per second to the Login API for one project, across every worker on this Redis (0: no limit; a 429 pauses the project's calls on every worker either way)")
 }
 
 func (w *workerFlags) validate() error {
@@ -52,6 +56,8 @@ func (w *workerFlags) validate() error {
 		return fmt.Errorf("--backoff-initial %s / --backoff-max %s: both positive, max at least initial", w.backoffInitial, w.backoffMax)
 	case w.rateLimitMaxWait <= 0:
 		return fmt.Errorf("--rate-limit-max-wait %s: must be positive", w.rateLimitMaxWait)
+	case w.apiRate < 0:
+		return fmt.Errorf("--api-rate %d: must be 0 (no limit) or more", w.apiRate)
 	case w.retention < time.Hour:
 		return fmt.Errorf("--outcome-retention %s: must be at least 1h", w.retention)
 	}
@@ -63,6 +69,7 @@ func (w *workerFlags) validate() error {
 type workerProc struct {
 	server  *worker.Server
 	store   *outcome.Store
+	limiter *ratelimit.Limiter
 	rdb     redis.UniversalClient
 	metrics *procMetrics
 }
@@ -87,6 +94,14 @@ func (w *workerFlags) build(a *app, rdb redis.UniversalClient) (*workerProc, err
 	if err != nil {
 		return nil, err
 	}
+	redisTrouble := rate.Sometimes{Interval: 10 * time.Second}
+	limiter := ratelimit.New(hot, ratelimit.Options{
+		Rate:        w.apiRate,
+		MaxCoolDown: w.backoffMax,
+		OnError: func(err error) {
+			redisTrouble.Do(func() { a.log.WithError(err).Warn("rate limiting: Redis failed; calls go ahead") })
+		},
+	})
 	h := &worker.Handler{
 		API:              api,
 		Outcomes:         store,
@@ -95,6 +110,7 @@ func (w *workerFlags) build(a *app, rdb redis.UniversalClient) (*workerProc, err
 		MaxAttempts:      w.maxAttempts,
 		RateLimitMaxWait: w.rateLimitMaxWait,
 		Observer:         m.observer,
+		Limiter:          limiter,
 	}
 	srv := worker.NewServer(hot, h, worker.Config{
 		Concurrency: w.concurrency,
@@ -103,7 +119,7 @@ func (w *workerFlags) build(a *app, rdb redis.UniversalClient) (*workerProc, err
 		ShutdownTimeout: w.httpTimeout + 10*time.Second,
 		Logger:          a.log,
 	})
-	return &workerProc{server: srv, store: store, rdb: rdb, metrics: m}, nil
+	return &workerProc{server: srv, store: store, limiter: limiter, rdb: rdb, metrics: m}, nil
 }
 
 // streamed returns the client the worker's hot path runs on (asynq's
@@ -135,8 +151,10 @@ func streamed(rdb redis.UniversalClient) redis.UniversalClient {
 }
 
 // run processes tasks until ctx is done, trimming outcome records past
-// their retention on the side.
+// their retention and hearing of other workers' rate-limit pauses on the
+// side.
 func (p *workerProc) run(ctx context.Context, a *app) error {
+	go p.limiter.Run(ctx)
 	go p.store.RunRetention(ctx, time.Hour, func(removed int, err error) {
 		switch {
 		case err != nil:
