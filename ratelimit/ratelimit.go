@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
@@ -66,8 +67,9 @@ type Limiter struct {
 	hash    string // the cool-downs hash, also the channel
 	ratePfx string
 
-	mu    sync.Mutex
-	until map[string]time.Time // project → end of its cool-down, as far as known here
+	mu     sync.Mutex
+	until  map[string]time.Time // project → end of its cool-down, as far as known here
+	pauses atomic.Int32         // len(until), read without the lock
 }
 
 // New returns a Limiter on rdb. Call Run to hear of other workers'
@@ -154,6 +156,9 @@ func (l *Limiter) CoolDown(ctx context.Context, project string, d time.Duration)
 // Until returns when the cool-down of project ends, as far as this worker
 // knows; a time in the past when there is none.
 func (l *Limiter) Until(project string) time.Time {
+	if l.pauses.Load() == 0 {
+		return time.Time{}
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.until[project]
@@ -216,6 +221,7 @@ func (l *Limiter) extend(project string, until time.Time) bool {
 			delete(l.until, p)
 		}
 	}
+	l.pauses.Store(int32(len(l.until)))
 	return true
 }
 
