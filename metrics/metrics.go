@@ -70,6 +70,8 @@ type Observer struct {
 	requests *prometheus.CounterVec
 	duration prometheus.Histogram
 	retries  *prometheus.CounterVec
+	pauses   prometheus.Counter
+	waited   prometheus.Counter
 
 	byStatus   [600]atomic.Pointer[counter] // resendq_api_requests_total by HTTP status, filled on first use
 	errorCalls prometheus.Counter           // resendq_api_requests_total{status="error"}
@@ -119,11 +121,19 @@ func NewObserver(reg prometheus.Registerer) (*Observer, error) {
 			Name: "resendq_retries_total",
 			Help: "Retries scheduled, by cause: rate_limited (429), timeout, server_error (5xx), connection.",
 		}, []string{"cause"}),
+		pauses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "resendq_rate_limit_pauses_total",
+			Help: "Pauses of a Login project's calls on every worker that a 429 received by this process started.",
+		}),
+		waited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "resendq_rate_limit_wait_seconds_total",
+			Help: "Time calls of this process waited for a rate-limit pause or the fleet's --api-rate before going out.",
+		}),
 		byCause:    make(map[string]prometheus.Counter, len(retryCauses)),
 		byOutcome:  make(map[outcomeKey]prometheus.Counter),
 		maxOutcome: maxOutcomeSeries,
 	}
-	for _, c := range []prometheus.Collector{o.outcomes, o.requests, o.duration, o.retries} {
+	for _, c := range []prometheus.Collector{o.outcomes, o.requests, o.duration, o.retries, o.pauses, o.waited} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -167,6 +177,12 @@ func (o *Observer) Retry(cause string) {
 	}
 	o.otherCause.Inc()
 }
+
+// RateLimitPause counts one pause started by a 429 received here.
+func (o *Observer) RateLimitPause() { o.pauses.Inc() }
+
+// RateLimitWait adds the time one call waited for a pause or the rate.
+func (o *Observer) RateLimitWait(d time.Duration) { o.waited.Add(d.Seconds()) }
 
 // Outcome counts one final outcome.
 func (o *Observer) Outcome(rec outcome.Record) {

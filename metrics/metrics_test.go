@@ -45,6 +45,9 @@ func TestObserverCountsExactly(t *testing.T) {
 	o.Retry("server_error")
 	o.Retry("rate_limited")
 	o.Retry("martian")
+	o.RateLimitPause()
+	o.RateLimitWait(1500 * time.Millisecond)
+	o.RateLimitWait(500 * time.Millisecond)
 
 	want := `
 # HELP resendq_api_requests_total Calls to the Login API, by HTTP status of the answer, or "error" when no answer arrived.
@@ -64,6 +67,12 @@ resendq_outcomes_total{code="",reason="rejected",status="dead_letter"} 0
 resendq_outcomes_total{code="0",reason="exhausted",status="dead_letter"} 1
 resendq_outcomes_total{code="003-002",reason="rejected",status="dead_letter"} 2
 resendq_outcomes_total{code="other",reason="rejected",status="dead_letter"} 1
+# HELP resendq_rate_limit_pauses_total Pauses of a Login project's calls on every worker that a 429 received by this process started.
+# TYPE resendq_rate_limit_pauses_total counter
+resendq_rate_limit_pauses_total 1
+# HELP resendq_rate_limit_wait_seconds_total Time calls of this process waited for a rate-limit pause or the fleet's --api-rate before going out.
+# TYPE resendq_rate_limit_wait_seconds_total counter
+resendq_rate_limit_wait_seconds_total 2
 # HELP resendq_retries_total Retries scheduled, by cause: rate_limited (429), timeout, server_error (5xx), connection.
 # TYPE resendq_retries_total counter
 resendq_retries_total{cause="connection"} 0
@@ -73,7 +82,8 @@ resendq_retries_total{cause="server_error"} 2
 resendq_retries_total{cause="timeout"} 0
 `
 	err := testutil.GatherAndCompare(reg, strings.NewReader(want),
-		"resendq_api_requests_total", "resendq_outcomes_total", "resendq_retries_total")
+		"resendq_api_requests_total", "resendq_outcomes_total", "resendq_retries_total",
+		"resendq_rate_limit_pauses_total", "resendq_rate_limit_wait_seconds_total")
 	if err != nil {
 		t.Error(err)
 	}

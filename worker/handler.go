@@ -47,6 +47,12 @@ type Observer interface {
 	APICall(status int, err error, took time.Duration)
 	Retry(cause string)
 	Outcome(rec outcome.Record)
+	// RateLimitPause is told when a 429 here paused a project's calls on
+	// every worker.
+	RateLimitPause()
+	// RateLimitWait is told how long a call waited for a pause or the
+	// fleet's rate, when it waited.
+	RateLimitWait(d time.Duration)
 }
 
 type nopObserver struct{}
@@ -54,6 +60,8 @@ type nopObserver struct{}
 func (nopObserver) APICall(int, error, time.Duration) {}
 func (nopObserver) Retry(string)                      {}
 func (nopObserver) Outcome(outcome.Record)            {}
+func (nopObserver) RateLimitPause()                   {}
+func (nopObserver) RateLimitWait(time.Duration)       {}
 
 // Defaults of Handler's limits.
 const (
@@ -133,6 +141,7 @@ func (h *Handler) process(ctx context.Context, a attempt, payload []byte) error 
 			return ctx.Err()
 		}
 	}
+	start := time.Now()
 	if h.Limiter != nil {
 		if err := h.Limiter.Wait(ctx, r.ProjectID); err != nil {
 			if h.calls != nil {
@@ -140,8 +149,11 @@ func (h *Handler) process(ctx context.Context, a attempt, payload []byte) error 
 			}
 			return err // shutting down or out of time, as below
 		}
+		if waited := time.Since(start); waited > time.Millisecond {
+			h.observer().RateLimitWait(waited)
+			start = start.Add(waited)
+		}
 	}
-	start := time.Now()
 	status, callErr := h.API.ResendConfirmation(ctx, loginapi.Request{
 		ProjectID: r.ProjectID, Username: r.Username, LoginURL: r.LoginURL, Payload: r.Payload,
 	})
@@ -253,6 +265,7 @@ func (h *Handler) coolDown(ctx context.Context, a attempt, d time.Duration) {
 	case err != nil:
 		h.logger().WithFields(f).WithError(err).Warn("Login API rate limit: the other workers could not be told to pause")
 	case started:
+		h.observer().RateLimitPause()
 		h.logger().WithFields(f).Warn("Login API rate limit: calls for the project paused on every worker")
 	}
 }

@@ -483,13 +483,30 @@ type fakeLimiter struct {
 	waits     []string
 	coolDowns []time.Duration
 	waitErr   error
+	hold      time.Duration // how long Wait takes
 }
 
 func (f *fakeLimiter) Wait(_ context.Context, project string) error {
+	time.Sleep(f.hold)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.waits = append(f.waits, project)
 	return f.waitErr
+}
+
+// pauseObserver records what the handler tells an Observer of rate limits.
+type pauseObserver struct {
+	nopObserver
+	mu     sync.Mutex
+	pauses int
+	waited []time.Duration
+}
+
+func (o *pauseObserver) RateLimitPause() { o.mu.Lock(); o.pauses++; o.mu.Unlock() }
+func (o *pauseObserver) RateLimitWait(d time.Duration) {
+	o.mu.Lock()
+	o.waited = append(o.waited, d)
+	o.mu.Unlock()
 }
 
 func (f *fakeLimiter) CoolDown(_ context.Context, project string, d time.Duration) (bool, time.Time, error) {
@@ -502,8 +519,10 @@ func (f *fakeLimiter) CoolDown(_ context.Context, project string, d time.Duratio
 func TestEveryCallWaitsForTheLimiterAnd429sCoolDown(t *testing.T) {
 	t.Parallel()
 	b := setup(t, answer(429, "", "", 7*time.Second))
-	lim := &fakeLimiter{}
+	lim := &fakeLimiter{hold: 5 * time.Millisecond}
 	b.h.Limiter = lim
+	obs := &pauseObserver{}
+	b.h.Observer = obs
 	err := b.h.process(context.Background(), first(attempt{}), payload(t, "j@example.com"))
 	var re *retryError
 	if !errors.As(err, &re) || re.delay != 7*time.Second {
@@ -519,8 +538,8 @@ func TestEveryCallWaitsForTheLimiterAnd429sCoolDown(t *testing.T) {
 	for _, e := range b.logs.AllEntries() {
 		paused = paused || e.Level == logrus.WarnLevel && strings.Contains(e.Message, "paused on every worker") && e.Data["project_id"] == testProject
 	}
-	if !paused {
-		t.Error("the cool-down was not logged")
+	if !paused || obs.pauses != 1 || len(obs.waited) != 1 || obs.waited[0] < 5*time.Millisecond {
+		t.Errorf("the cool-down was not logged (%v) or observed: %d pauses, waits %v", paused, obs.pauses, obs.waited)
 	}
 	// Without Retry-After, the pause is the task's backoff: 2s at its second 429.
 	b.api.answer = answer(429, "", "", 0)
