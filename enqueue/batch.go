@@ -173,8 +173,9 @@ const batchChunk = 128
 
 // batchJob is one valid row on its way to Redis.
 type batchJob struct {
-	r  tasks.Resend
-	id string
+	r     tasks.Resend
+	id    string
+	claim string // the user's dedup claim key
 }
 
 // batchRun is the state of one EnqueueBatch or CheckBatch call.
@@ -303,7 +304,7 @@ func (b *batchRun) feed(ctx context.Context, src RowSource, chunks chan<- []batc
 		if chunk == nil {
 			chunk = make([]batchJob, 0, chunkSize)
 		}
-		chunk = append(chunk, batchJob{r: r, id: BatchTaskID(b.opts.BatchID, r)})
+		chunk = append(chunk, batchJob{r: r, id: BatchTaskID(b.opts.BatchID, r), claim: b.e.dedupKey(r)})
 		if len(chunk) == chunkSize {
 			flush()
 		}
@@ -314,8 +315,8 @@ func (b *batchRun) feed(ctx context.Context, src RowSource, chunks chan<- []batc
 // failed: all in one call of batchEnqueueScript, or one by one when asynq's
 // enqueue call could not be captured.
 func (b *batchRun) process(chunk []batchJob) {
-	keys := make([]string, 0, 3*len(chunk))
-	args := make([]any, 0, 3*len(chunk))
+	keys := make([]string, 0, 4*len(chunk))
+	args := make([]any, 0, 3*len(chunk)+2)
 	ids := make([]string, 0, len(chunk))
 	var single []batchJob
 	for _, j := range chunk {
@@ -329,11 +330,12 @@ func (b *batchRun) process(chunk []batchJob) {
 			single = append(single, j)
 			continue
 		}
-		keys = append(keys, call.keys[0], call.keys[1], b.e.outcomeKey(j.id))
+		keys = append(keys, call.keys[0], call.keys[1], b.e.outcomeKey(j.id), j.claim)
 		args = append(args, call.args...)
 		ids = append(ids, j.id)
 	}
 	if len(ids) > 0 {
+		args = append(args, max(b.e.opts.DedupWindow, 0).Milliseconds(), b.e.outcomeKey(""))
 		// Rows read are settled even after Ctrl-C: no cancelable context.
 		// Run loads the script again if Redis lost it (a restart, SCRIPT FLUSH).
 		replies, err := batchEnqueueScript.Run(context.Background(), b.e.rdb, keys, args...).Int64Slice()
@@ -386,11 +388,15 @@ func (b *batchRun) processSingle(j batchJob) {
 		return
 	}
 	task, err := tasks.NewTask(j.r)
-	if err == nil {
-		_, err = b.client.EnqueueContext(ctx, task, tasks.Options(b.opts.Queue, j.id)...)
+	if err != nil {
+		b.settle(replyEnqueued, err, j.id)
+		return
 	}
+	// As Enqueue does: the user's dedup claim first (a dead letter's may be
+	// taken over), then asynq's call.
+	res, err := b.e.enqueueClaimed(ctx, j.claim, b.e.opts.DedupWindow, true, task, Result{TaskID: j.id, Queue: b.opts.Queue})
 	switch {
-	case errors.Is(err, asynq.ErrTaskIDConflict):
+	case errors.Is(err, asynq.ErrTaskIDConflict), err == nil && res.Duplicate:
 		b.settle(replyAlready, nil, j.id)
 	default:
 		b.settle(replyEnqueued, err, j.id)

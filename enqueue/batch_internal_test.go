@@ -141,3 +141,59 @@ func (f *flushScriptsAfter) Next() (Row, error) {
 	}
 	return f.src.Next()
 }
+
+// TestBatchRespectsTheDedupWindow: a batch row for a user sent another
+// resend within the dedup window enqueues nothing, a batch's task holds the
+// window against a later single enqueue, and a dead letter's claim is taken
+// over; with the script and row by row alike.
+func TestBatchRespectsTheDedupWindow(t *testing.T) {
+	t.Parallel()
+	for _, oneByOne := range []bool{false, true} {
+		t.Run(fmt.Sprint("oneByOne=", oneByOne), func(t *testing.T) {
+			t.Parallel()
+			rdb := redistest.Start(t).Client(t)
+			ctx := context.Background()
+			e := New(rdb, Options{})
+			user := func(name string) tasks.Resend { return tasks.Resend{ProjectID: internalProject, Username: name} }
+			single, err := e.Enqueue(ctx, user("Recent@example.com"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			failed, err := e.Enqueue(ctx, user("failed@example.com"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := outcome.NewStore(rdb, outcome.Options{}).Finish(ctx, outcome.Record{TaskID: failed.TaskID, ProjectID: internalProject,
+				Username: "failed@example.com", Status: outcome.StatusDeadLetter, Reason: outcome.ReasonRejected, HTTPStatus: 422, ErrorCode: "010-011", Attempts: 1}); err != nil {
+				t.Fatal(err)
+			}
+			src, err := NewCSVReader(strings.NewReader("username\nrecent@example.com\nfailed@example.com\nnew@example.com\n"), tasks.Resend{ProjectID: internalProject})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum, err := e.EnqueueBatch(ctx, src, BatchOptions{BatchID: "b", oneByOne: oneByOne})
+			if err != nil || sum.Enqueued != 2 || sum.AlreadyQueued != 1 {
+				t.Fatalf("batch: %+v, %v; want failed@ and new@ enqueued, recent@ skipped", sum, err)
+			}
+			ins := asynq.NewInspectorFromRedisClient(rdb)
+			if _, err := ins.GetTaskInfo(tasks.QueueBulk, BatchTaskID("b", user("recent@example.com"))); err == nil {
+				t.Error("recent@ got a batch task")
+			}
+			// The batch's tasks hold the window: a signup enqueue gets theirs.
+			for _, name := range []string{"new@example.com", "failed@example.com"} {
+				res, err := e.Enqueue(ctx, user(name))
+				if err != nil || !res.Duplicate || res.TaskID != BatchTaskID("b", user(name)) {
+					t.Errorf("%s after the batch: %+v, %v; want the batch's task", name, res, err)
+				}
+			}
+			if res, err := e.Enqueue(ctx, user("recent@example.com")); err != nil || res.TaskID != single.TaskID {
+				t.Errorf("recent@ again: %+v, %v", res, err)
+			}
+			// Without a window, the batch enqueues everyone.
+			src, _ = NewCSVReader(strings.NewReader("username\nrecent@example.com\n"), tasks.Resend{ProjectID: internalProject})
+			if sum, err := New(rdb, Options{DedupWindow: -1}).EnqueueBatch(ctx, src, BatchOptions{BatchID: "c", oneByOne: oneByOne}); err != nil || sum.Enqueued != 1 {
+				t.Errorf("without a window: %+v, %v", sum, err)
+			}
+		})
+	}
+}

@@ -211,10 +211,15 @@ func TestBatchSkipsFinishedTasks(t *testing.T) {
 	if got := s.queued(t); got != n-finished {
 		t.Errorf("bulk queue holds %d tasks, want %d (finished ones must not come back)", got, n-finished)
 	}
-	// Another batch is another resend: it enqueues everyone again.
+	// Another batch within the dedup window sends no one a second email;
+	// without the window (or after it) it is another resend for everyone.
 	other, err := s.e.EnqueueBatch(ctx, csvSource(t, usersCSV(n)), enqueue.BatchOptions{BatchID: "next-outage"})
+	if err != nil || other.Enqueued != 0 || other.AlreadyQueued != n {
+		t.Errorf("another batch within the window: %+v, %v; want none enqueued", other, err)
+	}
+	other, err = enqueue.New(s.rdb, enqueue.Options{DedupWindow: -1}).EnqueueBatch(ctx, csvSource(t, usersCSV(n)), enqueue.BatchOptions{BatchID: "next-outage"})
 	if err != nil || other.Enqueued != n {
-		t.Errorf("another batch: %+v, %v; want %d enqueued", other, err, n)
+		t.Errorf("another batch without a window: %+v, %v; want %d enqueued", other, err, n)
 	}
 }
 
@@ -250,14 +255,15 @@ func TestBatchOneRunAtATime(t *testing.T) {
 	if !errors.As(err, &busy) || !strings.Contains(busy.Holder, "pid") || busy.RetryIn <= 0 {
 		t.Errorf("second run of a running batch: %v, want a *BatchBusyError naming the holder", err)
 	}
-	if sum, err := s.e.EnqueueBatch(ctx, csvSource(t, usersCSV(3)), enqueue.BatchOptions{BatchID: "other"}); err != nil || sum.Enqueued != 3 {
+	noWindow := enqueue.New(s.rdb, enqueue.Options{DedupWindow: -1}) // the same users, batch after batch
+	if sum, err := noWindow.EnqueueBatch(ctx, csvSource(t, usersCSV(3)), enqueue.BatchOptions{BatchID: "other"}); err != nil || sum.Enqueued != 3 {
 		t.Errorf("another batch meanwhile: %+v, %v", sum, err)
 	}
 	close(src.release)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if sum, err := s.e.EnqueueBatch(ctx, csvSource(t, usersCSV(3)), enqueue.BatchOptions{BatchID: "busy"}); err != nil || sum.Enqueued != 3 {
+	if sum, err := noWindow.EnqueueBatch(ctx, csvSource(t, usersCSV(3)), enqueue.BatchOptions{BatchID: "busy"}); err != nil || sum.Enqueued != 3 {
 		t.Errorf("after the first run ended: %+v, %v", sum, err)
 	}
 }

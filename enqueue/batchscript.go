@@ -56,27 +56,41 @@ var asynqEnqueueSHA = func() string {
 }()
 
 // batchEnqueueScript enqueues many tasks of one queue, each as
-// asynqEnqueueSource does unless its task ID is taken or its outcome record
-// exists, and returns one reply per task: replyEnqueued or replyAlready.
-// The IDs go on the pending list in one LPUSH, in the order of the tasks,
-// as one LPUSH per task would leave them.
+// asynqEnqueueSource does unless its task ID is taken, its outcome record
+// exists or, with a dedup window, another resend of the same user holds
+// the user's dedup claim (see Enqueue) — a claim held by a task that ended
+// as a dead letter does not count. A task it enqueues takes the user's
+// claim for the window, as Enqueue would. It returns one reply per task:
+// replyEnqueued or replyAlready. The IDs go on the pending list in one
+// LPUSH, in the order of the tasks, as one LPUSH per task would leave them.
 //
-// For task i from 0: KEYS[3i+1] asynq:{<queue>}:t:<task_id>,
-// KEYS[3i+2] asynq:{<queue>}:pending, KEYS[3i+3] the outcome record;
-// ARGV[3i+1] the encoded task message, ARGV[3i+2] the task ID,
-// ARGV[3i+3] now in ns: the keys and arguments asynq passes, plus one key.
+// For task i from 0: KEYS[4i+1] asynq:{<queue>}:t:<task_id>,
+// KEYS[4i+2] asynq:{<queue>}:pending, KEYS[4i+3] the outcome record,
+// KEYS[4i+4] the user's dedup claim; ARGV[3i+1] the encoded task message,
+// ARGV[3i+2] the task ID, ARGV[3i+3] now in ns: the keys and arguments
+// asynq passes, plus two keys. Then two more ARGV: the dedup window in ms
+// (0: none) and the outcome record key prefix.
 var batchEnqueueScript = redis.NewScript(`
 local replies, ids = {}, {}
-for i = 0, #KEYS / 3 - 1 do
-	local k = 3 * i
-	if redis.call("EXISTS", KEYS[k + 1], KEYS[k + 3]) > 0 then
+local hold, records = tonumber(ARGV[#ARGV - 1]), ARGV[#ARGV]
+local function claimed(key, id)
+	if hold <= 0 then return false end
+	local held = redis.call("GET", key)
+	if not held or held == id then return false end
+	local index = redis.call("HGET", records .. held, "index")
+	return not (index and string.find("\n" .. index .. "\n", "\nstatus:dead_letter\n", 1, true))
+end
+for i = 0, #KEYS / 4 - 1 do
+	local k, a = 4 * i, 3 * i
+	if redis.call("EXISTS", KEYS[k + 1], KEYS[k + 3]) > 0 or claimed(KEYS[k + 4], ARGV[a + 2]) then
 		replies[i + 1] = 0
 	else
 		redis.call("HSET", KEYS[k + 1],
-		           "msg", ARGV[k + 1],
+		           "msg", ARGV[a + 1],
 		           "state", "pending",
-		           "pending_since", ARGV[k + 3])
-		ids[#ids + 1] = ARGV[k + 2]
+		           "pending_since", ARGV[a + 3])
+		if hold > 0 then redis.call("SET", KEYS[k + 4], ARGV[a + 2], "PX", hold) end
+		ids[#ids + 1] = ARGV[a + 2]
 		replies[i + 1] = 1
 	end
 end
@@ -88,7 +102,7 @@ return replies
 
 // Replies of batchEnqueueScript.
 const (
-	replyAlready  = 0 // the task ID is held (the task waits, runs, retries or is archived) or the task is done
+	replyAlready  = 0 // the task ID is held (the task waits, runs, retries or is archived), the task is done, or the user was sent another resend within the dedup window
 	replyEnqueued = 1
 )
 

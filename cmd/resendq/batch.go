@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -45,7 +46,7 @@ func (b *batchFlags) register(fs *pflag.FlagSet) {
 var batchOnly = []string{"format", "batch-id", "rejects", "dry-run"}
 
 // singleOnly lists the flags of a single enqueue that --file does not take.
-var singleOnly = []string{"username", "dedup-window"}
+var singleOnly = []string{"username"}
 
 // checkBatchFlags reports flags given in the wrong mode and bad values.
 func checkBatchFlags(fs *pflag.FlagSet, b *batchFlags, defaults tasks.Resend) error {
@@ -207,7 +208,7 @@ func newRowSource(in *batchInput, defaults tasks.Resend) (rowSource, error) {
 }
 
 // runBatch is `resendq enqueue --file`.
-func runBatch(ctx context.Context, a *app, rf *redisFlags, b *batchFlags, defaults tasks.Resend, asJSON bool) error {
+func runBatch(ctx context.Context, a *app, rf *redisFlags, b *batchFlags, defaults tasks.Resend, dedup time.Duration, asJSON bool) error {
 	in, err := openInput(a, b)
 	if err != nil {
 		return err
@@ -228,7 +229,7 @@ func runBatch(ctx context.Context, a *app, rf *redisFlags, b *batchFlags, defaul
 			return usageErr(fmt.Errorf("%w; nothing was enqueued", err)) // exit 2: nothing was started
 		}
 		defer rdb.Close()
-		e = enqueue.New(rdb, enqueue.Options{})
+		e = enqueue.New(rdb, enqueue.Options{DedupWindow: dedup})
 	}
 	rej, err := openRejects(a, b, in)
 	if err != nil {

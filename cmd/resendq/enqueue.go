@@ -32,15 +32,18 @@ returns the first task's id and sends no second email.
 			if err := checkBatchFlags(cmd.Flags(), &bf, r.Normalize()); err != nil {
 				return usageErr(err)
 			}
+			if dedup < 0 {
+				return usageErr(fmt.Errorf("--dedup-window %s: must not be negative (0 disables it)", dedup))
+			}
+			if dedup == 0 {
+				dedup = -1 // the flag's 0 means off; the library's 0 means default
+			}
 			if bf.file != "" {
-				return runBatch(cmd.Context(), a, &rf, &bf, r.Normalize(), asJSON)
+				return runBatch(cmd.Context(), a, &rf, &bf, r.Normalize(), dedup, asJSON)
 			}
 			r = r.Normalize()
 			if err := r.Validate(); err != nil {
 				return usageErr(flagError(err))
-			}
-			if dedup < 0 {
-				return usageErr(fmt.Errorf("--dedup-window %s: must not be negative (0 disables it)", dedup))
 			}
 			for _, w := range r.Warnings() {
 				fmt.Fprintln(a.stderr, "resendq: warning:", w)
@@ -50,9 +53,6 @@ returns the first task's id and sends no second email.
 				return err
 			}
 			defer rdb.Close()
-			if dedup == 0 {
-				dedup = -1 // the flag's 0 means off; the library's 0 means default
-			}
 			res, err := enqueue.New(rdb, enqueue.Options{DedupWindow: dedup}).Enqueue(cmd.Context(), r)
 			if err != nil {
 				return err
@@ -66,7 +66,7 @@ returns the first task's id and sends no second email.
 	fs.StringVar(&r.Username, "username", "", "username or email address of the user")
 	fs.StringVar(&r.LoginURL, "login-url", "", "callback URL to send the user to after confirmation (one of the project's Callback URLs)")
 	fs.StringVar(&r.Payload, "payload", "", "custom data returned in the user JWT (custom user storage only)")
-	fs.DurationVar(&dedup, "dedup-window", enqueue.DefaultDedupWindow, "a repeat for the same user within this window returns the first task (0 disables)")
+	fs.DurationVar(&dedup, "dedup-window", enqueue.DefaultDedupWindow, "a repeat for the same user within this window returns the first task; a batch skips users sent a resend within it (0 disables)")
 	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	bf.register(fs)
 	return cmd
