@@ -60,7 +60,7 @@ const (
 )
 
 // retryCauses are the causes worker.Handler reports to Observer.Retry.
-var retryCauses = []string{"rate_limited", "timeout", "server_error", "connection"}
+var retryCauses = []string{"rate_limited", "timeout", "server_error", "connection", "paused"}
 
 // Observer is the worker.Observer that keeps the resendq_* metrics. It is
 // safe for concurrent use; a call that only bumps an already seen series
@@ -119,7 +119,7 @@ func NewObserver(reg prometheus.Registerer) (*Observer, error) {
 		}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "resendq_retries_total",
-			Help: "Retries scheduled, by cause: rate_limited (429), timeout, server_error (5xx), connection.",
+			Help: "Retries scheduled, by cause: rate_limited (429), timeout, server_error (5xx), connection, paused (handed back without a call: the project's rate-limit pause, or a stopping worker).",
 		}, []string{"cause"}),
 		pauses: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "resendq_rate_limit_pauses_total",

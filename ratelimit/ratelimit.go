@@ -5,13 +5,18 @@
 //     the Redis: none of them calls the API for that project until the
 //     cool-down ends. The worker that got the 429 writes the end time to a
 //     Redis hash and publishes it; the others hear of it at once over
-//     Pub/Sub, and read the hash when they start and every SyncInterval, so
-//     that a message missed during a reconnect is caught up.
+//     Pub/Sub (Start), and read the hash when they start and every
+//     SyncInterval, so that a message missed during a reconnect is caught
+//     up.
 //   - Options.Rate, when set, caps the calls per second for one project
 //     across the fleet (GCRA, github.com/go-redis/redis_rate): one Redis
 //     round trip per call.
 //
-// Until the first 429, and without a Rate, Wait costs no Redis round trip.
+// Wait holds a call back for at most MaxWait (1s by default); a longer
+// pause is handed back to the caller, which gives its worker slot up and
+// comes back later, so that one project's pause does not hold up the
+// others. Until the first 429, and without a Rate, Wait costs no Redis
+// round trip.
 //
 // Redis keys (with the default prefix): resendq:cooldowns (hash: project ID
 // → end of its cool-down, Unix ms) and rate:resendq:rate:{project} (the
@@ -34,6 +39,7 @@ import (
 // Defaults of Options.
 const (
 	DefaultMaxCoolDown  = 5 * time.Minute
+	DefaultMaxWait      = time.Second
 	DefaultSyncInterval = 10 * time.Second
 )
 
@@ -44,6 +50,10 @@ type Options struct {
 	Rate int
 	// MaxCoolDown caps one cool-down, whatever the Retry-After. Default 5m.
 	MaxCoolDown time.Duration
+	// MaxWait is the longest Wait waits; a longer wait is handed back to
+	// the caller, which should come back later rather than hold its worker
+	// slot (and starve the other projects). Default 1s.
+	MaxWait time.Duration
 	// SyncInterval is how often Run reads the cool-downs from Redis besides
 	// the messages it hears. Default 10s.
 	SyncInterval time.Duration
@@ -72,11 +82,14 @@ type Limiter struct {
 	pauses atomic.Int32         // len(until), read without the lock
 }
 
-// New returns a Limiter on rdb. Call Run to hear of other workers'
+// New returns a Limiter on rdb. Call Start to hear of other workers'
 // cool-downs.
 func New(rdb redis.UniversalClient, opts Options) *Limiter {
 	if opts.MaxCoolDown <= 0 {
 		opts.MaxCoolDown = DefaultMaxCoolDown
+	}
+	if opts.MaxWait <= 0 {
+		opts.MaxWait = DefaultMaxWait
 	}
 	if opts.SyncInterval <= 0 {
 		opts.SyncInterval = DefaultSyncInterval
@@ -104,33 +117,50 @@ func New(rdb redis.UniversalClient, opts Options) *Limiter {
 
 // Wait returns once a call for project may be made: after its cool-down,
 // if any, and, with a Rate, once the fleet's rate allows one more call. It
+// waits MaxWait at most: when the call may go only later, it returns how
+// much later (later > 0) without waiting, and the caller comes back then. It
 // returns ctx's error if ctx ends first.
-func (l *Limiter) Wait(ctx context.Context, project string) error {
+func (l *Limiter) Wait(ctx context.Context, project string) (later time.Duration, err error) {
 	for {
-		if d := l.Until(project).Sub(l.opts.Now()); d > 0 {
+		if d := l.Paused(project); d > 0 {
+			if d > l.opts.MaxWait {
+				return d, nil
+			}
 			if err := l.sleep(ctx, d); err != nil {
-				return err
+				return 0, err
 			}
 			continue
 		}
 		if l.rate == nil {
-			return nil
+			return 0, nil
 		}
 		res, err := l.rate.Allow(ctx, l.ratePfx+project, redis_rate.PerSecond(l.opts.Rate))
 		if err != nil {
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return 0, ctx.Err()
 			}
 			l.fail(fmt.Errorf("rate limit of project %s: %w", project, err))
-			return nil
+			return 0, nil
 		}
 		if res.Allowed > 0 {
-			return nil
+			return 0, nil
+		}
+		if res.RetryAfter > l.opts.MaxWait {
+			return res.RetryAfter, nil
 		}
 		if err := l.sleep(ctx, res.RetryAfter); err != nil {
-			return err
+			return 0, err
 		}
 	}
+}
+
+// Paused returns how long the cool-down of project still runs, as far as
+// this worker knows; 0 when there is none. It costs no Redis round trip.
+func (l *Limiter) Paused(project string) time.Duration {
+	if l.pauses.Load() == 0 {
+		return 0
+	}
+	return max(l.Until(project).Sub(l.opts.Now()), 0)
 }
 
 // CoolDown pauses the calls for project on every worker for d (at most
@@ -142,13 +172,18 @@ func (l *Limiter) CoolDown(ctx context.Context, project string, d time.Duration)
 	if !l.extend(project, until) {
 		return false, l.Until(project), nil
 	}
-	n, err := coolDownScript.Run(ctx, l.rdb, []string{l.hash}, project, until.UnixMilli(), now.UnixMilli()).Int()
+	res, err := coolDownScript.Run(ctx, l.rdb, []string{l.hash}, project, until.UnixMilli()).Int64Slice()
+	if err == nil && len(res) != 2 {
+		err = fmt.Errorf("unexpected reply %v", res)
+	}
 	if err != nil {
 		return true, until, fmt.Errorf("cool-down of project %s: %w", project, err)
 	}
-	if n == 0 {
-		// Another worker's cool-down runs longer; Run will bring it here.
-		return false, until, nil
+	if res[0] == 0 {
+		// Another worker's cool-down runs longer.
+		longer := time.UnixMilli(res[1])
+		l.extend(project, longer)
+		return false, longer, nil
 	}
 	return true, until, nil
 }
@@ -164,12 +199,29 @@ func (l *Limiter) Until(project string) time.Time {
 	return l.until[project]
 }
 
-// Run hears of the cool-downs other workers start, until ctx ends.
-func (l *Limiter) Run(ctx context.Context) {
+// Start subscribes to the cool-downs other workers start and reads those
+// that run, then goes on hearing of them in the background until ctx ends.
+// Call it before the worker takes tasks, so that a worker started during a
+// cool-down keeps it.
+func (l *Limiter) Start(ctx context.Context) error {
 	sub := l.rdb.Subscribe(ctx, l.hash)
+	if _, err := sub.Receive(ctx); err != nil { // the subscription is confirmed
+		_ = sub.Close()
+		return fmt.Errorf("rate limiting: subscribe to %s: %w", l.hash, err)
+	}
+	if err := l.sync(ctx); err != nil {
+		_ = sub.Close()
+		return err
+	}
+	go l.listen(ctx, sub)
+	return nil
+}
+
+// listen hears of cool-downs on sub, and reads them all every
+// SyncInterval, until ctx ends.
+func (l *Limiter) listen(ctx context.Context, sub *redis.PubSub) {
 	defer sub.Close()
 	msgs := sub.Channel()
-	l.sync(ctx)
 	tick := time.NewTicker(l.opts.SyncInterval)
 	defer tick.Stop()
 	for {
@@ -185,37 +237,41 @@ func (l *Limiter) Run(ctx context.Context) {
 				l.extend(project, time.UnixMilli(v))
 			}
 		case <-tick.C:
-			l.sync(ctx)
+			if err := l.sync(ctx); err != nil && ctx.Err() == nil {
+				l.fail(err)
+			}
 		}
 	}
 }
 
 // sync reads every cool-down from Redis.
-func (l *Limiter) sync(ctx context.Context) {
+func (l *Limiter) sync(ctx context.Context) error {
 	all, err := l.rdb.HGetAll(ctx, l.hash).Result()
 	if err != nil {
-		if ctx.Err() == nil {
-			l.fail(fmt.Errorf("read cool-downs: %w", err))
-		}
-		return
+		return fmt.Errorf("rate limiting: read cool-downs: %w", err)
 	}
 	for project, ms := range all {
 		if v, err := strconv.ParseInt(ms, 10, 64); err == nil {
 			l.extend(project, time.UnixMilli(v))
 		}
 	}
+	return nil
 }
 
-// extend records a cool-down of project until the given time, unless the
-// one known ends later; it reports whether it did.
+// extend records a cool-down of project until the given time (at most
+// MaxCoolDown from now: a skewed clock elsewhere pauses no longer), unless
+// the one known ends later; it reports whether it did.
 func (l *Limiter) extend(project string, until time.Time) bool {
+	now := l.opts.Now()
+	if limit := now.Add(l.opts.MaxCoolDown); until.After(limit) {
+		until = limit
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !until.After(l.until[project]) {
 		return false
 	}
 	l.until[project] = until
-	now := l.opts.Now()
 	for p, u := range l.until { // forget the cool-downs that ended
 		if !u.After(now) {
 			delete(l.until, p)
@@ -241,22 +297,26 @@ func (l *Limiter) fail(err error) {
 }
 
 // coolDownScript records a cool-down of a project unless one already runs
-// longer, publishes it, and forgets the cool-downs that have ended.
+// longer, publishes it, and forgets the cool-downs that have ended (by
+// Redis' clock).
 //
 // KEYS: 1 the cool-downs hash, also the channel. ARGV: 1 project ID, 2 end
-// of the cool-down (Unix ms), 3 now (Unix ms).
-// Returns 1 when it recorded the cool-down, 0 when one runs longer.
+// of the cool-down (Unix ms).
+// Returns {1, the end} when it recorded the cool-down, {0, the end of the
+// longer one} otherwise.
 var coolDownScript = redis.NewScript(`
-local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-local untilMs, now = tonumber(ARGV[2]), tonumber(ARGV[3])
-if untilMs <= cur then return 0 end
+local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') or 0
+local untilMs = tonumber(ARGV[2])
+if untilMs <= cur then return {0, cur} end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local all, last = redis.call('HGETALL', KEYS[1]), untilMs
 for i = 1, #all, 2 do
-  local u = tonumber(all[i + 1])
+  local u = tonumber(all[i + 1]) or 0
   if u <= now then redis.call('HDEL', KEYS[1], all[i]) elseif u > last then last = u end
 end
 redis.call('PEXPIREAT', KEYS[1], last)
 redis.call('PUBLISH', KEYS[1], ARGV[1] .. ' ' .. ARGV[2])
-return 1
+return {1, untilMs}
 `)

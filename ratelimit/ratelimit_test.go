@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -85,12 +86,23 @@ const (
 	p2 = "0b8c6f1e-6b9a-4e4f-9d2c-5f3a1b2c3d4e"
 )
 
-// run starts l.Run until the test ends.
+// run starts l until the test ends.
 func run(t *testing.T, l *Limiter) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { l.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(cancel)
+	if err := l.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wait calls l.Wait and fails t unless it returns at once, with no wait
+// handed back.
+func wait(t *testing.T, l *Limiter, project string) {
+	t.Helper()
+	if later, err := l.Wait(context.Background(), project); later != 0 || err != nil {
+		t.Fatalf("Wait(%s) = %s, %v", project, later, err)
+	}
 }
 
 // waitUntil polls cond until it holds, failing after 10s.
@@ -112,14 +124,10 @@ func TestCoolDownReachesEveryWorker(t *testing.T) {
 			t.Parallel()
 			srv := be.start(t)
 			c := newClock()
-			opts := Options{Now: c.Now, After: c.After}
+			opts := Options{Now: c.Now, After: c.After, MaxWait: time.Minute}
 			a, b := New(srv.Client(t), opts), New(srv.Client(t), opts)
 			run(t, a)
-			run(t, b)
-			waitUntil(t, "both to subscribe", func() bool {
-				n, _ := srv.Client(t).PubSubNumSub(context.Background(), "resendq:cooldowns").Result()
-				return n["resendq:cooldowns"] == 2
-			})
+			run(t, b) // Start returns once subscribed
 
 			started, until, err := a.CoolDown(context.Background(), p1, 7*time.Second)
 			if err != nil || !started || !until.Equal(c.Now().Add(7*time.Second)) {
@@ -139,13 +147,22 @@ func TestCoolDownReachesEveryWorker(t *testing.T) {
 			}
 			until = c.Now().Add(8 * time.Second)
 			waitUntil(t, "a to hear of the longer one", func() bool { return a.Until(p1).Equal(until) })
+			// A worker that has not heard of it learns it from Redis.
+			fresh := New(srv.Client(t), opts)
+			if started, u, err := fresh.CoolDown(context.Background(), p1, time.Second); started || err != nil || !u.Equal(until) || !fresh.Until(p1).Equal(until) {
+				t.Errorf("a shorter cool-down from a worker that had not heard: %v, %v, %v", started, u, err)
+			}
 
 			// b's next call for p1 waits out the cool-down; p2 is not paused.
-			if err := b.Wait(context.Background(), p2); err != nil {
-				t.Fatal(err)
-			}
+			wait(t, b, p2)
 			done := make(chan error, 1)
-			go func() { done <- b.Wait(context.Background(), p1) }()
+			go func() {
+				later, err := b.Wait(context.Background(), p1)
+				if later != 0 {
+					err = fmt.Errorf("handed back %s", later)
+				}
+				done <- err
+			}()
 			if d := c.nextWait(t); d != 8*time.Second {
 				t.Errorf("waited %s, want 8s", d)
 			}
@@ -158,10 +175,24 @@ func TestCoolDownReachesEveryWorker(t *testing.T) {
 				t.Error("a cool-down after the last one ended was not started")
 			}
 
-			// A worker started later reads what runs.
+			// A worker started later has read what runs once Start returns.
 			late := New(srv.Client(t), opts)
 			run(t, late)
-			waitUntil(t, "the late worker to read it", func() bool { return late.Until(p1).Equal(c.Now().Add(2 * time.Second)) })
+			if got := late.Until(p1); !got.Equal(c.Now().Add(2 * time.Second)) {
+				t.Errorf("late worker: pause until %v", got)
+			}
+			// A pause longer than MaxWait is handed back, not waited.
+			short := New(srv.Client(t), Options{Now: c.Now, After: c.After})
+			run(t, short)
+			if later, err := short.Wait(context.Background(), p1); later != 2*time.Second || err != nil || len(c.waits) != 0 {
+				t.Errorf("Wait with the default MaxWait = %s, %v; want 2s handed back", later, err)
+			}
+			// A pause heard of is capped at MaxCoolDown from now.
+			capped := New(srv.Client(t), Options{Now: c.Now, After: c.After, MaxCoolDown: time.Second})
+			run(t, capped)
+			if d := capped.Paused(p1); d != time.Second {
+				t.Errorf("heard pause %s, want it capped at 1s", d)
+			}
 		})
 	}
 }
@@ -182,9 +213,7 @@ func TestWaitCostsNothingUntilTheFirst429(t *testing.T) {
 	rdb.AddHook(&n)
 	l := New(rdb, Options{})
 	for range 100 {
-		if err := l.Wait(context.Background(), p1); err != nil {
-			t.Fatal(err)
-		}
+		wait(t, l, p1)
 	}
 	if n.n.Load() != 0 {
 		t.Errorf("%d Redis commands for 100 calls, want none", n.n.Load())
@@ -197,8 +226,9 @@ func TestWaitCostsNothingUntilTheFirst429(t *testing.T) {
 	}
 	c.Advance(time.Second)
 	before := n.n.Load()
-	if err := l.Wait(context.Background(), p1); err != nil || n.n.Load() != before {
-		t.Errorf("Wait after the cool-down: %v, %d commands", err, n.n.Load()-before)
+	wait(t, l, p1)
+	if n.n.Load() != before {
+		t.Errorf("Wait after the cool-down: %d commands", n.n.Load()-before)
 	}
 }
 
@@ -216,15 +246,13 @@ func TestRateIsSharedByTheFleet(t *testing.T) {
 				if i%2 == 1 {
 					l = b
 				}
-				if err := l.Wait(context.Background(), p1); err != nil {
-					t.Fatal(err)
-				}
+				wait(t, l, p1)
 			}
 			if len(c.waits) != 0 {
 				t.Fatalf("waited within the burst: %s", <-c.waits)
 			}
 			done := make(chan error, 1)
-			go func() { done <- b.Wait(context.Background(), p1) }()
+			go func() { _, err := b.Wait(context.Background(), p1); done <- err }()
 			select {
 			case d := <-c.waits:
 				if d <= 0 || d > 200*time.Millisecond {
@@ -234,9 +262,7 @@ func TestRateIsSharedByTheFleet(t *testing.T) {
 				t.Fatal("the sixth call did not wait")
 			}
 			// Other projects have rates of their own.
-			if err := a.Wait(context.Background(), p2); err != nil {
-				t.Fatal(err)
-			}
+			wait(t, a, p2)
 			(<-c.wakeup) <- c.Now() // redis_rate runs on Redis' clock: the wait may repeat
 			for {
 				select {
@@ -256,13 +282,13 @@ func TestRateIsSharedByTheFleet(t *testing.T) {
 func TestWaitEndsWithItsContext(t *testing.T) {
 	t.Parallel()
 	c := newClock()
-	l := New(redistest.Start(t).Client(t), Options{Now: c.Now, After: c.After})
+	l := New(redistest.Start(t).Client(t), Options{Now: c.Now, After: c.After, MaxWait: time.Hour})
 	if _, _, err := l.CoolDown(context.Background(), p1, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- l.Wait(ctx, p1) }()
+	go func() { _, err := l.Wait(ctx, p1); done <- err }()
 	<-c.waits
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
@@ -277,8 +303,11 @@ func TestRedisDownLetsCallsGo(t *testing.T) {
 	var failures atomic.Int64
 	l := New(rdb, Options{Rate: 5, OnError: func(error) { failures.Add(1) }})
 	srv.Stop()
-	if err := l.Wait(context.Background(), p1); err != nil || failures.Load() != 1 {
-		t.Errorf("Wait = %v with %d failures reported, want nil and 1", err, failures.Load())
+	if later, err := l.Wait(context.Background(), p1); later != 0 || err != nil || failures.Load() != 1 {
+		t.Errorf("Wait = %s, %v with %d failures reported, want at once, nil and 1", later, err, failures.Load())
+	}
+	if err := l.Start(context.Background()); err == nil {
+		t.Error("Start without Redis: no error")
 	}
 	if _, _, err := l.CoolDown(context.Background(), p1, time.Second); err == nil {
 		t.Error("CoolDown without Redis: no error")

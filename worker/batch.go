@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -36,9 +37,10 @@ type outcomeBatch struct {
 
 // waitingOutcome is one task's final outcome on its way to Redis.
 type waitingOutcome struct {
-	rec  outcome.Record // the record to write, then as stored
-	err  error
-	done chan struct{} // closed once rec and err are final
+	rec   outcome.Record // the record to write, then as stored
+	err   error
+	done  chan struct{} // closed once rec and err are final
+	ended bool          // done is closed; only the writer reads and sets it
 }
 
 // finishOutcome writes rec like Outcomes.Finish and returns it as stored.
@@ -99,8 +101,17 @@ func (b *outcomeBatch) next() []*waitingOutcome {
 
 // writeBatch writes ws in one round trip and hands each its result. When
 // Redis or the store rejects the batch, each outcome is written on its own,
-// so that one record that cannot be written fails only its own task.
+// so that one record that cannot be written fails only its own task. Every
+// outcome gets its result, even if the store panics.
 func (h *Handler) writeBatch(bo BatchOutcomes, ws []*waitingOutcome) {
+	defer func() {
+		if p := recover(); p != nil {
+			err := fmt.Errorf("outcome write: panic: %v", p)
+			for _, w := range ws {
+				w.end(w.rec, err)
+			}
+		}
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), batchWriteTimeout)
 	defer cancel()
 	recs := make([]outcome.Record, len(ws))
@@ -108,24 +119,37 @@ func (h *Handler) writeBatch(bo BatchOutcomes, ws []*waitingOutcome) {
 		recs[i] = w.rec
 	}
 	stored, err := bo.FinishAll(ctx, recs)
+	if err == nil && len(stored) != len(ws) {
+		err = fmt.Errorf("outcome write: %d records stored for %d", len(stored), len(ws))
+	}
 	var rerr redis.Error
 	if err != nil && len(ws) > 1 && (errors.As(err, &rerr) || errors.Is(err, outcome.ErrInvalid)) {
 		for _, w := range ws {
-			if rec, err := h.Outcomes.Finish(ctx, w.rec); err != nil {
-				w.err = err
-			} else {
-				w.rec = rec
-			}
-			close(w.done)
+			ctx, cancel := context.WithTimeout(context.Background(), batchWriteTimeout)
+			w.end(h.Outcomes.Finish(ctx, w.rec))
+			cancel()
 		}
 		return
 	}
 	for i, w := range ws {
 		if err != nil {
-			w.err = err
+			w.end(w.rec, err)
 		} else {
-			w.rec = stored[i]
+			w.end(stored[i], nil)
 		}
-		close(w.done)
 	}
+}
+
+// end hands the outcome its stored record or error, once.
+func (w *waitingOutcome) end(rec outcome.Record, err error) {
+	if w.ended {
+		return
+	}
+	w.ended = true
+	if err != nil {
+		w.err = err
+	} else {
+		w.rec = rec
+	}
+	close(w.done)
 }

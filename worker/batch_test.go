@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ type batchOutcomes struct {
 	// hold, when set, keeps the first FinishAll call from answering until
 	// it is closed; held is closed once that call has begun.
 	hold, held chan struct{}
+	panics     int // FinishAll calls left that panic
 }
 
 func newBatchOutcomes() *batchOutcomes {
@@ -36,10 +38,15 @@ func (m *batchOutcomes) FinishAll(ctx context.Context, recs []outcome.Record) ([
 	m.batches = append(m.batches, ids)
 	err := m.allErr
 	first := len(m.batches) == 1
+	panics := m.panics > 0
+	m.panics--
 	m.mu.Unlock()
 	if first && m.hold != nil {
 		close(m.held)
 		<-m.hold
+	}
+	if panics {
+		panic("store bug")
 	}
 	if err != nil {
 		return nil, err
@@ -224,5 +231,25 @@ func TestOutcomesAreWrittenSinglyWithoutBatchOutcomes(t *testing.T) {
 	}
 	if len(out.finished) != 1 {
 		t.Errorf("%d records", len(out.finished))
+	}
+}
+
+func TestPanickingWriteFailsItsTasksAndTheNextIsWritten(t *testing.T) {
+	t.Parallel()
+	out := newBatchOutcomes()
+	out.panics = 1
+	h := &Handler{Outcomes: out}
+	_, errs := finishQueued(t, h, out, 3) // the held first write panics
+	if errs[0] == nil || !strings.Contains(errs[0].Error(), "panic") {
+		t.Errorf("task 0: %v, want the panic as its error", errs[0])
+	}
+	if errs[1] != nil || errs[2] != nil {
+		t.Errorf("tasks 1, 2: %v, %v; want them written by the next write", errs[1], errs[2])
+	}
+	if _, err := h.finishOutcome(context.Background(), outcome.Record{TaskID: "late", Status: outcome.StatusSent}); err != nil {
+		t.Errorf("after the panic: %v", err)
+	}
+	if len(out.finished) != 3 {
+		t.Errorf("%d records written, want 3", len(out.finished))
 	}
 }

@@ -35,8 +35,9 @@ type Outcomes interface {
 
 // RateLimiter is the fleet-wide rate limiting of calls (*ratelimit.Limiter).
 type RateLimiter interface {
-	// Wait returns once a call for the project may be made, or ctx's error.
-	Wait(ctx context.Context, project string) error
+	// Wait returns once a call for the project may be made, or how much
+	// later it may (without waiting), or ctx's error.
+	Wait(ctx context.Context, project string) (later time.Duration, err error)
 	// CoolDown pauses the calls for the project on every worker for d.
 	CoolDown(ctx context.Context, project string, d time.Duration) (started bool, until time.Time, err error)
 }
@@ -93,9 +94,10 @@ type Handler struct {
 	// first 429 on. Default 24h.
 	RateLimitMaxWait time.Duration
 
-	batch  outcomeBatch           // outcomes waiting to be written together
-	calls  chan struct{}          // one token per call in flight, when NewServer caps them
-	logOut atomic.Pointer[logOut] // what logOutcome knows of the log output
+	batch    outcomeBatch           // outcomes waiting to be written together
+	calls    chan struct{}          // one token per call in flight, when NewServer caps them
+	stopping atomic.Bool            // the Server is shutting down: no new calls
+	logOut   atomic.Pointer[logOut] // what logOutcome knows of the log output
 }
 
 var _ asynq.Handler = (*Handler)(nil)
@@ -134,33 +136,18 @@ func (h *Handler) process(ctx context.Context, a attempt, payload []byte) error 
 	if a.retried > 0 && h.sentBefore(ctx, a) {
 		return nil
 	}
-	if h.calls != nil {
-		select {
-		case h.calls <- struct{}{}:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	status, callErr, later, err := h.call(ctx, r)
+	switch {
+	case err != nil:
+		return err // shutting down or out of time, as below
+	case later > 0:
+		// The project is paused by a 429, or over the fleet's rate, for
+		// longer than is worth holding a slot, or the worker is stopping:
+		// come back then. No call was made; nothing counts against the task.
+		h.observer().Retry("paused")
+		h.logger().WithFields(h.fields(a)).WithField("retry_in", later.String()).Debug("resend handed back without a call (rate limit or shutdown), will be retried")
+		return &retryError{err: errHeldBack, delay: later, failure: false}
 	}
-	start := time.Now()
-	if h.Limiter != nil {
-		if err := h.Limiter.Wait(ctx, r.ProjectID); err != nil {
-			if h.calls != nil {
-				<-h.calls
-			}
-			return err // shutting down or out of time, as below
-		}
-		if waited := time.Since(start); waited > time.Millisecond {
-			h.observer().RateLimitWait(waited)
-			start = start.Add(waited)
-		}
-	}
-	status, callErr := h.API.ResendConfirmation(ctx, loginapi.Request{
-		ProjectID: r.ProjectID, Username: r.Username, LoginURL: r.LoginURL, Payload: r.Payload,
-	})
-	if h.calls != nil {
-		<-h.calls
-	}
-	h.observer().APICall(status, callErr, time.Since(start))
 	if ctx.Err() != nil {
 		// Shutting down or out of time: asynq hands the task back or retries it.
 		return ctx.Err()
@@ -176,6 +163,45 @@ func (h *Handler) process(ctx context.Context, a attempt, payload []byte) error 
 	default:
 		return h.transient(ctx, a, status, callErr)
 	}
+}
+
+// errHeldBack is the error of a task handed back without a call: its
+// project is paused or over the fleet's rate, or the worker is stopping.
+var errHeldBack = errors.New("held back before calling the Login API (rate limit or shutdown)")
+
+// call makes the API call of r: once the project's rate limits allow it
+// (see Limiter), in one of the worker's call slots. It returns later > 0,
+// and makes no call, when the call should wait that long and the task give
+// its slot up meanwhile, or when the worker is stopping. err is ctx's error.
+func (h *Handler) call(ctx context.Context, r tasks.Resend) (status int, callErr error, later time.Duration, err error) {
+	if h.Limiter != nil {
+		start := time.Now()
+		if later, err := h.Limiter.Wait(ctx, r.ProjectID); err != nil || later > 0 {
+			return 0, nil, later, err
+		}
+		if waited := time.Since(start); waited > time.Millisecond {
+			h.observer().RateLimitWait(waited)
+		}
+	}
+	if h.calls != nil {
+		select {
+		case h.calls <- struct{}{}:
+		case <-ctx.Done():
+			return 0, nil, 0, ctx.Err()
+		}
+		defer func() { <-h.calls }() // on a panic too
+	}
+	if h.stopping.Load() {
+		// Prefetched tasks that have not called yet go back rather than
+		// make the shutdown wait for their calls.
+		return 0, nil, time.Second, nil
+	}
+	start := time.Now()
+	status, callErr = h.API.ResendConfirmation(ctx, loginapi.Request{
+		ProjectID: r.ProjectID, Username: r.Username, LoginURL: r.LoginURL, Payload: r.Payload,
+	})
+	h.observer().APICall(status, callErr, time.Since(start))
+	return status, callErr, 0, nil
 }
 
 func attemptOf(ctx context.Context) attempt {
@@ -293,7 +319,11 @@ func (h *Handler) record(a attempt, st outcome.Status, reason outcome.Reason, st
 // record was written but before the task was marked done (such a re-run
 // counts as a retry). It logs the case; the task then ends without a second
 // email. When the record cannot be read, the call goes ahead: a second
-// email is better than none.
+// email is better than none. A first run is not looked up (that would cost
+// every task a round trip): the other way a task comes back, asynq's
+// hand-back at shutdown, happens only to calls still running when the
+// shutdown timeout ends, and that timeout outlasts a call (--http-timeout)
+// and its record's write, with no new call started once the shutdown began.
 func (h *Handler) sentBefore(ctx context.Context, a attempt) bool {
 	rec, ok, err := h.Outcomes.Get(ctx, a.taskID)
 	if err != nil || !ok || rec.Status != outcome.StatusSent {

@@ -483,26 +483,33 @@ type fakeLimiter struct {
 	waits     []string
 	coolDowns []time.Duration
 	waitErr   error
+	later     time.Duration // what Wait hands back
 	hold      time.Duration // how long Wait takes
 }
 
-func (f *fakeLimiter) Wait(_ context.Context, project string) error {
+func (f *fakeLimiter) Wait(_ context.Context, project string) (time.Duration, error) {
 	time.Sleep(f.hold)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.waits = append(f.waits, project)
-	return f.waitErr
+	return f.later, f.waitErr
 }
 
 // pauseObserver records what the handler tells an Observer of rate limits.
 type pauseObserver struct {
 	nopObserver
-	mu     sync.Mutex
-	pauses int
-	waited []time.Duration
+	mu      sync.Mutex
+	pauses  int
+	waited  []time.Duration
+	retries []string
 }
 
 func (o *pauseObserver) RateLimitPause() { o.mu.Lock(); o.pauses++; o.mu.Unlock() }
+func (o *pauseObserver) Retry(cause string) {
+	o.mu.Lock()
+	o.retries = append(o.retries, cause)
+	o.mu.Unlock()
+}
 func (o *pauseObserver) RateLimitWait(d time.Duration) {
 	o.mu.Lock()
 	o.waited = append(o.waited, d)
@@ -559,5 +566,52 @@ func TestCallWaitingOnTheLimiterEndsWithTheTask(t *testing.T) {
 	}
 	if b.api.calls != 0 || len(b.out.finished) != 0 || len(b.h.calls) != 0 {
 		t.Errorf("%d calls, %d records, %d call slots held", b.api.calls, len(b.out.finished), len(b.h.calls))
+	}
+}
+
+func TestLongPauseHandsTheTaskBackWithoutACall(t *testing.T) {
+	t.Parallel()
+	b := setup(t, answer(204, "", "", 0))
+	b.h.Limiter = &fakeLimiter{later: 30 * time.Second}
+	obs := &pauseObserver{}
+	b.h.Observer = obs
+	b.h.calls = make(chan struct{}, 1)
+	err := b.h.process(context.Background(), first(attempt{}), payload(t, "j@example.com"))
+	var re *retryError
+	if !errors.As(err, &re) || re.delay != 30*time.Second || IsFailure(err) {
+		t.Fatalf("err = %v, want a retry in 30s that is not a failure", err)
+	}
+	if b.api.calls != 0 || len(b.out.finished) != 0 || len(b.h.calls) != 0 || fmt.Sprint(obs.retries) != "[paused]" {
+		t.Errorf("%d calls, %d records, %d slots held, retries %v", b.api.calls, len(b.out.finished), len(b.h.calls), obs.retries)
+	}
+}
+
+func TestStoppingWorkerMakesNoNewCalls(t *testing.T) {
+	t.Parallel()
+	b := setup(t, answer(204, "", "", 0))
+	b.h.calls = make(chan struct{}, 1)
+	b.h.stopping.Store(true)
+	err := b.h.process(context.Background(), first(attempt{}), payload(t, "j@example.com"))
+	var re *retryError
+	if !errors.As(err, &re) || re.delay != time.Second || IsFailure(err) || b.api.calls != 0 || len(b.h.calls) != 0 {
+		t.Errorf("err = %v, %d calls, %d slots held; want the task handed back for 1s, no call", err, b.api.calls, len(b.h.calls))
+	}
+}
+
+func TestPanickingCallGivesItsSlotBack(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(loginapi.Request) (int, error) { panic("boom") })
+	b.h.calls = make(chan struct{}, 1)
+	task := asynq.NewTask(tasks.TypeResend, payload(t, "j@example.com"))
+	for range 3 { // with one slot, a leaked one would block the second
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := b.h.ProcessTask(ctx, task)
+		cancel()
+		if !IsFailure(err) || strings.Contains(err.Error(), "deadline") {
+			t.Fatalf("err = %v, want a transient failure from the panic", err)
+		}
+	}
+	if len(b.h.calls) != 0 {
+		t.Errorf("%d call slots held after the panics", len(b.h.calls))
 	}
 }

@@ -313,9 +313,10 @@ func TestA429PausesTheProjectOnEveryWorker(t *testing.T) {
 	limiter := func(h *Handler) {
 		l := ratelimit.New(p.rdb, ratelimit.Options{})
 		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { l.Run(ctx); close(done) }()
-		t.Cleanup(func() { cancel(); <-done })
+		t.Cleanup(cancel)
+		if err := l.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
 		h.Limiter = l
 	}
 	limiter(p.handler)

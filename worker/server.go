@@ -73,6 +73,7 @@ type Config struct {
 type Server struct {
 	srvs []*asynq.Server
 	mux  *asynq.ServeMux
+	h    *Handler
 }
 
 // NewServer assembles a worker on rdb, which it shares and does not close.
@@ -90,7 +91,7 @@ func NewServer(rdb redis.UniversalClient, h *Handler, cfg Config) *Server {
 	h.calls = make(chan struct{}, calls)
 	slots := calls + Prefetch(calls)
 	n := min(orInt(cfg.Processors, ProcessorsFor(calls)), slots)
-	s := &Server{mux: asynq.NewServeMux()}
+	s := &Server{mux: asynq.NewServeMux(), h: h}
 	s.mux.Handle(tasks.TypeResend, h)
 	for i := range n {
 		s.srvs = append(s.srvs, asynq.NewServerFromRedisClient(rdb, asynq.Config{
@@ -138,8 +139,12 @@ func (s *Server) Start() error {
 }
 
 // Shutdown stops taking tasks, lets in-flight calls finish within the
-// shutdown timeout and hands the rest back to their queue.
-func (s *Server) Shutdown() { shutdownAll(s.srvs) }
+// shutdown timeout and hands the rest back to their queue; tasks that have
+// not called yet (those held ready) go back at once, due a second later.
+func (s *Server) Shutdown() {
+	s.h.stopping.Store(true)
+	shutdownAll(s.srvs)
+}
 
 // shutdownAll shuts the servers down side by side, so that their in-flight
 // calls share one shutdown timeout.

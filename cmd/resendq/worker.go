@@ -154,7 +154,10 @@ func streamed(rdb redis.UniversalClient) redis.UniversalClient {
 // their retention and hearing of other workers' rate-limit pauses on the
 // side.
 func (p *workerProc) run(ctx context.Context, a *app) error {
-	go p.limiter.Run(ctx)
+	// Before any task: a worker started during a rate-limit pause keeps it.
+	if err := p.limiter.Start(ctx); err != nil {
+		return err
+	}
 	go p.store.RunRetention(ctx, time.Hour, func(removed int, err error) {
 		switch {
 		case err != nil:
