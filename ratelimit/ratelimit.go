@@ -48,7 +48,8 @@ type Options struct {
 	// Rate is the most calls per second to the API for one project, across
 	// every worker on this Redis. 0: no limit.
 	Rate int
-	// MaxCoolDown caps one cool-down, whatever the Retry-After. Default 5m.
+	// MaxCoolDown caps one cool-down, whatever the Retry-After. Default 5m;
+	// negative: no cool-downs (a 429 only delays its own task).
 	MaxCoolDown time.Duration
 	// MaxWait is the longest Wait waits; a longer wait is handed back to
 	// the caller, which should come back later rather than hold its worker
@@ -85,7 +86,7 @@ type Limiter struct {
 // New returns a Limiter on rdb. Call Start to hear of other workers'
 // cool-downs.
 func New(rdb redis.UniversalClient, opts Options) *Limiter {
-	if opts.MaxCoolDown <= 0 {
+	if opts.MaxCoolDown == 0 {
 		opts.MaxCoolDown = DefaultMaxCoolDown
 	}
 	if opts.MaxWait <= 0 {
@@ -167,6 +168,9 @@ func (l *Limiter) Paused(project string) time.Duration {
 // MaxCoolDown), unless a cool-down already runs longer. It reports whether
 // it started or extended one, and when the cool-down ends.
 func (l *Limiter) CoolDown(ctx context.Context, project string, d time.Duration) (started bool, until time.Time, err error) {
+	if l.opts.MaxCoolDown < 0 {
+		return false, time.Time{}, nil
+	}
 	now := l.opts.Now()
 	until = now.Add(min(d, l.opts.MaxCoolDown)).Truncate(time.Millisecond)
 	if !l.extend(project, until) {

@@ -206,6 +206,19 @@ func TestCoolDownIsCapped(t *testing.T) {
 	}
 }
 
+func TestCoolDownsCanBeTurnedOff(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client(t)
+	l := New(rdb, Options{MaxCoolDown: -1})
+	if started, _, err := l.CoolDown(context.Background(), p1, time.Minute); started || err != nil {
+		t.Errorf("CoolDown = %v, %v; want nothing started", started, err)
+	}
+	wait(t, l, p1)
+	if n, _ := rdb.Exists(context.Background(), "resendq:cooldowns").Result(); n != 0 {
+		t.Error("a cool-down was written")
+	}
+}
+
 func TestWaitCostsNothingUntilTheFirst429(t *testing.T) {
 	t.Parallel()
 	rdb := redistest.Start(t).Client(t)

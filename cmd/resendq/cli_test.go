@@ -111,6 +111,7 @@ func TestWorkerFlagValidation(t *testing.T) {
 		{"--log-format xml", "--log-format"},
 		{"--backoff-initial 10s --backoff-max 1s", "--backoff-initial"},
 		{"--api-rate -1", "--api-rate -1"},
+		{"--rate-limit-pause-max -1s", "--rate-limit-pause-max -1s"},
 	} {
 		r := runCLI(t, nil, append([]string{"worker"}, strings.Fields(c.args)...)...)
 		if r.code != 2 || !strings.Contains(r.stderr, c.want) {

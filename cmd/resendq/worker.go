@@ -29,6 +29,7 @@ type workerFlags struct {
 	retention        time.Duration
 	queueWeights     string
 	apiRate          int
+	pauseMax         time.Duration
 }
 
 func (w *workerFlags) register(fs *pflag.FlagSet) {
@@ -41,6 +42,7 @@ func (w *workerFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&w.rateLimitMaxWait, "rate-limit-max-wait", worker.DefaultRateLimitMaxWait, "total time a task may wait on 429s before it is dead-lettered as rate_limited")
 	fs.DurationVar(&w.retention, "outcome-retention", outcome.DefaultRetention, "how long outcome records are kept")
 	fs.StringVar(&w.queueWeights, "queue-weights", worker.FormatQueues(worker.DefaultQueues()), "queues served and their weights")
+	fs.DurationVar(&w.pauseMax, "rate-limit-pause-max", ratelimit.DefaultMaxCoolDown, "longest pause of a project's calls on every worker after a 429 (its Retry-After or backoff, capped at this; 0: a 429 delays only its own task)")
 	fs.IntVar(&w.apiRate, "api-rate", 0, "most calls per second to the Login API for one project, across every worker on this Redis (0: no limit; a 429 pauses the project's calls on every worker either way)")
 }
 
@@ -56,6 +58,8 @@ func (w *workerFlags) validate() error {
 		return fmt.Errorf("--backoff-initial %s / --backoff-max %s: both positive, max at least initial", w.backoffInitial, w.backoffMax)
 	case w.rateLimitMaxWait <= 0:
 		return fmt.Errorf("--rate-limit-max-wait %s: must be positive", w.rateLimitMaxWait)
+	case w.pauseMax < 0:
+		return fmt.Errorf("--rate-limit-pause-max %s: must not be negative (0 turns the pauses off)", w.pauseMax)
 	case w.apiRate < 0:
 		return fmt.Errorf("--api-rate %d: must be 0 (no limit) or more", w.apiRate)
 	case w.retention < time.Hour:
@@ -95,9 +99,13 @@ func (w *workerFlags) build(a *app, rdb redis.UniversalClient) (*workerProc, err
 		return nil, err
 	}
 	redisTrouble := rate.Sometimes{Interval: 10 * time.Second}
+	pauseMax := w.pauseMax
+	if pauseMax == 0 {
+		pauseMax = -1 // the flag's 0 means off; the library's 0 means default
+	}
 	limiter := ratelimit.New(hot, ratelimit.Options{
 		Rate:        w.apiRate,
-		MaxCoolDown: w.backoffMax,
+		MaxCoolDown: pauseMax,
 		OnError: func(err error) {
 			redisTrouble.Do(func() { a.log.WithError(err).Warn("rate limiting: Redis failed; calls go ahead") })
 		},
