@@ -30,7 +30,8 @@ type BatchOptions struct {
 	// BatchID names the batch; required for EnqueueBatch, optional for
 	// CheckBatch. Letters, digits, '.', '_' and '-', at most 64 characters,
 	// starting with a letter or digit. Running the same batch ID again
-	// enqueues only the rows that are neither waiting nor done.
+	// enqueues only the rows that are neither waiting nor done (and, within
+	// the dedup window, whose user got no other resend).
 	BatchID string
 	// Queue is where the tasks go. Default tasks.QueueBulk.
 	Queue string
@@ -66,8 +67,9 @@ type Summary struct {
 	// Enqueued counts the tasks this run enqueued.
 	Enqueued int64 `json:"enqueued"`
 	// AlreadyQueued counts valid rows that needed no new task: a row repeated
-	// in the input, or a user whose task of this batch is still waiting or
-	// already done (an earlier run of the same batch).
+	// in the input, a user whose task of this batch is still waiting or
+	// already done (an earlier run of the same batch), or a user enqueued
+	// another resend within the dedup window.
 	AlreadyQueued int64 `json:"already_queued"`
 	// Rejected counts rows that were malformed or failed validation.
 	Rejected int64 `json:"rejected"`
@@ -110,10 +112,11 @@ func ContentBatchID(r io.Reader) (string, error) {
 }
 
 // BatchTaskID is the task ID of r's row in a batch: the same for every row of
-// the batch with the same project and username, so that a repeated row or a
+// the batch with the same project and user (email addresses without regard
+// to case, as the dedup window compares them), so that a repeated row or a
 // second run of the batch finds the first one's task.
 func BatchTaskID(batchID string, r tasks.Resend) string {
-	sum := sha256.Sum256([]byte(r.ProjectID + "\x00" + r.Username))
+	sum := sha256.Sum256([]byte(r.ProjectID + "\x00" + sameUser(r.Username)))
 	return batchID + ":" + hex.EncodeToString(sum[:12])
 }
 
@@ -318,6 +321,7 @@ func (b *batchRun) process(chunk []batchJob) {
 	keys := make([]string, 0, 4*len(chunk))
 	args := make([]any, 0, 3*len(chunk)+2)
 	ids := make([]string, 0, len(chunk))
+	jobs := make([]batchJob, 0, len(chunk))
 	var single []batchJob
 	for _, j := range chunk {
 		task, err := tasks.NewTask(j.r)
@@ -333,6 +337,7 @@ func (b *batchRun) process(chunk []batchJob) {
 		keys = append(keys, call.keys[0], call.keys[1], b.e.outcomeKey(j.id), j.claim)
 		args = append(args, call.args...)
 		ids = append(ids, j.id)
+		jobs = append(jobs, j)
 	}
 	if len(ids) > 0 {
 		args = append(args, max(b.e.opts.DedupWindow, 0).Milliseconds(), b.e.outcomeKey(""))
@@ -346,6 +351,10 @@ func (b *batchRun) process(chunk []batchJob) {
 			var n int64
 			if err == nil {
 				n = replies[i]
+			}
+			if n == replyPending {
+				single = append(single, jobs[i])
+				continue
 			}
 			b.settle(int(n), err, id)
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hibiken/asynq"
 
@@ -193,6 +194,54 @@ func TestBatchRespectsTheDedupWindow(t *testing.T) {
 			src, _ = NewCSVReader(strings.NewReader("username\nrecent@example.com\n"), tasks.Resend{ProjectID: internalProject})
 			if sum, err := New(rdb, Options{DedupWindow: -1}).EnqueueBatch(ctx, src, BatchOptions{BatchID: "c", oneByOne: oneByOne}); err != nil || sum.Enqueued != 1 {
 				t.Errorf("without a window: %+v, %v", sum, err)
+			}
+		})
+	}
+}
+
+// TestBatchUserSpellingsAndPendingClaims: two spellings of one email
+// address are one user, now and on a rerun; a claim left pending by a
+// crashed run of the same task is taken over; one pending for another
+// enqueue is waited for, row by row.
+func TestBatchUserSpellingsAndPendingClaims(t *testing.T) {
+	t.Parallel()
+	for _, oneByOne := range []bool{false, true} {
+		t.Run(fmt.Sprint("oneByOne=", oneByOne), func(t *testing.T) {
+			t.Parallel()
+			rdb := redistest.Start(t).Client(t)
+			ctx := context.Background()
+			e := New(rdb, Options{})
+			csv := func(rows string) RowSource {
+				r, err := NewCSVReader(strings.NewReader("username\n"+rows), tasks.Resend{ProjectID: internalProject})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return r
+			}
+			opts := BatchOptions{BatchID: "b", oneByOne: oneByOne}
+			if sum, err := e.EnqueueBatch(ctx, csv("John@x.io\njohn@x.io\n"), opts); err != nil || sum.Enqueued != 1 || sum.AlreadyQueued != 1 {
+				t.Fatalf("two spellings: %+v, %v", sum, err)
+			}
+			// A rerun after the window (here: without one) still finds the task.
+			if sum, err := New(rdb, Options{DedupWindow: -1}).EnqueueBatch(ctx, csv("John@x.io\njohn@x.io\n"), opts); err != nil || sum.Enqueued != 0 {
+				t.Errorf("rerun: %+v, %v; want nothing enqueued", sum, err)
+			}
+
+			own := BatchTaskID("b", tasks.Resend{ProjectID: internalProject, Username: "crashed@x.io"})
+			ownKey := e.dedupKey(tasks.Resend{ProjectID: internalProject, Username: "crashed@x.io"})
+			otherKey := e.dedupKey(tasks.Resend{ProjectID: internalProject, Username: "busy@x.io"})
+			if err := rdb.Set(ctx, ownKey, pendingMark+own, time.Minute).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := rdb.Set(ctx, otherKey, pendingMark+"someone-else", 300*time.Millisecond).Err(); err != nil {
+				t.Fatal(err)
+			}
+			sum, err := e.EnqueueBatch(ctx, csv("crashed@x.io\nbusy@x.io\n"), opts)
+			if err != nil || sum.Enqueued != 2 {
+				t.Errorf("pending claims: %+v, %v; want both enqueued (own taken over, the other's waited out)", sum, err)
+			}
+			if held, _ := rdb.Get(ctx, ownKey).Result(); held != own {
+				t.Errorf("claim %q, want the batch's task %q", held, own)
 			}
 		})
 	}

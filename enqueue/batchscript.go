@@ -61,7 +61,8 @@ var asynqEnqueueSHA = func() string {
 // the user's dedup claim (see Enqueue) — a claim held by a task that ended
 // as a dead letter does not count. A task it enqueues takes the user's
 // claim for the window, as Enqueue would. It returns one reply per task:
-// replyEnqueued or replyAlready. The IDs go on the pending list in one
+// replyEnqueued, replyAlready, or replyPending when another enqueue of the
+// user is under way (the caller then goes row by row, which waits for it). The IDs go on the pending list in one
 // LPUSH, in the order of the tasks, as one LPUSH per task would leave them.
 //
 // For task i from 0: KEYS[4i+1] asynq:{<queue>}:t:<task_id>,
@@ -73,26 +74,35 @@ var asynqEnqueueSHA = func() string {
 var batchEnqueueScript = redis.NewScript(`
 local replies, ids = {}, {}
 local hold, records = tonumber(ARGV[#ARGV - 1]), ARGV[#ARGV]
+-- claimed returns 0 when the row may take the user's claim (none, its
+-- own, or a dead letter's), 1 when another resend holds it, 2 when another
+-- enqueue of the user is under way (its claim is pending).
 local function claimed(key, id)
-	if hold <= 0 then return false end
+	if hold <= 0 then return 0 end
 	local held = redis.call("GET", key)
-	if not held or held == id then return false end
+	if not held or held == id or held == "pending:" .. id then return 0 end
+	if string.sub(held, 1, 8) == "pending:" then return 2 end
 	local index = redis.call("HGET", records .. held, "index")
-	return not (index and string.find("\n" .. index .. "\n", "\nstatus:dead_letter\n", 1, true))
+	if index and string.find("\n" .. index .. "\n", "\nstatus:dead_letter\n", 1, true) then return 0 end
+	return 1
 end
 for i = 0, #KEYS / 4 - 1 do
-	local k, a = 4 * i, 3 * i
-	if redis.call("EXISTS", KEYS[k + 1], KEYS[k + 3]) > 0 or claimed(KEYS[k + 4], ARGV[a + 2]) then
-		replies[i + 1] = 0
-	else
-		redis.call("HSET", KEYS[k + 1],
-		           "msg", ARGV[a + 1],
-		           "state", "pending",
-		           "pending_since", ARGV[a + 3])
-		if hold > 0 then redis.call("SET", KEYS[k + 4], ARGV[a + 2], "PX", hold) end
-		ids[#ids + 1] = ARGV[a + 2]
-		replies[i + 1] = 1
+	local k, a, r = 4 * i, 3 * i, 0
+	if redis.call("EXISTS", KEYS[k + 1], KEYS[k + 3]) == 0 then
+		local c = claimed(KEYS[k + 4], ARGV[a + 2])
+		if c == 2 then
+			r = 2
+		elseif c == 0 then
+			redis.call("HSET", KEYS[k + 1],
+			           "msg", ARGV[a + 1],
+			           "state", "pending",
+			           "pending_since", ARGV[a + 3])
+			if hold > 0 then redis.call("SET", KEYS[k + 4], ARGV[a + 2], "PX", hold) end
+			ids[#ids + 1] = ARGV[a + 2]
+			r = 1
+		end
 	end
+	replies[i + 1] = r
 end
 if #ids > 0 then
 	redis.call("LPUSH", KEYS[2], unpack(ids))
@@ -104,6 +114,7 @@ return replies
 const (
 	replyAlready  = 0 // the task ID is held (the task waits, runs, retries or is archived), the task is done, or the user was sent another resend within the dedup window
 	replyEnqueued = 1
+	replyPending  = 2 // another enqueue of the user holds a pending claim
 )
 
 // scriptCall is one captured call of asynq's enqueue script.

@@ -3,7 +3,8 @@
 // window so that one user is not sent two emails by a double click or a
 // retried request (Enqueuer.Enqueue, queue "signup"), and batch resends of
 // many users read from CSV or JSON Lines (Enqueuer.EnqueueBatch, queue
-// "bulk"), idempotent per batch ID and grouped into Redis pipelines.
+// "bulk"), idempotent per batch ID, keeping the same dedup window, and
+// grouped into Redis pipelines.
 package enqueue
 
 import (
@@ -68,6 +69,9 @@ type Result struct {
 func New(rdb redis.UniversalClient, opts Options) *Enqueuer {
 	if opts.DedupWindow == 0 {
 		opts.DedupWindow = DefaultDedupWindow
+	}
+	if opts.DedupWindow > 0 && opts.DedupWindow < time.Millisecond {
+		opts.DedupWindow = time.Millisecond // Redis keeps keys for whole milliseconds
 	}
 	if opts.Queue == "" {
 		opts.Queue = tasks.QueueSignup
@@ -162,7 +166,7 @@ func (e *Enqueuer) enqueueClaimed(ctx context.Context, key string, hold time.Dur
 // waiting while that task's enqueue is still under way.
 func (e *Enqueuer) claim(ctx context.Context, key string, hold time.Duration, reclaimDead bool, id string) (string, error) {
 	deadline := time.Now().Add(pendingWait)
-	takeOver := ""
+	takeOver := pendingMark + id // our own claim, left pending by a crashed run of the same (batch) task
 	for {
 		held, err := claimScript.Run(ctx, e.rdb, []string{key}, id, hold.Milliseconds(), takeOver).Text()
 		switch {
@@ -179,7 +183,7 @@ func (e *Enqueuer) claim(ctx context.Context, key string, hold time.Duration, re
 				return "", ctx.Err()
 			case <-time.After(20 * time.Millisecond):
 			}
-		case reclaimDead && takeOver == "" && e.deadLetter(ctx, held):
+		case reclaimDead && takeOver == pendingMark+id && e.deadLetter(ctx, held):
 			takeOver = held
 		default:
 			return held, nil
@@ -213,10 +217,15 @@ func (e *Enqueuer) enqueueChecked(ctx context.Context, task *asynq.Task, res Res
 // dedupKey is the Redis key that holds the task ID of the latest resend
 // for r's project and username (hashed: usernames may be long or odd).
 func (e *Enqueuer) dedupKey(r tasks.Resend) string {
-	user := r.Username
-	if strings.Contains(user, "@") {
-		user = strings.ToLower(user) // email addresses: John@x.io and john@x.io are one user
-	}
-	sum := sha256.Sum256([]byte(r.ProjectID + "\x00" + user))
+	sum := sha256.Sum256([]byte(r.ProjectID + "\x00" + sameUser(r.Username)))
 	return e.opts.KeyPrefix + "dedup:" + hex.EncodeToString(sum[:16])
+}
+
+// sameUser is the form of a username under which two spellings are one
+// user: email addresses without regard to case (John@x.io and john@x.io).
+func sameUser(username string) string {
+	if strings.Contains(username, "@") {
+		return strings.ToLower(username)
+	}
+	return username
 }

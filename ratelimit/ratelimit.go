@@ -48,14 +48,15 @@ type Options struct {
 	// Rate is the most calls per second to the API for one project, across
 	// every worker on this Redis. 0: no limit.
 	Rate int
-	// MaxCoolDown caps one cool-down, whatever the Retry-After. Default 5m;
-	// negative: no cool-downs (a 429 only delays its own task).
+	// MaxCoolDown caps one cool-down, whatever the Retry-After, and those
+	// heard of from other workers. Default 5m; negative: no cool-downs (a
+	// 429 only delays its own task, and other workers' are ignored).
 	MaxCoolDown time.Duration
 	// MaxWait is the longest Wait waits; a longer wait is handed back to
 	// the caller, which should come back later rather than hold its worker
 	// slot (and starve the other projects). Default 1s.
 	MaxWait time.Duration
-	// SyncInterval is how often Run reads the cool-downs from Redis besides
+	// SyncInterval is how often a started Limiter reads the cool-downs from Redis besides
 	// the messages it hears. Default 10s.
 	SyncInterval time.Duration
 	// KeyPrefix prefixes the Redis keys and channel. Default "resendq:".

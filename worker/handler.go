@@ -38,6 +38,9 @@ type RateLimiter interface {
 	// Wait returns once a call for the project may be made, or how much
 	// later it may (without waiting), or ctx's error.
 	Wait(ctx context.Context, project string) (later time.Duration, err error)
+	// Paused returns how long the project's pause still runs, 0 if none,
+	// without a round trip.
+	Paused(project string) time.Duration
 	// CoolDown pauses the calls for the project on every worker for d.
 	CoolDown(ctx context.Context, project string, d time.Duration) (started bool, until time.Time, err error)
 }
@@ -94,10 +97,10 @@ type Handler struct {
 	// first 429 on. Default 24h.
 	RateLimitMaxWait time.Duration
 
-	batch    outcomeBatch           // outcomes waiting to be written together
-	calls    chan struct{}          // one token per call in flight, when NewServer caps them
-	stopping atomic.Bool            // the Server is shutting down: no new calls
-	logOut   atomic.Pointer[logOut] // what logOutcome knows of the log output
+	batch  outcomeBatch           // outcomes waiting to be written together
+	calls  chan struct{}          // one token per call in flight, when NewServer caps them
+	stop   chan struct{}          // closed when the Server shuts down: no new calls
+	logOut atomic.Pointer[logOut] // what logOutcome knows of the log output
 }
 
 var _ asynq.Handler = (*Handler)(nil)
@@ -188,13 +191,24 @@ func (h *Handler) call(ctx context.Context, r tasks.Resend) (status int, callErr
 		case h.calls <- struct{}{}:
 		case <-ctx.Done():
 			return 0, nil, 0, ctx.Err()
+		case <-h.stop:
+			return 0, nil, time.Second, nil
 		}
 		defer func() { <-h.calls }() // on a panic too
 	}
-	if h.stopping.Load() {
-		// Prefetched tasks that have not called yet go back rather than
-		// make the shutdown wait for their calls.
+	select {
+	case <-h.stop:
+		// Tasks that have not called yet (those held ready) go back
+		// rather than make the shutdown wait for their calls.
 		return 0, nil, time.Second, nil
+	default:
+	}
+	if h.Limiter != nil {
+		// A 429 may have paused the project while this task waited for
+		// its slot.
+		if d := h.Limiter.Paused(r.ProjectID); d > 0 {
+			return 0, nil, d, nil
+		}
 	}
 	start := time.Now()
 	status, callErr = h.API.ResendConfirmation(ctx, loginapi.Request{

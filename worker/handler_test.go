@@ -484,6 +484,7 @@ type fakeLimiter struct {
 	coolDowns []time.Duration
 	waitErr   error
 	later     time.Duration // what Wait hands back
+	paused    time.Duration // what Paused says
 	hold      time.Duration // how long Wait takes
 }
 
@@ -514,6 +515,12 @@ func (o *pauseObserver) RateLimitWait(d time.Duration) {
 	o.mu.Lock()
 	o.waited = append(o.waited, d)
 	o.mu.Unlock()
+}
+
+func (f *fakeLimiter) Paused(string) time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.paused
 }
 
 func (f *fakeLimiter) CoolDown(_ context.Context, project string, d time.Duration) (bool, time.Time, error) {
@@ -590,7 +597,8 @@ func TestStoppingWorkerMakesNoNewCalls(t *testing.T) {
 	t.Parallel()
 	b := setup(t, answer(204, "", "", 0))
 	b.h.calls = make(chan struct{}, 1)
-	b.h.stopping.Store(true)
+	b.h.stop = make(chan struct{})
+	close(b.h.stop)
 	err := b.h.process(context.Background(), first(attempt{}), payload(t, "j@example.com"))
 	var re *retryError
 	if !errors.As(err, &re) || re.delay != time.Second || IsFailure(err) || b.api.calls != 0 || len(b.h.calls) != 0 {
@@ -613,5 +621,33 @@ func TestPanickingCallGivesItsSlotBack(t *testing.T) {
 	}
 	if len(b.h.calls) != 0 {
 		t.Errorf("%d call slots held after the panics", len(b.h.calls))
+	}
+}
+
+func TestPauseThatStartedDuringTheSlotWaitHandsTheTaskBack(t *testing.T) {
+	t.Parallel()
+	b := setup(t, answer(204, "", "", 0))
+	b.h.Limiter = &fakeLimiter{paused: 3 * time.Second} // Wait let it through; then a 429 elsewhere
+	b.h.calls = make(chan struct{}, 1)
+	err := b.h.process(context.Background(), first(attempt{}), payload(t, "j@example.com"))
+	var re *retryError
+	if !errors.As(err, &re) || re.delay != 3*time.Second || IsFailure(err) || b.api.calls != 0 || len(b.h.calls) != 0 {
+		t.Errorf("err = %v, %d calls, %d slots held; want the task handed back for 3s", err, b.api.calls, len(b.h.calls))
+	}
+}
+
+func TestStoppingFreesTasksWaitingForASlot(t *testing.T) {
+	t.Parallel()
+	b := setup(t, answer(204, "", "", 0))
+	b.h.calls = make(chan struct{}, 1)
+	b.h.calls <- struct{}{} // a call in flight holds the only slot
+	b.h.stop = make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- b.h.process(context.Background(), first(attempt{}), payload(t, "j@example.com")) }()
+	close(b.h.stop)
+	err := <-done
+	var re *retryError
+	if !errors.As(err, &re) || re.delay != time.Second || b.api.calls != 0 {
+		t.Errorf("err = %v, %d calls; want the waiting task handed back at once", err, b.api.calls)
 	}
 }

@@ -74,6 +74,7 @@ type Server struct {
 	srvs []*asynq.Server
 	mux  *asynq.ServeMux
 	h    *Handler
+	once sync.Once // closes h.stop
 }
 
 // NewServer assembles a worker on rdb, which it shares and does not close.
@@ -89,6 +90,7 @@ func NewServer(rdb redis.UniversalClient, h *Handler, cfg Config) *Server {
 	}
 	calls := orInt(cfg.Concurrency, DefaultConcurrency)
 	h.calls = make(chan struct{}, calls)
+	h.stop = make(chan struct{})
 	slots := calls + Prefetch(calls)
 	n := min(orInt(cfg.Processors, ProcessorsFor(calls)), slots)
 	s := &Server{mux: asynq.NewServeMux(), h: h}
@@ -142,7 +144,7 @@ func (s *Server) Start() error {
 // shutdown timeout and hands the rest back to their queue; tasks that have
 // not called yet (those held ready) go back at once, due a second later.
 func (s *Server) Shutdown() {
-	s.h.stopping.Store(true)
+	s.once.Do(func() { close(s.h.stop) })
 	shutdownAll(s.srvs)
 }
 

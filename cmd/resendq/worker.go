@@ -43,7 +43,7 @@ func (w *workerFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&w.retention, "outcome-retention", outcome.DefaultRetention, "how long outcome records are kept")
 	fs.StringVar(&w.queueWeights, "queue-weights", worker.FormatQueues(worker.DefaultQueues()), "queues served and their weights")
 	fs.DurationVar(&w.pauseMax, "rate-limit-pause-max", ratelimit.DefaultMaxCoolDown, "longest pause of a project's calls on every worker after a 429 (its Retry-After or backoff, capped at this; 0: a 429 delays only its own task)")
-	fs.IntVar(&w.apiRate, "api-rate", 0, "most calls per second to the Login API for one project, across every worker on this Redis (0: no limit; a 429 pauses the project's calls on every worker either way)")
+	fs.IntVar(&w.apiRate, "api-rate", 0, "most calls per second to the Login API for one project, across every worker on this Redis (0: no limit)")
 }
 
 func (w *workerFlags) validate() error {
