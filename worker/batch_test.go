@@ -100,26 +100,14 @@ func finishQueued(t *testing.T, h *Handler, out *batchOutcomes, n int) ([]outcom
 	for i := 1; i < n; i++ {
 		go finish(i)
 	}
-	waitUntil(t, func() bool {
+	waitFor(t, func() bool {
 		h.batch.mu.Lock()
 		defer h.batch.mu.Unlock()
 		return len(h.batch.waiting) == n-1
-	})
+	}, "the outcomes to queue behind the held write")
 	release()
 	wg.Wait()
 	return recs, errs
-}
-
-// waitUntil polls cond until it holds, failing the test after 10s.
-func waitUntil(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached in 10s")
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func TestLoneOutcomeIsWrittenAtOnce(t *testing.T) {
@@ -154,11 +142,11 @@ func TestOutcomesComingDuringAWriteShareTheNext(t *testing.T) {
 		t.Errorf("batches %v, %d records; want [task-0] then the other three together", out.batches, len(out.finished))
 	}
 	// The writer stops once nothing waits.
-	waitUntil(t, func() bool {
+	waitFor(t, func() bool {
 		h.batch.mu.Lock()
 		defer h.batch.mu.Unlock()
 		return !h.batch.writing && len(h.batch.waiting) == 0
-	})
+	}, "the writer to stop")
 }
 
 func TestLongQueueIsWrittenInBatchesOfAtMostMaxBatch(t *testing.T) {
@@ -178,11 +166,11 @@ func TestLongQueueIsWrittenInBatchesOfAtMostMaxBatch(t *testing.T) {
 		t.Errorf("batch sizes %v, %d records", sizes, len(out.finished))
 	}
 	// The next outcome finds no writer and starts one.
-	waitUntil(t, func() bool {
+	waitFor(t, func() bool {
 		h.batch.mu.Lock()
 		defer h.batch.mu.Unlock()
 		return !h.batch.writing
-	})
+	}, "the writer to stop")
 	if _, err := h.finishOutcome(context.Background(), outcome.Record{TaskID: "late", Status: outcome.StatusSent}); err != nil || len(out.batches) != 5 {
 		t.Errorf("late outcome: %v, %d batches", err, len(out.batches))
 	}

@@ -113,7 +113,7 @@ func NewServer(rdb redis.UniversalClient, h *Handler, cfg Config) *Server {
 }
 
 // ProcessorsFor is the default Config.Processors: one asynq server per 12
-// slots, at most 4 (docs/BENCHMARKS.md).
+// of the concurrency, at least 1 and at most 4 (docs/BENCHMARKS.md).
 func ProcessorsFor(concurrency int) int {
 	return min(maxProcessors, max(1, concurrency/slotsPerProcessor))
 }
