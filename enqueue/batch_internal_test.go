@@ -69,6 +69,16 @@ func TestKeyLayouts(t *testing.T) {
 	}
 }
 
+// internalCSV reads CSV rows of internalProject.
+func internalCSV(t *testing.T, in string) *CSVReader {
+	t.Helper()
+	r, err := NewCSVReader(strings.NewReader(in), tasks.Resend{ProjectID: internalProject})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 // TestBatchOneByOne runs the path taken when asynq's enqueue call cannot be
 // captured: the same counts, the same idempotency.
 func TestBatchOneByOne(t *testing.T) {
@@ -81,13 +91,7 @@ func TestBatchOneByOne(t *testing.T) {
 	for i := range 600 {
 		fmt.Fprintf(&in, "user%d@example.com\nuser%d@example.com\n", i, i) // every user twice, in a row
 	}
-	src := func() RowSource {
-		r, err := NewCSVReader(strings.NewReader(in.String()), tasks.Resend{ProjectID: internalProject})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
+	src := func() RowSource { return internalCSV(t, in.String()) }
 	opts := BatchOptions{BatchID: "single", oneByOne: true, Concurrency: 300}
 	first, err := e.EnqueueBatch(ctx, src(), opts)
 	if err != nil || first.Enqueued != 600 || first.AlreadyQueued != 600 {
@@ -119,10 +123,7 @@ func TestBatchScriptReloaded(t *testing.T) {
 	for i := range 3000 {
 		fmt.Fprintf(&in, "user%d@example.com\n", i)
 	}
-	r, err := NewCSVReader(strings.NewReader(in.String()), tasks.Resend{ProjectID: internalProject})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := internalCSV(t, in.String())
 	src := &flushScriptsAfter{src: r, n: 500, flush: func() { rdb.ScriptFlush(ctx) }}
 	sum, err := e.EnqueueBatch(ctx, src, BatchOptions{BatchID: "reload", Concurrency: batchChunk})
 	if err != nil || sum.Enqueued != 3000 {
@@ -168,11 +169,7 @@ func TestBatchRespectsTheDedupWindow(t *testing.T) {
 				Username: "failed@example.com", Status: outcome.StatusDeadLetter, Reason: outcome.ReasonRejected, HTTPStatus: 422, ErrorCode: "010-011", Attempts: 1}); err != nil {
 				t.Fatal(err)
 			}
-			src, err := NewCSVReader(strings.NewReader("username\nrecent@example.com\nfailed@example.com\nnew@example.com\n"), tasks.Resend{ProjectID: internalProject})
-			if err != nil {
-				t.Fatal(err)
-			}
-			sum, err := e.EnqueueBatch(ctx, src, BatchOptions{BatchID: "b", oneByOne: oneByOne})
+			sum, err := e.EnqueueBatch(ctx, internalCSV(t, "username\nrecent@example.com\nfailed@example.com\nnew@example.com\n"), BatchOptions{BatchID: "b", oneByOne: oneByOne})
 			if err != nil || sum.Enqueued != 2 || sum.AlreadyQueued != 1 {
 				t.Fatalf("batch: %+v, %v; want failed@ and new@ enqueued, recent@ skipped", sum, err)
 			}
@@ -191,8 +188,7 @@ func TestBatchRespectsTheDedupWindow(t *testing.T) {
 				t.Errorf("recent@ again: %+v, %v", res, err)
 			}
 			// Without a window, the batch enqueues everyone.
-			src, _ = NewCSVReader(strings.NewReader("username\nrecent@example.com\n"), tasks.Resend{ProjectID: internalProject})
-			if sum, err := New(rdb, Options{DedupWindow: -1}).EnqueueBatch(ctx, src, BatchOptions{BatchID: "c", oneByOne: oneByOne}); err != nil || sum.Enqueued != 1 {
+			if sum, err := New(rdb, Options{DedupWindow: -1}).EnqueueBatch(ctx, internalCSV(t, "username\nrecent@example.com\n"), BatchOptions{BatchID: "c", oneByOne: oneByOne}); err != nil || sum.Enqueued != 1 {
 				t.Errorf("without a window: %+v, %v", sum, err)
 			}
 		})
@@ -211,13 +207,7 @@ func TestBatchUserSpellingsAndPendingClaims(t *testing.T) {
 			rdb := redistest.Start(t).Client(t)
 			ctx := context.Background()
 			e := New(rdb, Options{})
-			csv := func(rows string) RowSource {
-				r, err := NewCSVReader(strings.NewReader("username\n"+rows), tasks.Resend{ProjectID: internalProject})
-				if err != nil {
-					t.Fatal(err)
-				}
-				return r
-			}
+			csv := func(rows string) RowSource { return internalCSV(t, "username\n"+rows) }
 			opts := BatchOptions{BatchID: "b", oneByOne: oneByOne}
 			if sum, err := e.EnqueueBatch(ctx, csv("John@x.io\njohn@x.io\n"), opts); err != nil || sum.Enqueued != 1 || sum.AlreadyQueued != 1 {
 				t.Fatalf("two spellings: %+v, %v", sum, err)
