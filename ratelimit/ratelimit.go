@@ -3,11 +3,11 @@
 //
 //   - A 429 starts a cool-down of its project on every worker that shares
 //     the Redis: none of them calls the API for that project until the
-//     cool-down ends. The worker that got the 429 writes the end time to a
-//     Redis hash and publishes it; the others hear of it at once over
-//     Pub/Sub (Start), and read the hash when they start and every
-//     SyncInterval, so that a message missed during a reconnect is caught
-//     up.
+//     cool-down ends. The worker that got the 429 sends its length to Redis,
+//     which records the end on its own clock and publishes what remains of
+//     it; the others hear of it at once over Pub/Sub (Start), and read what
+//     remains of every cool-down when they start and every SyncInterval, so
+//     that a message missed during a reconnect is caught up.
 //   - Options.Rate, when set, caps the calls per second for one project
 //     across the fleet (GCRA, github.com/go-redis/redis_rate): one Redis
 //     round trip per call.
@@ -18,9 +18,18 @@
 // others. Until the first 429, and without a Rate, Wait costs no Redis
 // round trip.
 //
+// # Clocks
+//
+// A worker's clock and Redis's clock are never compared. Only durations
+// travel between them: a cool-down goes to Redis as its length, Redis
+// records its end on its own clock (TIME) and answers with what remains of
+// it, which the worker adds to its own clock. A worker whose clock is off
+// thus pauses exactly as long as the others.
+//
 // Redis keys (with the default prefix): resendq:cooldowns (hash: project ID
-// → end of its cool-down, Unix ms) and rate:resendq:rate:{project} (the
-// GCRA state); the channel is resendq:cooldowns.
+// → end of its cool-down, Unix ms on Redis's clock) and
+// rate:resendq:rate:{project} (the GCRA state); the channel is
+// resendq:cooldowns.
 package ratelimit
 
 import (
@@ -33,6 +42,7 @@ import (
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
+	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -64,10 +74,9 @@ type Options struct {
 	// OnError is told when Redis fails the limiter; calls then go ahead
 	// (the API's own 429s still hold them back). Default: ignored.
 	OnError func(error)
-	// Now is the clock. Default time.Now.
-	Now func() time.Time
-	// After waits as time.After does. Default time.After.
-	After func(time.Duration) <-chan time.Time
+	// Clock is the worker's clock: the end of a pause as this worker knows
+	// it, and the waits for it. Default: the real clock.
+	Clock clockwork.Clock
 }
 
 // Limiter is the rate limiting of one worker process. It is safe for
@@ -99,11 +108,8 @@ func New(rdb redis.UniversalClient, opts Options) *Limiter {
 	if opts.KeyPrefix == "" {
 		opts.KeyPrefix = "resendq:"
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	if opts.After == nil {
-		opts.After = time.After
+	if opts.Clock == nil {
+		opts.Clock = clockwork.NewRealClock()
 	}
 	l := &Limiter{
 		rdb: rdb, opts: opts,
@@ -162,22 +168,24 @@ func (l *Limiter) Paused(project string) time.Duration {
 	if l.pauses.Load() == 0 {
 		return 0
 	}
-	return max(l.Until(project).Sub(l.opts.Now()), 0)
+	return max(l.Until(project).Sub(l.opts.Clock.Now()), 0)
 }
 
 // CoolDown pauses the calls for project on every worker for d (at most
 // MaxCoolDown), unless a cool-down already runs longer. It reports whether
-// it started or extended one, and when the cool-down ends.
+// it started or extended one, and when the cool-down ends (on this
+// worker's clock).
 func (l *Limiter) CoolDown(ctx context.Context, project string, d time.Duration) (started bool, until time.Time, err error) {
-	if l.opts.MaxCoolDown < 0 {
+	d = min(d, l.opts.MaxCoolDown).Truncate(time.Millisecond)
+	if l.opts.MaxCoolDown < 0 || d <= 0 {
 		return false, time.Time{}, nil
 	}
-	now := l.opts.Now()
-	until = now.Add(min(d, l.opts.MaxCoolDown)).Truncate(time.Millisecond)
+	now := l.opts.Clock.Now()
+	until = now.Add(d)
 	if !l.extend(project, until) {
 		return false, l.Until(project), nil
 	}
-	res, err := coolDownScript.Run(ctx, l.rdb, []string{l.hash}, project, until.UnixMilli()).Int64Slice()
+	res, err := coolDownScript.Run(ctx, l.rdb, []string{l.hash}, project, d.Milliseconds()).Int64Slice()
 	if err == nil && len(res) != 2 {
 		err = fmt.Errorf("unexpected reply %v", res)
 	}
@@ -186,9 +194,9 @@ func (l *Limiter) CoolDown(ctx context.Context, project string, d time.Duration)
 	}
 	if res[0] == 0 {
 		// Another worker's cool-down runs longer.
-		longer := time.UnixMilli(res[1])
+		longer := now.Add(time.Duration(res[1]) * time.Millisecond)
 		l.extend(project, longer)
-		return false, longer, nil
+		return false, l.Until(project), nil
 	}
 	return true, until, nil
 }
@@ -227,7 +235,7 @@ func (l *Limiter) Start(ctx context.Context) error {
 func (l *Limiter) listen(ctx context.Context, sub *redis.PubSub) {
 	defer sub.Close()
 	msgs := sub.Channel()
-	tick := time.NewTicker(l.opts.SyncInterval)
+	tick := l.opts.Clock.NewTicker(l.opts.SyncInterval)
 	defer tick.Stop()
 	for {
 		select {
@@ -239,9 +247,9 @@ func (l *Limiter) listen(ctx context.Context, sub *redis.PubSub) {
 			}
 			project, ms, found := strings.Cut(m.Payload, " ")
 			if v, err := strconv.ParseInt(ms, 10, 64); found && err == nil {
-				l.extend(project, time.UnixMilli(v))
+				l.extend(project, l.opts.Clock.Now().Add(time.Duration(v)*time.Millisecond))
 			}
-		case <-tick.C:
+		case <-tick.Chan():
 			if err := l.sync(ctx); err != nil && ctx.Err() == nil {
 				l.fail(err)
 			}
@@ -249,25 +257,26 @@ func (l *Limiter) listen(ctx context.Context, sub *redis.PubSub) {
 	}
 }
 
-// sync reads every cool-down from Redis.
+// sync reads every cool-down that runs from Redis.
 func (l *Limiter) sync(ctx context.Context) error {
-	all, err := l.rdb.HGetAll(ctx, l.hash).Result()
+	res, err := remainingScript.Run(ctx, l.rdb, []string{l.hash}).StringSlice()
 	if err != nil {
 		return fmt.Errorf("rate limiting: read cool-downs: %w", err)
 	}
-	for project, ms := range all {
-		if v, err := strconv.ParseInt(ms, 10, 64); err == nil {
-			l.extend(project, time.UnixMilli(v))
+	now := l.opts.Clock.Now()
+	for i := 0; i+1 < len(res); i += 2 {
+		if v, err := strconv.ParseInt(res[i+1], 10, 64); err == nil {
+			l.extend(res[i], now.Add(time.Duration(v)*time.Millisecond))
 		}
 	}
 	return nil
 }
 
 // extend records a cool-down of project until the given time (at most
-// MaxCoolDown from now: a skewed clock elsewhere pauses no longer), unless
-// the one known ends later; it reports whether it did.
+// MaxCoolDown from now: a worker with a larger MaxCoolDown pauses this one
+// no longer), unless the one known ends later; it reports whether it did.
 func (l *Limiter) extend(project string, until time.Time) bool {
-	now := l.opts.Now()
+	now := l.opts.Clock.Now()
 	if limit := now.Add(l.opts.MaxCoolDown); until.After(limit) {
 		until = limit
 	}
@@ -288,7 +297,7 @@ func (l *Limiter) extend(project string, until time.Time) bool {
 
 func (l *Limiter) sleep(ctx context.Context, d time.Duration) error {
 	select {
-	case <-l.opts.After(d):
+	case <-l.opts.Clock.After(d):
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -302,26 +311,44 @@ func (l *Limiter) fail(err error) {
 }
 
 // coolDownScript records a cool-down of a project unless one already runs
-// longer, publishes it, and forgets the cool-downs that have ended (by
-// Redis' clock).
+// longer, publishes what remains of it, and forgets the cool-downs that have
+// ended. Ends are kept on Redis's clock; only lengths come in and go out.
 //
-// KEYS: 1 the cool-downs hash, also the channel. ARGV: 1 project ID, 2 end
-// of the cool-down (Unix ms).
-// Returns {1, the end} when it recorded the cool-down, {0, the end of the
-// longer one} otherwise.
+// KEYS: 1 the cool-downs hash, also the channel. ARGV: 1 project ID, 2 length
+// of the cool-down (ms).
+// Returns {1, the length} when it recorded the cool-down, {0, what remains
+// of the longer one (ms)} otherwise.
 var coolDownScript = redis.NewScript(`
-local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') or 0
-local untilMs = tonumber(ARGV[2])
-if untilMs <= cur then return {0, cur} end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') or 0
+local untilMs = now + tonumber(ARGV[2])
+if untilMs <= cur then return {0, cur - now} end
+redis.call('HSET', KEYS[1], ARGV[1], untilMs)
 local all, last = redis.call('HGETALL', KEYS[1]), untilMs
 for i = 1, #all, 2 do
   local u = tonumber(all[i + 1]) or 0
   if u <= now then redis.call('HDEL', KEYS[1], all[i]) elseif u > last then last = u end
 end
-redis.call('PEXPIREAT', KEYS[1], last)
+redis.call('PEXPIRE', KEYS[1], last - now)
 redis.call('PUBLISH', KEYS[1], ARGV[1] .. ' ' .. ARGV[2])
-return {1, untilMs}
+return {1, tonumber(ARGV[2])}
+`)
+
+// remainingScript lists what remains of every cool-down that runs.
+//
+// KEYS: 1 the cool-downs hash. Returns a flat list of project ID, remaining
+// ms.
+var remainingScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local all, out = redis.call('HGETALL', KEYS[1]), {}
+for i = 1, #all, 2 do
+  local u = tonumber(all[i + 1]) or 0
+  if u > now then
+    out[#out + 1] = all[i]
+    out[#out + 1] = tostring(u - now)
+  end
+end
+return out
 `)

@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/resendq/resendq/internal/redistest"
@@ -22,51 +22,45 @@ var backends = []struct {
 	{"embedded", redistest.StartEmbedded},
 }
 
-// clock is a settable time source, and a fake time.After whose waits the
-// test ends by hand.
+// clock is the fake clock of the tests: clockwork's, started at the real
+// time, that also hands every wait asked of After to the test.
 type clock struct {
-	mu     sync.Mutex
-	t      time.Time
-	waits  chan time.Duration    // every wait asked for
-	wakeup chan chan<- time.Time // the channel of each wait, in order
+	*clockwork.FakeClock
+	waits chan time.Duration // every wait asked of After
 }
 
 func newClock() *clock {
-	return &clock{t: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC), waits: make(chan time.Duration, 100), wakeup: make(chan chan<- time.Time, 100)}
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+	return &clock{FakeClock: clockwork.NewFakeClock(), waits: make(chan time.Duration, 100)}
 }
 
 func (c *clock) After(d time.Duration) <-chan time.Time {
-	ch := make(chan time.Time, 1)
+	ch := c.FakeClock.After(d)
 	c.waits <- d
-	c.wakeup <- ch
 	return ch
 }
 
-// nextWait returns the next wait asked for, and ends it after advancing
+// nextWait returns the next wait asked of After, and ends it by advancing
 // the clock by it.
 func (c *clock) nextWait(t *testing.T) time.Duration {
 	t.Helper()
 	select {
 	case d := <-c.waits:
-		ch := <-c.wakeup
 		c.Advance(d)
-		ch <- c.Now()
 		return d
 	case <-time.After(10 * time.Second):
 		t.Fatal("no wait within 10s")
 		return 0
+	}
+}
+
+// within fails t unless got lies in [want-slack-1ms, want]: a time learned
+// from Redis is what remained of a pause when Redis answered, in whole
+// milliseconds, so it may fall short by the real time that passed
+// meanwhile.
+func within(t *testing.T, what string, got, want time.Time, slack time.Duration) {
+	t.Helper()
+	if got.After(want) || got.Before(want.Add(-slack-time.Millisecond)) {
+		t.Errorf("%s: until %v, want %v (less at most %s)", what, got, want, slack)
 	}
 }
 
@@ -124,7 +118,7 @@ func TestCoolDownReachesEveryWorker(t *testing.T) {
 			t.Parallel()
 			srv := be.start(t)
 			c := newClock()
-			opts := Options{Now: c.Now, After: c.After, MaxWait: time.Minute}
+			opts := Options{Clock: c, MaxWait: time.Minute}
 			a, b := New(srv.Client(t), opts), New(srv.Client(t), opts)
 			run(t, a)
 			run(t, b) // Start returns once subscribed
@@ -142,15 +136,36 @@ func TestCoolDownReachesEveryWorker(t *testing.T) {
 					t.Errorf("a cool-down inside a longer one: %v, %v, %v", started, u, err)
 				}
 			}
+			set := time.Now()
 			if started, _, err := b.CoolDown(context.Background(), p1, 8*time.Second); !started || err != nil {
 				t.Errorf("a longer cool-down: %v, %v", started, err)
 			}
 			until = c.Now().Add(8 * time.Second)
 			waitUntil(t, "a to hear of the longer one", func() bool { return a.Until(p1).Equal(until) })
-			// A worker that has not heard of it learns it from Redis.
+			// A worker that has not heard of it learns from Redis what
+			// remains of it: 8s, less the real time since it was set.
 			fresh := New(srv.Client(t), opts)
-			if started, u, err := fresh.CoolDown(context.Background(), p1, time.Second); started || err != nil || !u.Equal(until) || !fresh.Until(p1).Equal(until) {
-				t.Errorf("a shorter cool-down from a worker that had not heard: %v, %v, %v", started, u, err)
+			if started, u, err := fresh.CoolDown(context.Background(), p1, time.Second); started || err != nil {
+				t.Errorf("a shorter cool-down from a worker that had not heard: %v, %v", started, err)
+			} else {
+				within(t, "the worker that had not heard", u, until, time.Since(set))
+				within(t, "its own view", fresh.Until(p1), until, time.Since(set))
+			}
+			// A worker started later has read what runs once Start returns.
+			late := New(srv.Client(t), opts)
+			run(t, late)
+			within(t, "the late worker", late.Until(p1), until, time.Since(set))
+			// A pause longer than MaxWait is handed back, not waited.
+			short := New(srv.Client(t), Options{Clock: c})
+			run(t, short)
+			if later, err := short.Wait(context.Background(), p1); later <= time.Second || later > 8*time.Second || err != nil || len(c.waits) != 0 {
+				t.Errorf("Wait with the default MaxWait = %s, %v; want about 8s handed back", later, err)
+			}
+			// A pause heard of is capped at MaxCoolDown from now.
+			capped := New(srv.Client(t), Options{Clock: c, MaxCoolDown: time.Second})
+			run(t, capped)
+			if d := capped.Paused(p1); d != time.Second {
+				t.Errorf("heard pause %s, want it capped at 1s", d)
 			}
 
 			// b's next call for p1 waits out the cool-down; p2 is not paused.
@@ -169,29 +184,60 @@ func TestCoolDownReachesEveryWorker(t *testing.T) {
 			if err := <-done; err != nil {
 				t.Fatal(err)
 			}
+		})
+	}
+}
 
-			// Once it has ended, a new one starts.
-			if started, _, _ := a.CoolDown(context.Background(), p1, 2*time.Second); !started {
-				t.Error("a cool-down after the last one ended was not started")
-			}
+// TestSkewedClocksPauseAlike: a pause lasts as long on every worker,
+// whatever each one's clock says, because only its length travels.
+func TestSkewedClocksPauseAlike(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	ahead := clockwork.NewFakeClockAt(time.Now().Add(time.Hour))
+	behind := clockwork.NewFakeClockAt(time.Now().Add(-time.Hour))
+	a := New(srv.Client(t), Options{Clock: ahead})
+	b := New(srv.Client(t), Options{Clock: behind})
+	run(t, b)
+	set := time.Now()
+	if started, _, err := a.CoolDown(context.Background(), p1, 5*time.Second); !started || err != nil {
+		t.Fatalf("CoolDown = %v, %v", started, err)
+	}
+	waitUntil(t, "b to hear of it", func() bool { return b.Paused(p1) > 0 })
+	if d := b.Paused(p1); d != 5*time.Second {
+		t.Errorf("the worker behind pauses %s, want 5s", d)
+	}
+	late := New(srv.Client(t), Options{Clock: behind})
+	run(t, late)
+	within(t, "a worker behind that read it from Redis", late.Until(p1), behind.Now().Add(5*time.Second), time.Since(set))
+}
 
-			// A worker started later has read what runs once Start returns.
-			late := New(srv.Client(t), opts)
-			run(t, late)
-			if got := late.Until(p1); !got.Equal(c.Now().Add(2 * time.Second)) {
-				t.Errorf("late worker: pause until %v", got)
+// TestCoolDownEndsOnRedisClock: Redis forgets a cool-down once it has run
+// its length on Redis's own clock, and a new one can start.
+func TestCoolDownEndsOnRedisClock(t *testing.T) {
+	t.Parallel()
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			t.Parallel()
+			srv := be.start(t)
+			rdb := srv.Client(t)
+			l := New(rdb, Options{})
+			if started, _, err := l.CoolDown(context.Background(), p1, 100*time.Millisecond); !started || err != nil {
+				t.Fatalf("CoolDown = %v, %v", started, err)
 			}
-			// A pause longer than MaxWait is handed back, not waited.
-			short := New(srv.Client(t), Options{Now: c.Now, After: c.After})
-			run(t, short)
-			if later, err := short.Wait(context.Background(), p1); later != 2*time.Second || err != nil || len(c.waits) != 0 {
-				t.Errorf("Wait with the default MaxWait = %s, %v; want 2s handed back", later, err)
+			if ttl, err := rdb.PTTL(context.Background(), "resendq:cooldowns").Result(); err != nil || ttl <= 0 || ttl > 100*time.Millisecond {
+				t.Errorf("the hash expires in %s, %v; want 100ms at most", ttl, err)
 			}
-			// A pause heard of is capped at MaxCoolDown from now.
-			capped := New(srv.Client(t), Options{Now: c.Now, After: c.After, MaxCoolDown: time.Second})
-			run(t, capped)
-			if d := capped.Paused(p1); d != time.Second {
-				t.Errorf("heard pause %s, want it capped at 1s", d)
+			waitUntil(t, "Redis to expire the cool-down", func() bool {
+				n, err := rdb.Exists(context.Background(), "resendq:cooldowns").Result()
+				return err == nil && n == 0
+			})
+			fresh := New(rdb, Options{})
+			run(t, fresh)
+			if fresh.Paused(p1) != 0 {
+				t.Error("a worker started after the end still pauses")
+			}
+			if started, _, err := fresh.CoolDown(context.Background(), p1, time.Second); !started || err != nil {
+				t.Errorf("a cool-down after the last one ended: %v, %v", started, err)
 			}
 		})
 	}
@@ -200,7 +246,7 @@ func TestCoolDownReachesEveryWorker(t *testing.T) {
 func TestCoolDownIsCapped(t *testing.T) {
 	t.Parallel()
 	c := newClock()
-	l := New(redistest.Start(t).Client(t), Options{Now: c.Now, After: c.After, MaxCoolDown: time.Minute})
+	l := New(redistest.Start(t).Client(t), Options{Clock: c, MaxCoolDown: time.Minute})
 	if _, until, err := l.CoolDown(context.Background(), p1, time.Hour); err != nil || !until.Equal(c.Now().Add(time.Minute)) {
 		t.Errorf("until %v, %v; want a minute from now", until, err)
 	}
@@ -231,9 +277,9 @@ func TestWaitCostsNothingUntilTheFirst429(t *testing.T) {
 	if n.n.Load() != 0 {
 		t.Errorf("%d Redis commands for 100 calls, want none", n.n.Load())
 	}
-	// After a cool-down has ended, still none.
+	// After a cool-down has ended (on this worker's clock), still none.
 	c := newClock()
-	l = New(rdb, Options{Now: c.Now, After: c.After})
+	l = New(rdb, Options{Clock: c})
 	if _, _, err := l.CoolDown(context.Background(), p1, time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +298,7 @@ func TestRateIsSharedByTheFleet(t *testing.T) {
 			t.Parallel()
 			srv := be.start(t)
 			c := newClock()
-			opts := Options{Rate: 5, Now: c.Now, After: c.After}
+			opts := Options{Rate: 5, Clock: c}
 			a, b := New(srv.Client(t), opts), New(srv.Client(t), opts)
 			for i := range 5 { // the burst: one second's worth, across both
 				l := a
@@ -271,12 +317,12 @@ func TestRateIsSharedByTheFleet(t *testing.T) {
 				if d <= 0 || d > 200*time.Millisecond {
 					t.Errorf("the sixth call waits %s, want up to 200ms (5/s)", d)
 				}
+				// Other projects have rates of their own.
+				wait(t, a, p2)
+				c.Advance(d)
 			case <-time.After(10 * time.Second):
 				t.Fatal("the sixth call did not wait")
 			}
-			// Other projects have rates of their own.
-			wait(t, a, p2)
-			(<-c.wakeup) <- c.Now() // redis_rate runs on Redis' clock: the wait may repeat
 			for {
 				select {
 				case err := <-done:
@@ -284,8 +330,8 @@ func TestRateIsSharedByTheFleet(t *testing.T) {
 						t.Fatal(err)
 					}
 					return
-				case <-c.waits:
-					(<-c.wakeup) <- c.Now()
+				case d := <-c.waits: // redis_rate runs on Redis' clock: the wait may repeat
+					c.Advance(d)
 				}
 			}
 		})
@@ -295,7 +341,7 @@ func TestRateIsSharedByTheFleet(t *testing.T) {
 func TestWaitEndsWithItsContext(t *testing.T) {
 	t.Parallel()
 	c := newClock()
-	l := New(redistest.Start(t).Client(t), Options{Now: c.Now, After: c.After, MaxWait: time.Hour})
+	l := New(redistest.Start(t).Client(t), Options{Clock: c, MaxWait: time.Hour})
 	if _, _, err := l.CoolDown(context.Background(), p1, time.Minute); err != nil {
 		t.Fatal(err)
 	}

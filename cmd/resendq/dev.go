@@ -7,12 +7,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/resendq/resendq/enqueue"
+	"github.com/resendq/resendq/internal/memredis"
 	"github.com/resendq/resendq/loginapi/fake"
 	"github.com/resendq/resendq/outcome"
 	"github.com/resendq/resendq/tasks"
@@ -81,7 +81,7 @@ commands that work against them from another terminal. Nothing to install.`,
 // devEnv is what `resendq dev` runs.
 type devEnv struct {
 	a       *app
-	mini    *miniredis.Miniredis
+	mini    *memredis.Server
 	rdb     redis.UniversalClient
 	apiLn   net.Listener
 	api     *fake.API
@@ -91,10 +91,11 @@ type devEnv struct {
 }
 
 func startDev(ctx context.Context, a *app, redisAddr, apiAddr string, wf *workerFlags) (*devEnv, error) {
-	env := &devEnv{a: a, mini: miniredis.NewMiniRedis()}
-	if err := env.mini.StartAddr(redisAddr); err != nil {
-		if err := env.mini.StartAddr("127.0.0.1:0"); err != nil {
-			return nil, fmt.Errorf("start embedded Redis: %w", err)
+	env := &devEnv{a: a}
+	var err error
+	if env.mini, err = memredis.Start(redisAddr); err != nil {
+		if env.mini, err = memredis.Start("127.0.0.1:0"); err != nil {
+			return nil, err
 		}
 	}
 	ln, err := net.Listen("tcp", apiAddr)
@@ -148,7 +149,7 @@ func (e *devEnv) run(ctx context.Context, demo int, once bool) error {
 }
 
 func (e *devEnv) printBanner() {
-	url := "redis://" + e.mini.Addr() + "/0"
+	url := e.mini.URL()
 	fmt.Fprintf(e.a.stdout, `resendq dev: embedded Redis at %s (in memory only: nothing is kept after exit)
              Login API %s%s
 

@@ -7,8 +7,8 @@
 //
 // The redis-server binary is taken from the RESENDQ_REDIS_SERVER environment
 // variable, or else found on PATH. A missing binary fails the test: `make test`
-// installs it. StartEmbedded runs an in-process miniredis instead, for tests of
-// the embedded development mode.
+// installs it. StartEmbedded runs the embedded Redis of `resendq dev`
+// (package memredis) instead, for tests of that mode.
 package redistest
 
 import (
@@ -24,8 +24,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/resendq/resendq/internal/memredis"
 )
 
 // EnvServer names the environment variable that, when set, gives the path of
@@ -189,15 +190,15 @@ func (s *Server) Stop() {
 	})
 }
 
-// StartEmbedded runs an in-process miniredis server for t, the Redis of the
-// embedded development mode, and closes it when t ends.
+// StartEmbedded runs the embedded Redis of `resendq dev` (package memredis)
+// for t, and closes it when t ends.
 func StartEmbedded(t testing.TB) *Server {
 	t.Helper()
-	m := miniredis.NewMiniRedis()
-	if err := m.Start(); err != nil {
-		t.Fatalf("redistest: start miniredis: %v", err)
+	m, err := memredis.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("redistest: %v", err)
 	}
-	s := &Server{Addr: m.Addr(), URL: "redis://" + m.Addr() + "/0", stop: m.Close}
+	s := &Server{Addr: m.Addr(), URL: m.URL(), stop: m.Close}
 	t.Cleanup(s.Stop)
 	return s
 }
