@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/jonboulle/clockwork"
 
 	"github.com/resendq/resendq/tasks"
 )
@@ -46,6 +47,9 @@ type BatchOptions struct {
 	OnProgress func(Summary)
 	// ProgressInterval is how often OnProgress is called. Default 1s.
 	ProgressInterval time.Duration
+	// Clock stamps EnqueuedAt, times the run and paces OnProgress. Default:
+	// the Enqueuer's clock for EnqueueBatch, the real clock for CheckBatch.
+	Clock clockwork.Clock
 
 	oneByOne bool // tests: enqueue every row on its own, as when capturing does not apply
 }
@@ -148,16 +152,19 @@ func (e *Enqueuer) EnqueueBatch(ctx context.Context, src RowSource, opts BatchOp
 	if err := CheckBatchID(opts.BatchID); err != nil {
 		return Summary{}, err
 	}
-	b := newBatchRun(opts, e.opts.Now, false)
+	if opts.Clock == nil {
+		opts.Clock = e.opts.Clock
+	}
+	b := newBatchRun(opts, false)
 	unlock, err := e.lockBatch(ctx, b.opts.BatchID, b.fail)
 	if err != nil {
 		return b.summary(), err
 	}
-	defer unlock()
 	b.e = e
 	b.capturer = asynq.NewClientFromRedisClient(capturingClient{e.rdb})
 	b.client = asynq.NewClientFromRedisClient(e.rdb)
-	return b.run(ctx, src)
+	sum, err := b.run(ctx, src)
+	return sum, errors.Join(err, unlock())
 }
 
 // CheckBatch validates and counts the rows of src like EnqueueBatch without
@@ -168,7 +175,7 @@ func CheckBatch(ctx context.Context, src RowSource, opts BatchOptions) (Summary,
 			return Summary{}, err
 		}
 	}
-	return newBatchRun(opts, time.Now, true).run(ctx, src)
+	return newBatchRun(opts, true).run(ctx, src)
 }
 
 // batchChunk is how many rows go to Redis in one script call.
@@ -184,7 +191,6 @@ type batchJob struct {
 // batchRun is the state of one EnqueueBatch or CheckBatch call.
 type batchRun struct {
 	opts   BatchOptions
-	now    func() time.Time
 	dryRun bool
 	start  time.Time
 
@@ -204,7 +210,7 @@ type batchRun struct {
 	inflight   map[string]struct{} // task IDs of rows enqueued one by one
 }
 
-func newBatchRun(opts BatchOptions, now func() time.Time, dryRun bool) *batchRun {
+func newBatchRun(opts BatchOptions, dryRun bool) *batchRun {
 	if opts.Queue == "" {
 		opts.Queue = tasks.QueueBulk
 	}
@@ -214,8 +220,11 @@ func newBatchRun(opts BatchOptions, now func() time.Time, dryRun bool) *batchRun
 	if opts.ProgressInterval <= 0 {
 		opts.ProgressInterval = DefaultProgressInterval
 	}
+	if opts.Clock == nil {
+		opts.Clock = clockwork.NewRealClock()
+	}
 	return &batchRun{
-		opts: opts, now: now, dryRun: dryRun, start: time.Now(),
+		opts: opts, dryRun: dryRun, start: opts.Clock.Now(),
 		stop: make(chan struct{}), inflight: make(map[string]struct{}),
 	}
 }
@@ -303,7 +312,7 @@ func (b *batchRun) feed(ctx context.Context, src RowSource, chunks chan<- []batc
 			continue
 		}
 		r.BatchID = b.opts.BatchID
-		r.EnqueuedAt = b.now().UTC()
+		r.EnqueuedAt = b.opts.Clock.Now().UTC()
 		if chunk == nil {
 			chunk = make([]batchJob, 0, chunkSize)
 		}
@@ -440,13 +449,13 @@ func (b *batchRun) fail(err error) {
 }
 
 func (b *batchRun) reportProgress(done <-chan struct{}) {
-	t := time.NewTicker(b.opts.ProgressInterval)
+	t := b.opts.Clock.NewTicker(b.opts.ProgressInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-done:
 			return
-		case <-t.C:
+		case <-t.Chan():
 			b.opts.OnProgress(b.summary())
 		}
 	}
@@ -458,7 +467,7 @@ func (b *batchRun) summary() Summary {
 		BatchID: b.opts.BatchID, Queue: b.opts.Queue, DryRun: b.dryRun,
 		Read: b.read.Load(), Valid: b.valid.Load(), Enqueued: b.enqueued.Load(),
 		AlreadyQueued: b.already.Load(), Rejected: b.rejected.Load(), Failed: b.failed.Load(),
-		LastLine: b.lastLine.Load(), Interrupted: b.interrupted.Load(), Elapsed: time.Since(b.start),
+		LastLine: b.lastLine.Load(), Interrupted: b.interrupted.Load(), Elapsed: b.opts.Clock.Since(b.start),
 	}
 	s.ElapsedSeconds = s.Elapsed.Seconds()
 	if s.ElapsedSeconds > 0 {

@@ -44,12 +44,15 @@ return 0
 `)
 
 // lockBatch takes the lock of batchID and keeps renewing it until the
-// returned function releases it. Losing the lock (it expired while Redis
-// was unreachable and another run took it) is reported to lost.
-func (e *Enqueuer) lockBatch(ctx context.Context, batchID string, lost func(error)) (func(), error) {
+// returned function releases it. Losing the lock (another run took it, or
+// Redis could not renew it before it expired) is reported to lost. The
+// release function reports a lock it could not release: it then expires
+// within batchLockTTL.
+func (e *Enqueuer) lockBatch(ctx context.Context, batchID string, lost func(error)) (func() error, error) {
 	key := e.opts.KeyPrefix + "batch-lock:" + batchID
+	clock := e.opts.Clock
 	host, _ := os.Hostname()
-	token := fmt.Sprintf("host %s, pid %d, started %s", host, os.Getpid(), e.opts.Now().UTC().Format(time.RFC3339))
+	token := fmt.Sprintf("host %s, pid %d, started %s", host, os.Getpid(), clock.Now().UTC().Format(time.RFC3339))
 	ok, err := e.rdb.SetNX(ctx, key, token, batchLockTTL).Result()
 	if err != nil {
 		return nil, fmt.Errorf("take the lock of batch %s: %w", batchID, err)
@@ -68,24 +71,37 @@ func (e *Enqueuer) lockBatch(ctx context.Context, batchID string, lost func(erro
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(batchLockTTL / 3)
+		t := clock.NewTicker(batchLockTTL / 3)
 		defer t.Stop()
+		renewed := clock.Now()
 		for {
 			select {
 			case <-stop:
 				return
-			case <-t.C:
+			case <-t.Chan():
 				n, err := renewScript.Run(context.Background(), e.rdb, []string{key}, token, batchLockTTL.Milliseconds()).Int()
-				if err == nil && n == 0 {
+				switch {
+				case err == nil && n == 0:
 					lost(errors.New("the batch's lock was lost to another run; stopped"))
+					return
+				case err == nil:
+					renewed = clock.Now()
+				case clock.Since(renewed) >= batchLockTTL:
+					lost(fmt.Errorf("the batch's lock could not be renewed for %s and may have passed to another run; stopped: %w", batchLockTTL, err))
 					return
 				}
 			}
 		}
 	}()
-	return func() {
+	return func() error {
 		close(stop)
 		<-done
-		unlockScript.Run(context.Background(), e.rdb, []string{key}, token)
+		err := e.tryAgain(func() error {
+			return unlockScript.Run(context.Background(), e.rdb, []string{key}, token).Err()
+		})
+		if err != nil {
+			return fmt.Errorf("the lock of batch %s was not released; it expires within %s: %w", batchID, batchLockTTL, err)
+		}
+		return nil
 	}, nil
 }

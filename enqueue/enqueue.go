@@ -18,6 +18,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
+	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/resendq/resendq/outcome"
@@ -38,8 +39,9 @@ type Options struct {
 	Queue string
 	// KeyPrefix of resendq's own Redis keys. Default "resendq:".
 	KeyPrefix string
-	// Now is the clock that stamps EnqueuedAt. Default time.Now.
-	Now func() time.Time
+	// Clock stamps EnqueuedAt, paces the waits for a concurrent enqueue of
+	// the same user and times batches. Default: the real clock.
+	Clock clockwork.Clock
 }
 
 // Enqueuer enqueues resend tasks. It is safe for concurrent use.
@@ -79,8 +81,8 @@ func New(rdb redis.UniversalClient, opts Options) *Enqueuer {
 	if opts.KeyPrefix == "" {
 		opts.KeyPrefix = "resendq:"
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
+	if opts.Clock == nil {
+		opts.Clock = clockwork.NewRealClock()
 	}
 	return &Enqueuer{
 		rdb: rdb, client: asynq.NewClientFromRedisClient(rdb), ins: asynq.NewInspectorFromRedisClient(rdb),
@@ -93,9 +95,16 @@ func New(rdb redis.UniversalClient, opts Options) *Enqueuer {
 // task that may never exist.
 const pendingMark = "pending:"
 
-// claimScript takes the claim key for a new task ID (marked pending) unless
-// another task holds it; ARGV[3], when set, is a holder that may be taken
-// over. It returns the holder, or nothing when the claim succeeded.
+// pendingTTL is how long a pending claim lives at most: an enqueue that
+// stopped between its claim and its confirmation (a crash, a lost Redis)
+// holds up the user's next resend no longer than this, and not for the
+// whole window.
+const pendingTTL = 30 * time.Second
+
+// claimScript takes the claim key for a new task ID (marked pending, for at
+// most ARGV[2] ms) unless another task holds it; ARGV[3], when set, is a
+// holder that may be taken over. It returns the holder, or nothing when the
+// claim succeeded.
 var claimScript = redis.NewScript(`
 local held = redis.call('GET', KEYS[1])
 if held and held ~= ARGV[3] then return held end
@@ -103,10 +112,11 @@ redis.call('SET', KEYS[1], 'pending:' .. ARGV[1], 'PX', ARGV[2])
 return false
 `)
 
-// confirmScript turns a pending claim into one naming its enqueued task.
+// confirmScript turns a pending claim into one naming its enqueued task,
+// held for the window (ARGV[2] ms) from now.
 var confirmScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == 'pending:' .. ARGV[1] then
-  return redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+  return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 end
 return false
 `)
@@ -118,8 +128,16 @@ return 0
 `)
 
 // pendingWait bounds how long an enqueue waits for a concurrent one of the
-// same user to finish.
-const pendingWait = 5 * time.Second
+// same user to finish, and pendingPoll is how often it looks.
+const (
+	pendingWait = 5 * time.Second
+	pendingPoll = 20 * time.Millisecond
+)
+
+// claimTries is how many times a claim is confirmed or released (and a
+// batch's lock released) before the enqueue gives up on it: a pending claim
+// then expires after pendingTTL, a lock after batchLockTTL.
+const claimTries = 3
 
 // Enqueue validates r and enqueues it. A validation failure is a
 // *tasks.ValidationError and touches nothing in Redis.
@@ -128,7 +146,7 @@ func (e *Enqueuer) Enqueue(ctx context.Context, r tasks.Resend) (Result, error) 
 	if err := r.Validate(); err != nil {
 		return Result{}, err
 	}
-	r.EnqueuedAt = e.opts.Now().UTC()
+	r.EnqueuedAt = e.opts.Clock.Now().UTC()
 	task, err := tasks.NewTask(r)
 	if err != nil {
 		return Result{}, err
@@ -153,35 +171,69 @@ func (e *Enqueuer) enqueueClaimed(ctx context.Context, key string, hold time.Dur
 		return res, err
 	}
 	if err := e.enqueueChecked(ctx, task, res); err != nil {
-		releaseScript.Run(context.WithoutCancel(ctx), e.rdb, []string{key}, res.TaskID)
+		if rerr := e.settleClaim(ctx, releaseScript, key, res.TaskID); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("enqueue: the user's dedup claim was not released and holds up a new resend for up to %s: %w", pendingTTL, rerr))
+		}
 		return Result{}, err
 	}
-	// Should this fail, the claim stays pending until it expires: later
-	// callers get an error, never a second email.
-	_ = confirmScript.Run(context.WithoutCancel(ctx), e.rdb, []string{key}, res.TaskID).Err()
+	if err := e.settleClaim(ctx, confirmScript, key, res.TaskID, hold.Milliseconds()); err != nil {
+		// The task exists; only its hold on the window is lost once the
+		// pending claim expires.
+		res.Warnings = append(res.Warnings, fmt.Sprintf("the dedup window was not recorded (%v): a repeat for this user after %s may be enqueued again", err, pendingTTL))
+	}
 	return res, nil
+}
+
+// settleClaim runs the confirm or release script of a claim, trying again
+// briefly when Redis fails it. It runs even when ctx has ended.
+func (e *Enqueuer) settleClaim(ctx context.Context, script *redis.Script, key, id string, args ...any) error {
+	ctx = context.WithoutCancel(ctx)
+	return e.tryAgain(func() error {
+		err := script.Run(ctx, e.rdb, []string{key}, append([]any{id}, args...)...).Err()
+		if errors.Is(err, redis.Nil) {
+			return nil
+		}
+		return err
+	})
+}
+
+// tryAgain calls fn until it succeeds, claimTries times at most, 50ms and
+// 100ms apart on the clock, and returns its last error.
+func (e *Enqueuer) tryAgain(fn func() error) error {
+	var err error
+	for i := range claimTries {
+		if i > 0 {
+			<-e.opts.Clock.After(time.Duration(i) * 50 * time.Millisecond)
+		}
+		if err = fn(); err == nil {
+			return nil
+		}
+	}
+	return err
 }
 
 // claim takes key for id and returns "", or returns the task that holds it,
 // waiting while that task's enqueue is still under way.
 func (e *Enqueuer) claim(ctx context.Context, key string, hold time.Duration, reclaimDead bool, id string) (string, error) {
-	deadline := time.Now().Add(pendingWait)
+	clock := e.opts.Clock
+	deadline := clock.Now().Add(pendingWait)
 	takeOver := pendingMark + id // our own claim, left pending by a crashed run of the same (batch) task
+	pending := min(hold, pendingTTL).Milliseconds()
 	for {
-		held, err := claimScript.Run(ctx, e.rdb, []string{key}, id, hold.Milliseconds(), takeOver).Text()
+		held, err := claimScript.Run(ctx, e.rdb, []string{key}, id, pending, takeOver).Text()
 		switch {
 		case errors.Is(err, redis.Nil):
 			return "", nil
 		case err != nil:
 			return "", fmt.Errorf("enqueue: dedup check: %w", err)
 		case strings.HasPrefix(held, pendingMark):
-			if time.Now().After(deadline) {
+			if !clock.Now().Before(deadline) {
 				return "", errors.New("enqueue: another enqueue for this user has not finished; try again")
 			}
 			select {
 			case <-ctx.Done():
 				return "", ctx.Err()
-			case <-time.After(20 * time.Millisecond):
+			case <-clock.After(pendingPoll):
 			}
 		case reclaimDead && takeOver == pendingMark+id && e.deadLetter(ctx, held):
 			takeOver = held

@@ -3,10 +3,13 @@ package enqueue
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/jonboulle/clockwork"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/resendq/resendq/internal/redistest"
 	"github.com/resendq/resendq/outcome"
@@ -30,7 +33,8 @@ func setup(t *testing.T, opts Options) *bundle {
 
 func TestEnqueueWritesTaskToSignupQueue(t *testing.T) {
 	t.Parallel()
-	b := setup(t, Options{Now: func() time.Time { return time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC) }})
+	clock := clockwork.NewFakeClock()
+	b := setup(t, Options{Clock: clock})
 	res, err := b.enq.Enqueue(context.Background(), tasks.Resend{ProjectID: project, Username: " john@example.com ", LoginURL: "https://example.com/cb"})
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +47,7 @@ func TestEnqueueWritesTaskToSignupQueue(t *testing.T) {
 		t.Fatalf("task not in asynq: %v", err)
 	}
 	r, err := tasks.Decode(info.Payload)
-	if err != nil || r.Username != "john@example.com" || r.LoginURL != "https://example.com/cb" || !r.EnqueuedAt.Equal(time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)) {
+	if err != nil || r.Username != "john@example.com" || r.LoginURL != "https://example.com/cb" || !r.EnqueuedAt.Equal(clock.Now()) {
 		t.Errorf("payload = %+v, %v", r, err)
 	}
 	if info.Type != tasks.TypeResend || info.MaxRetry != tasks.MaxRetry || info.State != asynq.TaskStatePending {
@@ -221,7 +225,8 @@ func TestDeadLetteredResendDoesNotBlockANewOne(t *testing.T) {
 
 func TestPendingClaimIsAwaited(t *testing.T) {
 	t.Parallel()
-	b := setup(t, Options{})
+	clock := clockwork.NewFakeClock()
+	b := setup(t, Options{Clock: clock})
 	ctx := context.Background()
 	r := tasks.Resend{ProjectID: project, Username: "john@example.com"}
 	rdb := b.srv.Client(t)
@@ -230,15 +235,57 @@ func TestPendingClaimIsAwaited(t *testing.T) {
 	if err := rdb.Set(ctx, key, pendingMark+"other", time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		time.Sleep(100 * time.Millisecond)
-		releaseScript.Run(ctx, rdb, []string{key}, "other")
-	}()
-	res, err := b.enq.Enqueue(ctx, r)
-	if err != nil || res.Duplicate || res.TaskID == "other" {
-		t.Fatalf("after the other enqueue failed: %+v, %v; want a task of our own", res, err)
+	type result struct {
+		res Result
+		err error
 	}
-	if held := rdb.Get(ctx, key).Val(); held != res.TaskID {
-		t.Errorf("claim holds %q, want the enqueued task %s", held, res.TaskID)
+	done := make(chan result, 1)
+	go func() { res, err := b.enq.Enqueue(ctx, r); done <- result{res, err} }()
+	if err := clock.BlockUntilContext(ctx, 1); err != nil { // it waits
+		t.Fatal(err)
+	}
+	releaseScript.Run(ctx, rdb, []string{key}, "other")
+	clock.Advance(pendingPoll)
+	got := <-done
+	if got.err != nil || got.res.Duplicate || got.res.TaskID == "other" {
+		t.Fatalf("after the other enqueue failed: %+v, %v; want a task of our own", got.res, got.err)
+	}
+	if held := rdb.Get(ctx, key).Val(); held != got.res.TaskID {
+		t.Errorf("claim holds %q, want the enqueued task %s", held, got.res.TaskID)
+	}
+	if ttl := rdb.PTTL(ctx, key).Val(); ttl <= DefaultDedupWindow-time.Minute || ttl > DefaultDedupWindow {
+		t.Errorf("the confirmed claim lives %s, want the dedup window", ttl)
+	}
+
+	// A claim that stays pending is waited for pendingWait, then reported.
+	other := tasks.Resend{ProjectID: project, Username: "jane@example.com"}
+	if err := rdb.Set(ctx, b.enq.dedupKey(other), pendingMark+"stuck", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { res, err := b.enq.Enqueue(ctx, other); done <- result{res, err} }()
+	for waited := time.Duration(0); waited < pendingWait; waited += pendingPoll {
+		if err := clock.BlockUntilContext(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(pendingPoll)
+	}
+	if got := <-done; got.err == nil || !strings.Contains(got.err.Error(), "has not finished") {
+		t.Errorf("a claim pending for %s: %+v, %v; want an error to try again", pendingWait, got.res, got.err)
+	}
+}
+
+// TestPendingClaimIsShortLived: a claim is pending only while its enqueue is
+// under way; should that enqueue stop there (a crash), the claim expires
+// after pendingTTL, not after the whole window.
+func TestPendingClaimIsShortLived(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	ctx := context.Background()
+	rdb := b.srv.Client(t)
+	if err := claimScript.Run(ctx, rdb, []string{"k"}, "t1", min(DefaultDedupWindow, pendingTTL).Milliseconds(), "").Err(); err != nil && !errors.Is(err, redis.Nil) {
+		t.Fatal(err)
+	}
+	if ttl := rdb.PTTL(ctx, "k").Val(); ttl <= 0 || ttl > pendingTTL {
+		t.Errorf("a pending claim lives %s, want at most %s", ttl, pendingTTL)
 	}
 }

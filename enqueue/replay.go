@@ -28,7 +28,7 @@ func (e *Enqueuer) Replay(ctx context.Context, rec outcome.Record, queue string)
 	if err != nil {
 		return Result{}, err
 	}
-	r.EnqueuedAt = e.opts.Now().UTC()
+	r.EnqueuedAt = e.opts.Clock.Now().UTC()
 	task, err := tasks.NewTask(r)
 	if err != nil {
 		return Result{}, err

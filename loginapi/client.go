@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/jonboulle/clockwork"
 )
 
 // DefaultBaseURL is the API base used when Options.BaseURL is empty.
@@ -73,9 +75,9 @@ type Options struct {
 	// UserAgent is the User-Agent header. Default "resendq/dev"; callers pass
 	// "resendq/<version>".
 	UserAgent string
-	// Now is the clock used to turn an HTTP-date Retry-After into a duration.
-	// Default time.Now.
-	Now func() time.Time
+	// Clock turns an HTTP-date Retry-After into a duration. Default: the
+	// real clock.
+	Clock clockwork.Clock
 }
 
 // Client calls the resend endpoint. It is safe for concurrent use.
@@ -83,7 +85,7 @@ type Client struct {
 	hc        *http.Client
 	endpointQ string // "{base}/user/resend_confirmation_link?projectId="
 	userAgent []string
-	now       func() time.Time
+	clock     clockwork.Clock
 }
 
 // New checks opts, fills in the defaults and precomputes the endpoint URL.
@@ -104,13 +106,13 @@ func New(opts Options) (*Client, error) {
 		hc:        opts.HTTPClient,
 		endpointQ: strings.TrimRight(base, "/") + endpointPath + "?projectId=",
 		userAgent: []string{ua},
-		now:       opts.Now,
+		clock:     opts.Clock,
 	}
 	if c.hc == nil {
 		c.hc = NewHTTPClient(DefaultTimeout)
 	}
-	if c.now == nil {
-		c.now = time.Now
+	if c.clock == nil {
+		c.clock = clockwork.NewRealClock()
 	}
 	return c, nil
 }
@@ -182,7 +184,7 @@ func (c *Client) ResendConfirmation(ctx context.Context, req Request) (status in
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return resp.StatusCode, nil
 	}
-	return resp.StatusCode, CheckResponse(resp, c.now())
+	return resp.StatusCode, CheckResponse(resp, c.clock.Now())
 }
 
 // url is the endpoint with its query: projectId always, login_url and

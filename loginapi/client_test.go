@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/resendq/resendq/loginapi"
 )
 
@@ -228,7 +230,7 @@ func checkAPIError(t *testing.T, err error, want *loginapi.Error) {
 
 func TestRateLimitedRetryAfter(t *testing.T) {
 	t.Parallel()
-	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	now := time.Now().UTC().Truncate(time.Second) // HTTP dates are in whole seconds
 	tests := []struct {
 		name, header string
 		want         time.Duration
@@ -242,7 +244,7 @@ func TestRateLimitedRetryAfter(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			b := setup(t, loginapi.Options{Now: func() time.Time { return now }})
+			b := setup(t, loginapi.Options{Clock: clockwork.NewFakeClockAt(now)})
 			var headers []string
 			if tt.header != "" {
 				headers = []string{"Retry-After", tt.header}

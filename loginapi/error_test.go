@@ -14,7 +14,7 @@ import (
 
 func TestParseRetryAfter(t *testing.T) {
 	t.Parallel()
-	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	now := time.Now().UTC().Truncate(time.Second) // HTTP dates are in whole seconds
 	tests := []struct {
 		in     string
 		want   time.Duration
@@ -71,7 +71,7 @@ func response(status int, body string, retryAfter string) *http.Response {
 
 func TestCheckResponse(t *testing.T) {
 	t.Parallel()
-	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	now := time.Now().UTC().Truncate(time.Second) // HTTP dates are in whole seconds
 	tests := []struct {
 		name       string
 		status     int

@@ -15,8 +15,8 @@ import (
 func TestFinishAllIsFinishOneByOne(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	one := NewStore(b.rdb, Options{Now: b.clock.Now, KeyPrefix: "one:"})
-	all := NewStore(b.rdb, Options{Now: b.clock.Now, KeyPrefix: "all:"})
+	one := NewStore(b.rdb, Options{Clock: b.clock, KeyPrefix: "one:"})
+	all := NewStore(b.rdb, Options{Clock: b.clock, KeyPrefix: "all:"})
 	replaced := dead("t2", "p1", "bob", ReasonRateLimited, "0")
 	replaced.FinishedAt = epoch.Add(-time.Second)
 	withBatch := dead("t4", "p2", " carol:x ", ReasonRejected, "003-002")

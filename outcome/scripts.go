@@ -81,15 +81,18 @@ flush()
 return out
 `)
 
-// rateLimitedScript counts one 429 of a task that is not final yet.
+// rateLimitedScript counts one 429 of a task that is not final yet, on
+// Redis's clock.
 //
-// KEYS: 1 rate state hash. ARGV: 1 now in ms, 2 time to live in ms.
-// Returns {calls so far, ms of the first call}.
+// KEYS: 1 rate state hash. ARGV: 1 time to live in ms.
+// Returns {calls so far, ms since the first call}.
 var rateLimitedScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local calls = redis.call('HINCRBY', KEYS[1], 'calls', 1)
-redis.call('HSETNX', KEYS[1], 'since', ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return {calls, tonumber(redis.call('HGET', KEYS[1], 'since'))}
+redis.call('HSETNX', KEYS[1], 'since', now)
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return {calls, now - tonumber(redis.call('HGET', KEYS[1], 'since'))}
 `)
 
 // latestScript finds the newest record of a user, optionally in one project.
@@ -132,14 +135,17 @@ if not start then start = redis.call('ZCOUNT', key, '(' .. max, '+inf') end
 return redis.call('ZREVRANGE', key, start, start + count - 1, 'WITHSCORES')
 `)
 
-// trimScript removes up to a batch of records finished before a cutoff.
+// trimScript removes up to a batch of records that finished more than the
+// retention period ago by Redis's clock.
 //
 // KEYS: 1 index of all records, 2 stats hash. ARGV: 1 index key prefix,
-// 2 record key prefix, 3 cutoff in ms (exclusive), 4 batch size.
+// 2 record key prefix, 3 retention in ms, 4 batch size.
 // Returns how many records it removed.
 var trimScript = redis.NewScript(`
 local all, stats, prefix = KEYS[1], KEYS[2], ARGV[1]
-local ids = redis.call('ZRANGEBYSCORE', all, '-inf', '(' .. ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
+local t = redis.call('TIME')
+local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3])
+local ids = redis.call('ZRANGEBYSCORE', all, '-inf', '(' .. cutoff, 'LIMIT', 0, tonumber(ARGV[4]))
 for _, id in ipairs(ids) do
   local rec = ARGV[2] .. id
   local old = redis.call('HMGET', rec, 'index', 'stats')

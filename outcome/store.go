@@ -48,6 +48,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -72,8 +73,11 @@ type Options struct {
 	// a running task's rate-limit state lives. Zero or negative means
 	// DefaultRetention (30 days).
 	Retention time.Duration
-	// Now tells the time; nil means time.Now.
-	Now func() time.Time
+	// Clock stamps FinishedAt when a record comes without one, and paces
+	// RunRetention. Default: the real clock. (How long ago a record
+	// finished, and how long a task has waited on 429s, are measured on
+	// Redis's clock.)
+	Clock clockwork.Clock
 	// KeyPrefix starts every key; empty means DefaultKeyPrefix ("resendq:").
 	KeyPrefix string
 }
@@ -82,7 +86,7 @@ type Options struct {
 type Store struct {
 	rdb       redis.UniversalClient
 	retention time.Duration
-	now       func() time.Time
+	clock     clockwork.Clock
 
 	recordPrefix string // + task ID
 	ratePrefix   string // + task ID
@@ -95,8 +99,8 @@ func NewStore(rdb redis.UniversalClient, opts Options) *Store {
 	if opts.Retention <= 0 {
 		opts.Retention = DefaultRetention
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
+	if opts.Clock == nil {
+		opts.Clock = clockwork.NewRealClock()
 	}
 	if opts.KeyPrefix == "" {
 		opts.KeyPrefix = DefaultKeyPrefix
@@ -105,7 +109,7 @@ func NewStore(rdb redis.UniversalClient, opts Options) *Store {
 	return &Store{
 		rdb:          rdb,
 		retention:    opts.Retention,
-		now:          opts.Now,
+		clock:        opts.Clock,
 		recordPrefix: p + "outcome:",
 		ratePrefix:   p + "outcome-rl:",
 		indexPrefix:  p + "outcome-index:",
@@ -117,28 +121,28 @@ func NewStore(rdb redis.UniversalClient, opts Options) *Store {
 type RateState struct {
 	// Calls counts the task's calls answered with 429 so far.
 	Calls int
-	// Since is when the first of them was recorded.
-	Since time.Time
+	// Waited is how long ago the first of them was recorded, on Redis's
+	// clock: the same for every worker, whatever its own clock says.
+	Waited time.Duration
 }
 
 // RateLimited records one rate-limited (HTTP 429) call of a task that is not
 // final yet and returns the task's running state: how many 429s so far and
-// when the first came. It costs one round trip. Finish adds the calls to the
-// record's Attempts and deletes the state; unfinished state expires after the
-// retention period.
+// how long since the first. It costs one round trip. Finish adds the calls
+// to the record's Attempts and deletes the state; unfinished state expires
+// after the retention period.
 func (s *Store) RateLimited(ctx context.Context, taskID string) (RateState, error) {
 	if taskID == "" {
 		return RateState{}, fmt.Errorf("%w: task_id is empty", ErrInvalid)
 	}
-	res, err := rateLimitedScript.Run(ctx, s.rdb, []string{s.ratePrefix + taskID},
-		s.now().UnixMilli(), s.retention.Milliseconds()).Int64Slice()
+	res, err := rateLimitedScript.Run(ctx, s.rdb, []string{s.ratePrefix + taskID}, s.retention.Milliseconds()).Int64Slice()
 	if err != nil {
 		return RateState{}, fmt.Errorf("outcome: record 429 of task %s: %w", taskID, err)
 	}
 	if len(res) != 2 {
 		return RateState{}, fmt.Errorf("outcome: record 429 of task %s: unexpected reply %v", taskID, res)
 	}
-	return RateState{Calls: int(res[0]), Since: time.UnixMilli(res[1]).UTC()}, nil
+	return RateState{Calls: int(res[0]), Waited: time.Duration(res[1]) * time.Millisecond}, nil
 }
 
 // Finish writes rec as the task's final outcome in one round trip and returns
@@ -189,7 +193,7 @@ func (s *Store) FinishAll(ctx context.Context, recs []Record) ([]Record, error) 
 			return nil, err
 		}
 		if rec.FinishedAt.IsZero() {
-			rec.FinishedAt = s.now()
+			rec.FinishedAt = s.clock.Now()
 		}
 		rec.FinishedAt = time.UnixMilli(rec.FinishedAt.UnixMilli()).UTC()
 		start := buf.Len()
@@ -340,16 +344,16 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 	return st, nil
 }
 
-// Trim removes the records that finished before now minus the retention
-// period, in batches of 500 per round trip, together with their index entries
-// and Stats counts, and returns how many it removed. Nothing else ever
-// removes a record.
+// Trim removes the records that finished more than the retention period ago
+// (by Redis's clock, so that a worker whose clock runs ahead removes nothing
+// early), in batches of 500 per round trip, together with their index
+// entries and Stats counts, and returns how many it removed. Nothing else
+// ever removes a record.
 func (s *Store) Trim(ctx context.Context) (removed int, err error) {
-	cutoff := s.now().Add(-s.retention)
 	keys := []string{s.indexPrefix + "all", s.statsKey}
 	for {
 		n, err := trimScript.Run(ctx, s.rdb, keys,
-			s.indexPrefix, s.recordPrefix, msCeil(cutoff), trimBatch).Int()
+			s.indexPrefix, s.recordPrefix, s.retention.Milliseconds(), trimBatch).Int()
 		removed += n
 		if err != nil {
 			return removed, fmt.Errorf("outcome: trim records: %w", err)
@@ -370,7 +374,7 @@ func (s *Store) RunRetention(ctx context.Context, every time.Duration, log func(
 	if every <= 0 {
 		every = DefaultRetentionInterval
 	}
-	t := time.NewTicker(every)
+	t := s.clock.NewTicker(every)
 	defer t.Stop()
 	for {
 		removed, err := s.Trim(ctx)
@@ -383,7 +387,7 @@ func (s *Store) RunRetention(ctx context.Context, every time.Duration, log func(
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.Chan():
 		}
 	}
 }

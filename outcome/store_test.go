@@ -6,41 +6,30 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
+
 	"github.com/resendq/resendq/internal/redistest"
 )
-
-// clock is a settable time source for Options.Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 type bundle struct {
 	ctx   context.Context
 	store *Store
 	rdb   *redis.Client
-	clock *clock
+	clock *clockwork.FakeClock
 	srv   *redistest.Server
 }
 
-var epoch = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+// epoch is when the tests started, in whole milliseconds as records keep
+// times: where every test's clock starts.
+var epoch = time.Now().UTC().Truncate(time.Millisecond)
+
+// longAgo is a finished_at past the default retention by Redis's clock,
+// which is the real one.
+func longAgo() time.Time { return time.Now().Add(-DefaultRetention - time.Second) }
 
 // setup returns a Store over a fresh redis-server, with a clock set to epoch
 // and a retention of 30 days.
@@ -50,11 +39,11 @@ func setup(t testing.TB) *bundle {
 
 func setupOn(t testing.TB, srv *redistest.Server) *bundle {
 	t.Helper()
-	c := &clock{t: epoch}
+	c := clockwork.NewFakeClockAt(epoch)
 	rdb := srv.Client(t)
 	return &bundle{
 		ctx:   context.Background(),
-		store: NewStore(rdb, Options{Now: c.Now}),
+		store: NewStore(rdb, Options{Clock: c}),
 		rdb:   rdb,
 		clock: c,
 		srv:   srv,
@@ -158,11 +147,12 @@ func testCore(t *testing.T, b *bundle) {
 	if _, err := b.store.RateLimited(b.ctx, "t1"); err != nil {
 		t.Fatalf("RateLimited: %v", err)
 	}
-	if got := b.finish(t, sent("t1", "p1", "u1")); got.Attempts != 2 {
+	old := sent("t1", "p1", "u1")
+	old.FinishedAt = longAgo()
+	if got := b.finish(t, old); got.Attempts != 2 {
 		t.Fatalf("Attempts = %d, want 2", got.Attempts)
 	}
-	b.finish(t, sent("t1", "p1", "u1"))
-	b.clock.Advance(time.Millisecond)
+	b.finish(t, old)
 	b.finish(t, dead("t2", "p1", "u2", ReasonRejected, "003-002"))
 	page, err := b.store.List(b.ctx, Filter{ProjectID: "p1", Limit: 1})
 	if err != nil || len(page.Records) != 1 || page.Records[0].TaskID != "t2" || page.NextCursor == "" {
@@ -173,7 +163,6 @@ func testCore(t *testing.T, b *bundle) {
 		t.Fatalf("List page 2 = %+v, %v; want t1", page, err)
 	}
 	wantStats(t, b.stats(t), 1, 1, map[string]int64{"rejected": 1}, map[string]int64{"003-002": 1})
-	b.clock.Advance(DefaultRetention)
 	if n, err := b.store.Trim(b.ctx); n != 1 || err != nil {
 		t.Fatalf("Trim = %d, %v; want 1", n, err)
 	}
@@ -255,15 +244,21 @@ func TestSentRecordStays(t *testing.T) {
 func TestRateLimited(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
+	var first time.Time
+	var last time.Duration
 	for i := 1; i <= 3; i++ {
 		st, err := b.store.RateLimited(b.ctx, "t1")
+		if i == 1 {
+			first = time.Now()
+		}
 		if err != nil {
 			t.Fatalf("RateLimited: %v", err)
 		}
-		if st.Calls != i || !st.Since.Equal(epoch) {
-			t.Fatalf("RateLimited #%d = %+v, want %d calls since %s", i, st, i, epoch)
+		// Redis measures the wait since the first 429, in whole ms.
+		if st.Calls != i || st.Waited < last || st.Waited > time.Since(first)+time.Millisecond {
+			t.Fatalf("RateLimited #%d = %+v, want %d calls, waited between %s and %s", i, st, i, last, time.Since(first))
 		}
-		b.clock.Advance(time.Second)
+		last = st.Waited
 	}
 	ttl := b.rdb.PTTL(b.ctx, "resendq:outcome-rl:t1").Val()
 	if ttl <= DefaultRetention-time.Minute || ttl > DefaultRetention {
@@ -281,7 +276,7 @@ func TestRateLimited(t *testing.T) {
 		t.Fatal("rate state survived Finish")
 	}
 	st, err := b.store.RateLimited(b.ctx, "t1")
-	if err != nil || st.Calls != 1 || !st.Since.Equal(b.clock.Now()) {
+	if err != nil || st.Calls != 1 || st.Waited != 0 {
 		t.Fatalf("RateLimited after Finish = %+v, %v; want a fresh state", st, err)
 	}
 }
@@ -321,19 +316,18 @@ func TestStatsJSON(t *testing.T) {
 func TestTrim(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
+	old := func(r Record) Record { r.FinishedAt = longAgo(); return r }
 	for i := range 1200 { // more than two batches
-		b.finish(t, dead(fmt.Sprint("old", i), "p1", "old-user", ReasonRejected, "003-002"))
+		b.finish(t, old(dead(fmt.Sprint("old", i), "p1", "old-user", ReasonRejected, "003-002")))
 	}
-	b.finish(t, sent("old-sent", "p1", "both"))
-	b.clock.Advance(10 * 24 * time.Hour)
-	b.finish(t, sent("new1", "p1", "both"))
+	b.finish(t, old(sent("old-sent", "p1", "both")))
+	recent := sent("new1", "p1", "both")
+	recent.FinishedAt = time.Now().Add(-DefaultRetention + time.Minute) // 30 days old less a minute
+	b.finish(t, recent)
 	b.finish(t, dead("new2", "p2", "new-user", ReasonExhausted, ""))
 
-	b.clock.Advance(DefaultRetention - 10*24*time.Hour) // the old ones are now exactly 30 days old
-	if n, err := b.store.Trim(b.ctx); n != 0 || err != nil {
-		t.Fatalf("Trim at the limit = %d, %v; want 0", n, err)
-	}
-	b.clock.Advance(time.Millisecond)
+	// The store's own clock does not matter: Redis's decides.
+	b.clock.Advance(365 * 24 * time.Hour)
 	if n, err := b.store.Trim(b.ctx); n != 1201 || err != nil {
 		t.Fatalf("Trim = %d, %v; want 1201", n, err)
 	}
@@ -380,8 +374,9 @@ func wantKeys(t *testing.T, b *bundle, want map[string]int64) {
 func TestRunRetention(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.finish(t, sent("t1", "p", "u"))
-	b.clock.Advance(DefaultRetention + time.Second)
+	old := sent("t1", "p", "u")
+	old.FinishedAt = longAgo()
+	b.finish(t, old)
 	ctx, cancel := context.WithCancel(b.ctx)
 	calls := make(chan int, 10)
 	done := make(chan struct{})
@@ -397,6 +392,10 @@ func TestRunRetention(t *testing.T) {
 	if got := <-calls; got != 1 {
 		t.Fatalf("first Trim removed %d, want 1", got)
 	}
+	if err := b.clock.BlockUntilContext(ctx, 1); err != nil { // the ticker
+		t.Fatal(err)
+	}
+	b.clock.Advance(time.Millisecond)
 	if got := <-calls; got != 0 {
 		t.Fatalf("second Trim removed %d, want 0", got)
 	}
@@ -462,7 +461,7 @@ func TestRedisGone(t *testing.T) {
 func TestKeyPrefix(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	s := NewStore(b.rdb, Options{KeyPrefix: "other:", Now: b.clock.Now})
+	s := NewStore(b.rdb, Options{KeyPrefix: "other:", Clock: b.clock})
 	if _, err := s.Finish(b.ctx, sent("t1", "p", "u")); err != nil {
 		t.Fatalf("Finish: %v", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/sirupsen/logrus"
 
 	"github.com/resendq/resendq/outcome"
@@ -25,14 +26,14 @@ var listParams = []string{"username", "project_id", "status", "reason", "code", 
 type outcomesAPI struct {
 	store Outcomes
 	log   logrus.FieldLogger
-	now   func() time.Time
+	clock clockwork.Clock
 }
 
 // list answers GET /api/v1/outcomes with one page of records, newest first:
 // {"records":[...],"next_cursor":"..."}. Pass next_cursor as cursor for the
 // next page; it is absent on the last one.
 func (a *outcomesAPI) list(w http.ResponseWriter, r *http.Request) {
-	f, err := parseFilter(r.URL.Query(), a.now())
+	f, err := parseFilter(r.URL.Query(), a.clock.Now())
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return

@@ -11,12 +11,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/resendq/resendq/outcome"
 	"github.com/resendq/resendq/web"
 )
 
-// now is the clock of the API tests; records finish in the hour before it.
-var now = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+// now is where the clock of the API tests stands: when the tests started.
+// Records finish in the three hours before it.
+var now = time.Now().UTC().Truncate(time.Millisecond)
 
 const otherProject = "0b6f6bb8-31f4-4a29-8d52-6c8f9d1e2a77"
 
@@ -50,7 +53,7 @@ func seed(t *testing.T, b *bundle) []outcome.Record {
 }
 
 func setupAPI(t *testing.T) (*bundle, []outcome.Record) {
-	b := setup(t, func(o *web.Options) { o.Now = func() time.Time { return now } })
+	b := setup(t, func(o *web.Options) { o.Clock = clockwork.NewFakeClockAt(now) })
 	return b, seed(t, b)
 }
 

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynqmon"
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
@@ -73,8 +74,9 @@ type Options struct {
 	Log logrus.FieldLogger
 	// ReadyTimeout bounds the Redis PING of /readyz. Default 2s.
 	ReadyTimeout time.Duration
-	// Now is the clock of the API's relative "since" and "until". Default time.Now.
-	Now func() time.Time
+	// Clock is the clock of the API's relative "since" and "until". Default:
+	// the real clock.
+	Clock clockwork.Clock
 }
 
 // New assembles the HTTP surface described in the package documentation.
@@ -91,8 +93,8 @@ func New(opts Options) (http.Handler, error) {
 	if opts.ReadyTimeout <= 0 {
 		opts.ReadyTimeout = DefaultReadyTimeout
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
+	if opts.Clock == nil {
+		opts.Clock = clockwork.NewRealClock()
 	}
 
 	private := http.NewServeMux()
@@ -109,7 +111,7 @@ func New(opts Options) (http.Handler, error) {
 			ErrorHandling: promhttp.ContinueOnError,
 		}))
 	}
-	api := &outcomesAPI{store: opts.Outcomes, log: opts.Log, now: opts.Now}
+	api := &outcomesAPI{store: opts.Outcomes, log: opts.Log, clock: opts.Clock}
 	private.HandleFunc("GET /api/v1/outcomes", api.list)
 	private.HandleFunc("GET /api/v1/outcomes/stats", api.stats)
 	private.HandleFunc("/api/", apiNotFound)

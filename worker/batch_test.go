@@ -7,7 +7,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
+
+	"github.com/jonboulle/clockwork"
 
 	"github.com/resendq/resendq/outcome"
 )
@@ -15,7 +16,7 @@ import (
 // batchOutcomes is a BatchOutcomes in memory that records the batches it
 // was given, and fails the records of the tasks in fail.
 type batchOutcomes struct {
-	memOutcomes
+	*memOutcomes
 	batches [][]string // task IDs per FinishAll call
 	allErr  error      // what FinishAll answers, when set
 	fail    map[string]error
@@ -26,7 +27,7 @@ type batchOutcomes struct {
 }
 
 func newBatchOutcomes() *batchOutcomes {
-	return &batchOutcomes{memOutcomes: memOutcomes{now: time.Now, rate: map[string]outcome.RateState{}}, fail: map[string]error{}}
+	return &batchOutcomes{memOutcomes: newMemOutcomes(clockwork.NewRealClock()), fail: map[string]error{}}
 }
 
 func (m *batchOutcomes) FinishAll(ctx context.Context, recs []outcome.Record) ([]outcome.Record, error) {
@@ -212,7 +213,7 @@ func TestFailedBatchFailsEveryTask(t *testing.T) {
 
 func TestOutcomesAreWrittenSinglyWithoutBatchOutcomes(t *testing.T) {
 	t.Parallel()
-	out := &memOutcomes{now: time.Now, rate: map[string]outcome.RateState{}}
+	out := newMemOutcomes(clockwork.NewRealClock())
 	h := &Handler{Outcomes: out}
 	if _, err := h.finishOutcome(context.Background(), outcome.Record{TaskID: "t", Status: outcome.StatusSent}); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/jonboulle/clockwork"
 	"github.com/sirupsen/logrus"
 
 	"github.com/resendq/resendq/loginapi"
@@ -85,8 +86,9 @@ type Handler struct {
 	// Limiter holds calls back while the project is rate limited (a 429 on
 	// any worker) or over the fleet's rate. Default: none.
 	Limiter RateLimiter
-	// Now is the clock. Default time.Now.
-	Now func() time.Time
+	// Clock times calls and retries, stamps outcomes and log lines, and
+	// paces the outcome write's own retries. Default: the real clock.
+	Clock clockwork.Clock
 	// Backoff is the delay between retries. Defaults: see Backoff.
 	Backoff Backoff
 	// MaxAttempts caps the calls that end in a transient failure (5xx,
@@ -148,7 +150,7 @@ func (h *Handler) process(ctx context.Context, a attempt, payload []byte) error 
 		// longer than is worth holding a slot, or the worker is stopping:
 		// come back then. No call was made; nothing counts against the task.
 		h.observer().Retry("paused")
-		h.logger().WithFields(h.fields(a)).WithField("retry_in", later.String()).Debug("resend handed back without a call (rate limit or shutdown), will be retried")
+		h.log(h.fields(a)).WithField("retry_in", later.String()).Debug("resend handed back without a call (rate limit or shutdown), will be retried")
 		return &retryError{err: errHeldBack, delay: later, failure: false}
 	}
 	if ctx.Err() != nil {
@@ -177,12 +179,13 @@ var errHeldBack = errors.New("held back before calling the Login API (rate limit
 // and makes no call, when the call should wait that long and the task give
 // its slot up meanwhile, or when the worker is stopping. err is ctx's error.
 func (h *Handler) call(ctx context.Context, r tasks.Resend) (status int, callErr error, later time.Duration, err error) {
+	clock := h.clock()
 	if h.Limiter != nil {
-		start := time.Now()
+		start := clock.Now()
 		if later, err := h.Limiter.Wait(ctx, r.ProjectID); err != nil || later > 0 {
 			return 0, nil, later, err
 		}
-		if waited := time.Since(start); waited > time.Millisecond {
+		if waited := clock.Since(start); waited > time.Millisecond {
 			h.observer().RateLimitWait(waited)
 		}
 	}
@@ -210,11 +213,11 @@ func (h *Handler) call(ctx context.Context, r tasks.Resend) (status int, callErr
 			return 0, nil, d, nil
 		}
 	}
-	start := time.Now()
+	start := clock.Now()
 	status, callErr = h.API.ResendConfirmation(ctx, loginapi.Request{
 		ProjectID: r.ProjectID, Username: r.Username, LoginURL: r.LoginURL, Payload: r.Payload,
 	})
-	h.observer().APICall(status, callErr, time.Since(start))
+	h.observer().APICall(status, callErr, clock.Since(start))
 	return status, callErr, 0, nil
 }
 
@@ -239,7 +242,7 @@ func (h *Handler) transient(ctx context.Context, a attempt, status int, callErr 
 	cause := retryCause(callErr)
 	h.observer().Retry(cause)
 	delay := h.Backoff.Delay(a.retried)
-	h.logger().WithFields(h.fields(a)).WithFields(logrus.Fields{
+	h.log(h.fields(a)).WithFields(logrus.Fields{
 		"cause": cause, "status": status, "retry_in": delay.String(),
 	}).Debug("resend will be retried")
 	return &retryError{err: callErr, delay: delay, failure: true}
@@ -279,7 +282,7 @@ func (h *Handler) rateLimited(ctx context.Context, a attempt, status int, callEr
 		// asynq archives a task at its MaxRetry whatever the error says.
 		delay = h.rateLimitMaxWait()
 	}
-	waited := h.now().Sub(state.Since)
+	waited := state.Waited
 	if capWait := h.rateLimitMaxWait(); waited+delay > capWait {
 		rec := h.record(a, outcome.StatusDeadLetter, outcome.ReasonRateLimited, status, callErr)
 		rec.Attempts = a.retried // this call is counted among the task's 429s already
@@ -287,7 +290,7 @@ func (h *Handler) rateLimited(ctx context.Context, a attempt, status int, callEr
 		return h.finish(ctx, rec, &deadLetterError{msg: msg, cause: callErr})
 	}
 	h.observer().Retry("rate_limited")
-	h.logger().WithFields(h.fields(a)).WithFields(logrus.Fields{
+	h.log(h.fields(a)).WithFields(logrus.Fields{
 		"cause": "rate_limited", "status": status, "retry_in": delay.String(), "rate_limited_calls": state.Calls,
 	}).Debug("resend rate limited, will be retried")
 	return &retryError{err: callErr, delay: delay, failure: false}
@@ -300,13 +303,13 @@ func (h *Handler) coolDown(ctx context.Context, a attempt, d time.Duration) {
 		return
 	}
 	started, until, err := h.Limiter.CoolDown(ctx, a.task.ProjectID, d)
-	f := logrus.Fields{"project_id": a.task.ProjectID, "until": until.UTC().Format(time.RFC3339Nano), "pause": until.Sub(h.now()).Round(time.Millisecond).String()}
+	f := logrus.Fields{"project_id": a.task.ProjectID, "until": until.UTC().Format(time.RFC3339Nano), "pause": h.clock().Until(until).Round(time.Millisecond).String()}
 	switch {
 	case err != nil:
-		h.logger().WithFields(f).WithError(err).Warn("Login API rate limit: the other workers could not be told to pause")
+		h.log(f).WithError(err).Warn("Login API rate limit: the other workers could not be told to pause")
 	case started:
 		h.observer().RateLimitPause()
-		h.logger().WithFields(f).Warn("Login API rate limit: calls for the project paused on every worker")
+		h.log(f).Warn("Login API rate limit: calls for the project paused on every worker")
 	}
 }
 
@@ -316,7 +319,7 @@ func (h *Handler) record(a attempt, st outcome.Status, reason outcome.Reason, st
 		TaskID: a.taskID, ProjectID: a.task.ProjectID, Username: a.task.Username,
 		LoginURL: a.task.LoginURL, Payload: a.task.Payload, Queue: a.queue, BatchID: a.task.BatchID,
 		Status: st, Reason: reason, HTTPStatus: status, Attempts: a.retried + 1,
-		EnqueuedAt: a.task.EnqueuedAt, FinishedAt: h.now(),
+		EnqueuedAt: a.task.EnqueuedAt, FinishedAt: h.clock().Now(),
 	}
 	var apiErr *loginapi.Error
 	switch {
@@ -355,13 +358,13 @@ func (h *Handler) finish(ctx context.Context, rec outcome.Record, result error) 
 	case err == nil && stored.Status == outcome.StatusSent && rec.Status != outcome.StatusSent:
 		// Another run of the task sent the email (see sentBefore); its record
 		// stays, and this run's answer only goes to the log.
-		h.logger().WithFields(outcomeFields(rec)).WithField("recorded", "sent").
+		h.log(outcomeFields(rec)).WithField("recorded", "sent").
 			Info("resend answer not recorded: another run of the task sent the email")
 		return nil
 	case err != nil:
 		// The email went out (or was refused) already: retrying the task would
 		// send it again, so the task still ends; say loudly what was lost.
-		h.logger().WithFields(outcomeFields(stored)).WithError(err).Error("outcome record could not be written")
+		h.log(outcomeFields(stored)).WithError(err).Error("outcome record could not be written")
 	case rec.Status == outcome.StatusSent:
 		h.logOutcome(logrus.InfoLevel, "confirmation email sent", stored)
 	default:
@@ -371,21 +374,26 @@ func (h *Handler) finish(ctx context.Context, rec outcome.Record, result error) 
 	return result
 }
 
+// outcomeWriteTries is how many times storeOutcome tries to write a record.
+const outcomeWriteTries = 3
+
 // storeOutcome writes rec, trying again briefly if Redis hiccups.
 func (h *Handler) storeOutcome(ctx context.Context, rec outcome.Record) (outcome.Record, error) {
 	// The task's own context may be nearly spent; the write gets its own.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	var err error
-	for i := 0; i < 3; i++ {
+	for i := range outcomeWriteTries {
+		if i > 0 {
+			select {
+			case <-wctx.Done():
+				return rec, err
+			case <-h.clock().After(time.Duration(50<<i) * time.Millisecond): // 100ms, 200ms
+			}
+		}
 		var stored outcome.Record
 		if stored, err = h.finishOutcome(wctx, rec); err == nil {
 			return stored, nil
-		}
-		select {
-		case <-wctx.Done():
-			return rec, err
-		case <-time.After(time.Duration(100<<i) * time.Millisecond):
 		}
 	}
 	return rec, err
@@ -418,11 +426,19 @@ func (h *Handler) fields(a attempt) logrus.Fields {
 	}
 }
 
-func (h *Handler) now() time.Time {
-	if h.Now != nil {
-		return h.Now()
+// realClock is the default Clock.
+var realClock = clockwork.NewRealClock()
+
+func (h *Handler) clock() clockwork.Clock {
+	if h.Clock != nil {
+		return h.Clock
 	}
-	return time.Now()
+	return realClock
+}
+
+// log starts a log line with fields, stamped by the handler's clock.
+func (h *Handler) log(f logrus.Fields) *logrus.Entry {
+	return h.logger().WithFields(f).WithTime(h.clock().Now())
 }
 
 func (h *Handler) logger() logrus.FieldLogger {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/jonboulle/clockwork"
 	"github.com/sirupsen/logrus"
 	"github.com/sirupsen/logrus/hooks/test"
 
@@ -34,21 +35,28 @@ func (f *fakeAPI) ResendConfirmation(_ context.Context, req loginapi.Request) (i
 
 // memOutcomes keeps outcome records and rate state in memory.
 type memOutcomes struct {
-	mu        sync.Mutex
-	now       func() time.Time
-	rate      map[string]outcome.RateState
-	finished  []outcome.Record
-	finishErr error
+	mu          sync.Mutex
+	clock       clockwork.Clock
+	rate        map[string]outcome.RateState
+	since       map[string]time.Time // a task's first 429
+	finished    []outcome.Record
+	finishErr   error
+	finishCalls int
+}
+
+func newMemOutcomes(clock clockwork.Clock) *memOutcomes {
+	return &memOutcomes{clock: clock, rate: map[string]outcome.RateState{}, since: map[string]time.Time{}}
 }
 
 func (m *memOutcomes) RateLimited(_ context.Context, taskID string) (outcome.RateState, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	st, ok := m.rate[taskID]
-	if !ok {
-		st.Since = m.now()
+	st := m.rate[taskID]
+	if _, ok := m.since[taskID]; !ok {
+		m.since[taskID] = m.clock.Now()
 	}
 	st.Calls++
+	st.Waited = m.clock.Since(m.since[taskID])
 	m.rate[taskID] = st
 	return st, nil
 }
@@ -56,11 +64,13 @@ func (m *memOutcomes) RateLimited(_ context.Context, taskID string) (outcome.Rat
 func (m *memOutcomes) Finish(_ context.Context, rec outcome.Record) (outcome.Record, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.finishCalls++
 	if m.finishErr != nil {
 		return rec, m.finishErr
 	}
 	calls := m.rate[rec.TaskID].Calls
 	delete(m.rate, rec.TaskID)
+	delete(m.since, rec.TaskID)
 	if old, ok := m.get(rec.TaskID); ok && old.Status == outcome.StatusSent && rec.Status != outcome.StatusSent {
 		return old, nil // a sent record stays, as in outcome.Store
 	}
@@ -87,24 +97,23 @@ func (m *memOutcomes) get(taskID string) (outcome.Record, bool) {
 }
 
 type bundle struct {
-	h    *Handler
-	api  *fakeAPI
-	out  *memOutcomes
-	logs *test.Hook
-	now  time.Time
+	h     *Handler
+	api   *fakeAPI
+	out   *memOutcomes
+	logs  *test.Hook
+	clock *clockwork.FakeClock
 }
 
 func setup(t *testing.T, answer func(loginapi.Request) (int, error)) *bundle {
 	t.Helper()
-	b := &bundle{now: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}
-	clock := func() time.Time { return b.now }
+	b := &bundle{clock: clockwork.NewFakeClock()}
 	log, hook := test.NewNullLogger()
 	log.SetLevel(logrus.DebugLevel)
 	b.api = &fakeAPI{answer: answer}
-	b.out = &memOutcomes{now: clock, rate: map[string]outcome.RateState{}}
+	b.out = newMemOutcomes(b.clock)
 	b.logs = hook
 	b.h = &Handler{
-		API: b.api, Outcomes: b.out, Log: log, Now: clock,
+		API: b.api, Outcomes: b.out, Log: log, Clock: b.clock,
 		Backoff:     Backoff{Initial: time.Second, Max: time.Minute, Jitter: -1},
 		MaxAttempts: 8, RateLimitMaxWait: time.Hour,
 	}
@@ -169,7 +178,7 @@ func TestSentRecordsOutcome(t *testing.T) {
 	}
 	rec := b.out.finished[0]
 	if rec.Status != outcome.StatusSent || rec.Reason != "" || rec.HTTPStatus != 204 || rec.Attempts != 1 ||
-		rec.TaskID != "task-1" || rec.Username != "john@example.com" || !rec.FinishedAt.Equal(b.now) || rec.Queue != "signup" {
+		rec.TaskID != "task-1" || rec.Username != "john@example.com" || !rec.FinishedAt.Equal(b.clock.Now()) || rec.Queue != "signup" {
 		t.Errorf("record = %+v", rec)
 	}
 	entry := b.logs.LastEntry()
@@ -241,7 +250,7 @@ func TestRateLimitCapDeadLetters(t *testing.T) {
 		if err := b.h.process(ctx, first(attempt{}), payload(t, "j@example.com")); errors.Is(err, asynq.SkipRetry) {
 			t.Fatalf("dead-lettered after %d calls", i+1)
 		}
-		b.now = b.now.Add(10 * time.Minute)
+		b.clock.Advance(10 * time.Minute)
 	}
 	err := b.h.process(ctx, first(attempt{}), payload(t, "j@example.com"))
 	if !errors.Is(err, asynq.SkipRetry) {
@@ -336,8 +345,20 @@ func TestOutcomeWriteFailureStillEndsTask(t *testing.T) {
 	t.Parallel()
 	b := setup(t, answer(204, "", "", 0))
 	b.out.finishErr = errors.New("redis: connection refused")
-	if err := b.h.process(context.Background(), first(attempt{}), payload(t, "j@example.com")); err != nil {
+	done := make(chan error, 1)
+	go func() { done <- b.h.process(context.Background(), first(attempt{}), payload(t, "j@example.com")) }()
+	// The write is tried three times, 100ms and 200ms apart on the clock.
+	for _, d := range []time.Duration{100 * time.Millisecond, 200 * time.Millisecond} {
+		if err := b.clock.BlockUntilContext(context.Background(), 1); err != nil {
+			t.Fatal(err)
+		}
+		b.clock.Advance(d)
+	}
+	if err := <-done; err != nil {
 		t.Fatalf("err = %v: a sent email must not be retried", err)
+	}
+	if n := b.out.finishCalls; n != 3 {
+		t.Errorf("the write was tried %d times, want 3", n)
 	}
 	if e := b.logs.LastEntry(); e.Level != logrus.ErrorLevel {
 		t.Errorf("lost outcome logged at %v, want error", e.Level)
@@ -367,8 +388,9 @@ func TestHandleErrorRecordsForeignFinalFailures(t *testing.T) {
 
 func TestRetryDelayRoundsDueTimeUp(t *testing.T) {
 	t.Parallel()
-	now := time.Date(2026, 11, 25, 10, 0, 0, 300*int(time.Millisecond), time.UTC)
-	f := RetryDelayFunc(func() time.Time { return now }, Backoff{Initial: time.Second, Jitter: -1})
+	// 300ms past a whole second, as asynq's clock may be when it asks.
+	clock := clockwork.NewFakeClockAt(time.Now().Truncate(time.Second).Add(300 * time.Millisecond))
+	f := RetryDelayFunc(clock, Backoff{Initial: time.Second, Jitter: -1})
 	if d := f(0, &retryError{err: errors.New("x"), delay: time.Second}, nil); d != 1700*time.Millisecond {
 		t.Errorf("delay %v, want 1.7s so that the due second is not early", d)
 	}
@@ -483,13 +505,16 @@ type fakeLimiter struct {
 	waits     []string
 	coolDowns []time.Duration
 	waitErr   error
-	later     time.Duration // what Wait hands back
-	paused    time.Duration // what Paused says
-	hold      time.Duration // how long Wait takes
+	later     time.Duration        // what Wait hands back
+	paused    time.Duration        // what Paused says
+	hold      time.Duration        // how long Wait takes, on clock
+	clock     *clockwork.FakeClock // the handler's
 }
 
 func (f *fakeLimiter) Wait(_ context.Context, project string) (time.Duration, error) {
-	time.Sleep(f.hold)
+	if f.hold > 0 {
+		f.clock.Advance(f.hold)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.waits = append(f.waits, project)
@@ -533,7 +558,7 @@ func (f *fakeLimiter) CoolDown(_ context.Context, project string, d time.Duratio
 func TestEveryCallWaitsForTheLimiterAnd429sCoolDown(t *testing.T) {
 	t.Parallel()
 	b := setup(t, answer(429, "", "", 7*time.Second))
-	lim := &fakeLimiter{hold: 5 * time.Millisecond}
+	lim := &fakeLimiter{hold: 5 * time.Millisecond, clock: b.clock}
 	b.h.Limiter = lim
 	obs := &pauseObserver{}
 	b.h.Observer = obs
@@ -552,7 +577,7 @@ func TestEveryCallWaitsForTheLimiterAnd429sCoolDown(t *testing.T) {
 	for _, e := range b.logs.AllEntries() {
 		paused = paused || e.Level == logrus.WarnLevel && strings.Contains(e.Message, "paused on every worker") && e.Data["project_id"] == testProject
 	}
-	if !paused || obs.pauses != 1 || len(obs.waited) != 1 || obs.waited[0] < 5*time.Millisecond {
+	if !paused || obs.pauses != 1 || len(obs.waited) != 1 || obs.waited[0] != 5*time.Millisecond {
 		t.Errorf("the cool-down was not logged (%v) or observed: %d pauses, waits %v", paused, obs.pauses, obs.waited)
 	}
 	// Without Retry-After, the pause is the task's backoff: 2s at its second 429.

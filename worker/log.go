@@ -29,7 +29,7 @@ func (l asynqLogger) Warn(args ...interface{}) {
 }
 
 // logOutcome writes the log line of a final outcome: what
-// h.logger().WithFields(outcomeFields(rec)).Log(level, msg) writes. When the
+// h.log(outcomeFields(rec)).Log(level, msg) writes. When the
 // logger is a *logrus.Logger with a plain logrus.TextFormatter that writes
 // to a file or a pipe, without hooks or caller reports (the worker's
 // default), the line is formatted here, byte for byte as logrus formats it,
@@ -39,7 +39,7 @@ func (h *Handler) logOutcome(level logrus.Level, msg string, rec outcome.Record)
 	if l, ok := h.logger().(*logrus.Logger); ok && l.IsLevelEnabled(level) {
 		if f, out := h.plainText(l, level); out != nil {
 			buf := linePool.Get().(*[]byte)
-			line := appendOutcomeLine((*buf)[:0], f, time.Now(), level, msg, rec)
+			line := appendOutcomeLine((*buf)[:0], f, h.clock().Now(), level, msg, rec)
 			if _, err := out.Write(line); err != nil {
 				fmt.Fprintf(os.Stderr, "Failed to write to log, %v\n", err) // as logrus reports it
 			}
@@ -48,7 +48,7 @@ func (h *Handler) logOutcome(level logrus.Level, msg string, rec outcome.Record)
 			return
 		}
 	}
-	h.logger().WithFields(outcomeFields(rec)).Log(level, msg)
+	h.log(outcomeFields(rec)).Log(level, msg)
 }
 
 var linePool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}

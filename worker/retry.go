@@ -8,6 +8,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/hibiken/asynq"
+	"github.com/jonboulle/clockwork"
 )
 
 // Backoff is the exponential backoff between retries of a transient failure
@@ -83,17 +84,17 @@ func (e *deadLetterError) Error() string   { return e.msg }
 func (e *deadLetterError) Unwrap() []error { return []error{e.cause, asynq.SkipRetry} }
 
 // RetryDelayFunc is the asynq RetryDelayFunc of the worker: the delay the
-// handler chose, with the due time rounded up to a whole second because
-// asynq stores due times in whole Unix seconds (a Retry-After is never
-// undercut). Errors the handler did not produce get fallback.Delay(n).
-func RetryDelayFunc(now func() time.Time, fallback Backoff) asynq.RetryDelayFunc {
+// handler chose, with the due time rounded up to a whole second of clock
+// because asynq stores due times in whole Unix seconds (a Retry-After is
+// never undercut). Errors the handler did not produce get fallback.Delay(n).
+func RetryDelayFunc(clock clockwork.Clock, fallback Backoff) asynq.RetryDelayFunc {
 	return func(n int, err error, _ *asynq.Task) time.Duration {
 		d := fallback.Delay(n)
 		var re *retryError
 		if errors.As(err, &re) {
 			d = re.delay
 		}
-		return roundUpDue(now(), d)
+		return roundUpDue(clock.Now(), d)
 	}
 }
 

@@ -102,7 +102,7 @@ func NewServer(rdb redis.UniversalClient, h *Handler, cfg Config) *Server {
 			TaskCheckInterval:        time.Duration(n) * orDur(cfg.PollInterval, DefaultPollInterval),
 			DelayedTaskCheckInterval: time.Duration(n) * orDur(cfg.ForwardInterval, DefaultForwardInterval),
 			ShutdownTimeout:          orDur(cfg.ShutdownTimeout, DefaultShutdownTimeout),
-			RetryDelayFunc:           RetryDelayFunc(time.Now, h.Backoff),
+			RetryDelayFunc:           RetryDelayFunc(h.clock(), h.Backoff),
 			IsFailure:                IsFailure,
 			ErrorHandler:             asynq.ErrorHandlerFunc(h.HandleError),
 			Logger:                   asynqLogger{cfg.Logger},
