@@ -32,3 +32,23 @@ func (f Filter) Validate() error {
 	_, err := f.normalize()
 	return err
 }
+
+// Exist reports, for each of taskIDs in order, whether the task has an
+// outcome record, in one round trip.
+func (s *Store) Exist(ctx context.Context, taskIDs []string) ([]bool, error) {
+	cmds := make([]*redis.IntCmd, len(taskIDs))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range taskIDs {
+			cmds[i] = p.Exists(ctx, s.recordPrefix+id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("outcome: look up records: %w", err)
+	}
+	out := make([]bool, len(taskIDs))
+	for i, c := range cmds {
+		out[i] = c.Val() > 0
+	}
+	return out, nil
+}

@@ -32,6 +32,8 @@ type Outcomes interface {
 	// replacing it with one of another status.
 	Finish(ctx context.Context, rec outcome.Record) (outcome.Record, error)
 	Get(ctx context.Context, taskID string) (outcome.Record, bool, error)
+	// Exist reports, for each task, whether it has a record.
+	Exist(ctx context.Context, taskIDs []string) ([]bool, error)
 }
 
 // RateLimiter is the fleet-wide rate limiting of calls (*ratelimit.Limiter).

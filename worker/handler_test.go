@@ -86,6 +86,16 @@ func (m *memOutcomes) Get(_ context.Context, taskID string) (outcome.Record, boo
 	return rec, ok, nil
 }
 
+func (m *memOutcomes) Exist(_ context.Context, taskIDs []string) ([]bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]bool, len(taskIDs))
+	for i, id := range taskIDs {
+		_, out[i] = m.get(id)
+	}
+	return out, nil
+}
+
 // get returns the newest record of taskID; m.mu is held.
 func (m *memOutcomes) get(taskID string) (outcome.Record, bool) {
 	for i := len(m.finished) - 1; i >= 0; i-- {
@@ -399,6 +409,34 @@ func TestRetryDelayRoundsDueTimeUp(t *testing.T) {
 	}
 	if d := roundUpDue(time.Unix(10, 0), 2*time.Second); d != 2*time.Second {
 		t.Errorf("whole-second due moved: %v", d)
+	}
+}
+
+// TestARetryDueInOneSecondRunsWithinTwoAndAHalf: a retry's due time is
+// rounded up to the next whole second (at most 1s more, see
+// TestRetryDelayRoundsDueTimeUp), and one asynq server of the worker moves
+// due retries to their queue every 500ms: 1s + 1s + 0.5s at most. The
+// others do it every minute, so an idle worker costs Redis no more.
+func TestARetryDueInOneSecondRunsWithinTwoAndAHalf(t *testing.T) {
+	t.Parallel()
+	for _, concurrency := range []int{1, 20, 50, 400} {
+		configs := asynqConfigs(&Handler{}, Config{}, concurrency, asynq.WarnLevel)
+		if len(configs) != ProcessorsFor(concurrency) {
+			t.Fatalf("concurrency %d: %d asynq servers, want %d", concurrency, len(configs), ProcessorsFor(concurrency))
+		}
+		fast := 0
+		for _, c := range configs {
+			switch c.DelayedTaskCheckInterval {
+			case DefaultForwardInterval:
+				fast++
+			case idleForwardInterval:
+			default:
+				t.Errorf("concurrency %d: a server forwards every %s", concurrency, c.DelayedTaskCheckInterval)
+			}
+		}
+		if fast != 1 || DefaultForwardInterval > 500*time.Millisecond {
+			t.Errorf("concurrency %d: %d servers forward every %s, want one, every 500ms at most", concurrency, fast, DefaultForwardInterval)
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -42,8 +43,10 @@ type Config struct {
 	// signup is picked up at once; asynq's own default is 1s.
 	PollInterval time.Duration
 	// ForwardInterval is how often due retries and scheduled tasks are moved
-	// to their queue (asynq's DelayedTaskCheckInterval). Default 500ms, so a
-	// retry due in 1s runs within about 2s; asynq's own default is 5s.
+	// to their queue (asynq's DelayedTaskCheckInterval of the first asynq
+	// server; the others do it every minute). Default 500ms: a retry's due
+	// time is rounded up to a whole second (RetryDelayFunc), so a retry due
+	// in 1s runs within 2.5s; asynq's own default is 5s.
 	ForwardInterval time.Duration
 	// ShutdownTimeout is how long in-flight calls may finish on shutdown
 	// before their tasks are handed back to the queue. Default 15s: longer
@@ -54,6 +57,13 @@ type Config struct {
 	// Processors is how many asynq servers share the Concurrency slots.
 	// Default ProcessorsFor(Concurrency).
 	Processors int
+	// SweepInterval is how often the fleet looks for tasks asynq archived
+	// without telling the worker (see Server.sweep) and records their
+	// outcome. Default 15s; negative: never.
+	SweepInterval time.Duration
+	// KeyPrefix prefixes the worker's own Redis key (the sweep's lock,
+	// KeyPrefix+"sweep-lock"). Default "resendq:".
+	KeyPrefix string
 }
 
 // Server is a worker process: asynq servers running Handler on the resend
@@ -64,10 +74,11 @@ type Config struct {
 // time; at 400 slots of 100 ms calls that is 4,000 round trips a second in a
 // row. So a Server keeps its calls busy two ways (docs/BENCHMARKS.md):
 //   - Its slots are shared among a few asynq servers (ProcessorsFor), each
-//     taking tasks for its own share. Each polls an empty queue and forwards
-//     due retries that many times less often, so an idle worker costs Redis
-//     what one server would, and a new task is still picked up as soon.
-//     asynqmon lists each as a server of the same host and PID.
+//     taking tasks for its own share. Each polls an empty queue that many
+//     times less often, and only the first forwards due retries at the
+//     ForwardInterval, so an idle worker costs Redis what one server would,
+//     and a new task is still picked up as soon. asynqmon lists each as a
+//     server of the same host and PID.
 //   - It has Prefetch(Concurrency) slots more than calls: the tasks in them
 //     wait for a call to end rather than a call for a task.
 type Server struct {
@@ -75,6 +86,14 @@ type Server struct {
 	mux  *asynq.ServeMux
 	h    *Handler
 	once sync.Once // closes h.stop
+
+	cfg           Config
+	rdb           redis.UniversalClient
+	ins           *asynq.Inspector
+	sweepInterval time.Duration
+	sweepLock     string
+	sweepStop     chan struct{}
+	sweepDone     chan struct{}
 }
 
 // NewServer assembles a worker on rdb, which it shares and does not close.
@@ -91,25 +110,50 @@ func NewServer(rdb redis.UniversalClient, h *Handler, cfg Config) *Server {
 	calls := orInt(cfg.Concurrency, DefaultConcurrency)
 	h.calls = make(chan struct{}, calls)
 	h.stop = make(chan struct{})
+	s := &Server{
+		mux: asynq.NewServeMux(), h: h, cfg: cfg, rdb: rdb, ins: asynq.NewInspectorFromRedisClient(rdb),
+		sweepInterval: orDur(cfg.SweepInterval, DefaultSweepInterval),
+		sweepLock:     cmp.Or(cfg.KeyPrefix, "resendq:") + "sweep-lock",
+		sweepStop:     make(chan struct{}), sweepDone: make(chan struct{}),
+	}
+	s.mux.Handle(tasks.TypeResend, h)
+	for _, c := range asynqConfigs(h, cfg, calls, level) {
+		s.srvs = append(s.srvs, asynq.NewServerFromRedisClient(rdb, c))
+	}
+	return s
+}
+
+// idleForwardInterval is how often the asynq servers of a Server other than
+// the first move due retries: the first does it every ForwardInterval, and
+// one is enough.
+const idleForwardInterval = time.Minute
+
+// asynqConfigs are the configurations of a Server's asynq servers: calls
+// plus Prefetch(calls) slots shared among them, one forwarding due retries
+// every ForwardInterval.
+func asynqConfigs(h *Handler, cfg Config, calls int, level asynq.LogLevel) []asynq.Config {
 	slots := calls + Prefetch(calls)
 	n := min(orInt(cfg.Processors, ProcessorsFor(calls)), slots)
-	s := &Server{mux: asynq.NewServeMux(), h: h}
-	s.mux.Handle(tasks.TypeResend, h)
-	for i := range n {
-		s.srvs = append(s.srvs, asynq.NewServerFromRedisClient(rdb, asynq.Config{
+	configs := make([]asynq.Config, n)
+	for i := range configs {
+		forward := idleForwardInterval
+		if i == 0 {
+			forward = orDur(cfg.ForwardInterval, DefaultForwardInterval)
+		}
+		configs[i] = asynq.Config{
 			Concurrency:              slots/n + btoi(i < slots%n),
 			Queues:                   orQueues(cfg.Queues),
 			TaskCheckInterval:        time.Duration(n) * orDur(cfg.PollInterval, DefaultPollInterval),
-			DelayedTaskCheckInterval: time.Duration(n) * orDur(cfg.ForwardInterval, DefaultForwardInterval),
+			DelayedTaskCheckInterval: forward,
 			ShutdownTimeout:          orDur(cfg.ShutdownTimeout, DefaultShutdownTimeout),
 			RetryDelayFunc:           RetryDelayFunc(h.clock(), h.Backoff),
 			IsFailure:                IsFailure,
 			ErrorHandler:             asynq.ErrorHandlerFunc(h.HandleError),
 			Logger:                   asynqLogger{cfg.Logger},
 			LogLevel:                 level,
-		}))
+		}
 	}
-	return s
+	return configs
 }
 
 // ProcessorsFor is the default Config.Processors: one asynq server per 12
@@ -129,7 +173,8 @@ const (
 	maxProcessors     = 4
 )
 
-// Start starts processing in the background.
+// Start starts processing, and sweeping for lost dead letters, in the
+// background.
 func (s *Server) Start() error {
 	for i, srv := range s.srvs {
 		if err := srv.Start(s.mux); err != nil {
@@ -137,6 +182,14 @@ func (s *Server) Start() error {
 			return err
 		}
 	}
+	if s.cfg.SweepInterval < 0 {
+		close(s.sweepDone)
+		return nil
+	}
+	go func() {
+		defer close(s.sweepDone)
+		s.runSweeps(s.sweepStop)
+	}()
 	return nil
 }
 
@@ -144,8 +197,12 @@ func (s *Server) Start() error {
 // shutdown timeout and hands the rest back to their queue; tasks that have
 // not called yet (those held ready) go back at once, due a second later.
 func (s *Server) Shutdown() {
-	s.once.Do(func() { close(s.h.stop) })
+	s.once.Do(func() {
+		close(s.h.stop)
+		close(s.sweepStop)
+	})
 	shutdownAll(s.srvs)
+	<-s.sweepDone
 }
 
 // shutdownAll shuts the servers down side by side, so that their in-flight
@@ -173,8 +230,11 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // HandleError is the asynq ErrorHandler: it records the final outcome of a
-// task that asynq archives for a reason of its own (a panic, an expired
-// lease, a deadline) so that no dead letter goes unrecorded.
+// task that asynq archives for a reason of its own (a deadline, an error
+// the handler did not make) so that no dead letter goes unrecorded. asynq
+// does not call it for a task whose worker died (its recoverer archives
+// such a task at its MaxRetry on its own): the Server's sweep records
+// those.
 func (h *Handler) HandleError(ctx context.Context, t *asynq.Task, err error) {
 	var re *retryError
 	var de *deadLetterError

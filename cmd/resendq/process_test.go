@@ -9,10 +9,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/resendq/resendq/enqueue"
@@ -121,7 +123,10 @@ func startWorker(t *testing.T, redisURL, apiBase string, logs *bytes.Buffer) *ex
 
 // TestWorkerKilledMidCallLosesNothing kills a worker process with SIGKILL
 // while its calls are in flight; asynq recovers the tasks once their lease
-// has expired (about a minute) and a second worker process sends them.
+// has expired (about a minute) and a second worker process sends them. One
+// task, from another producer, had no retry left: asynq's recoverer
+// archives it without a word to the worker, and the second worker's sweep
+// records it as a dead letter.
 func TestWorkerKilledMidCallLosesNothing(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
@@ -133,9 +138,17 @@ func TestWorkerKilledMidCallLosesNothing(t *testing.T) {
 
 	const n = 5
 	enqueueUsers(t, rdb, n)
+	last, err := tasks.NewTask(tasks.Resend{ProjectID: testProject, Username: "lastchance@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lastInfo, err := asynq.NewClientFromRedisClient(rdb).Enqueue(last, asynq.Queue(tasks.QueueSignup), asynq.MaxRetry(0))
+	if err != nil {
+		t.Fatal(err)
+	}
 	var logs1, logs2 bytes.Buffer
 	first := startWorker(t, srv.URL, httpSrv.URL+"/api", &logs1)
-	waitUntil(t, 30*time.Second, func() bool { return api.Total() >= n }, "calls in flight")
+	waitUntil(t, 30*time.Second, func() bool { return api.Total() >= n+1 }, "calls in flight")
 	if err := first.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -147,9 +160,16 @@ func TestWorkerKilledMidCallLosesNothing(t *testing.T) {
 	store := outcome.NewStore(rdb, outcome.Options{})
 	waitUntil(t, 3*time.Minute, func() bool {
 		st, err := store.Stats(context.Background())
-		return err == nil && st.Sent == n
-	}, "every task sent by the second worker")
+		return err == nil && st.Sent == n && st.DeadLetter == 1
+	}, "every task sent by the second worker, and the one without retries recorded")
 	t.Logf("all %d tasks recovered and sent %s after the kill", n, time.Since(killed).Round(time.Second))
+	rec, ok, err := store.Get(context.Background(), lastInfo.ID)
+	if err != nil || !ok || rec.Reason != outcome.ReasonExhausted || !strings.Contains(rec.ErrorDescription, "lease expired") || rec.Username != "lastchance@example.com" {
+		t.Errorf("the task archived by asynq's recoverer: %+v, %v, %v", rec, ok, err)
+	}
+	if info, err := asynq.NewInspectorFromRedisClient(rdb).GetTaskInfo(tasks.QueueSignup, lastInfo.ID); err != nil || info.State != asynq.TaskStateArchived {
+		t.Errorf("that task is %+v, %v; want it in asynq's archive", info, err)
+	}
 	for i := 0; i < n; i++ {
 		rec, ok, err := store.Latest(context.Background(), testProject, fmt.Sprintf("user%d@example.com", i))
 		if err != nil || !ok || rec.Status != outcome.StatusSent {

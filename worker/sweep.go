@@ -1,0 +1,137 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/resendq/resendq/outcome"
+	"github.com/resendq/resendq/tasks"
+)
+
+// Defaults of the sweep for lost dead letters.
+const (
+	// DefaultSweepInterval is how often a Server looks for them.
+	DefaultSweepInterval = 15 * time.Second
+	// sweepLookback is how far back each sweep looks in the archive.
+	sweepLookback = 3 * time.Minute
+	// sweepPage is how many archived tasks one round trip lists.
+	sweepPage = 100
+)
+
+// errLeaseExpired is the error text of a task asynq's recoverer archived.
+var errLeaseExpired = asynq.ErrLeaseExpired.Error()
+
+// sweep records the final outcome of resend tasks that asynq archived
+// without calling the ErrorHandler, so that no dead letter goes unrecorded.
+// asynq v0.26's recoverer does that to a task whose worker died (its lease
+// expired) once the task has no retry left: it archives the task with
+// "asynq: task lease expired" and tells nobody. A sweep looks at the tasks
+// archived in the last few minutes of each queue served, newest first, and
+// records those that have no outcome record as dead letters, reason
+// exhausted. One worker of the fleet sweeps per interval (a Redis lock);
+// writing a record twice is harmless anyway. It returns how many it
+// recorded.
+func (s *Server) sweep(ctx context.Context) (int, error) {
+	ok, err := s.rdb.SetNX(ctx, s.sweepLock, "1", s.sweepInterval).Result()
+	if err != nil || !ok {
+		return 0, err
+	}
+	cutoff := s.h.clock().Now().Add(-sweepLookback)
+	n := 0
+	var errs []error
+	for q := range orQueues(s.cfg.Queues) {
+		found, err := s.sweepQueue(ctx, q, cutoff)
+		n += found
+		errs = append(errs, err)
+	}
+	return n, errors.Join(errs...)
+}
+
+// sweepQueue records the lost dead letters of one queue archived since
+// cutoff.
+func (s *Server) sweepQueue(ctx context.Context, queue string, cutoff time.Time) (int, error) {
+	info, err := s.ins.GetQueueInfo(queue)
+	if errors.Is(err, asynq.ErrQueueNotFound) || err == nil && info.Archived == 0 {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for page := (info.Archived + sweepPage - 1) / sweepPage; page >= 1; page-- {
+		archived, err := s.ins.ListArchivedTasks(queue, asynq.PageSize(sweepPage), asynq.Page(page))
+		if err != nil {
+			return n, err
+		}
+		var lost []*asynq.TaskInfo
+		older := false
+		for i := len(archived) - 1; i >= 0; i-- { // newest first
+			t := archived[i]
+			if t.LastFailedAt.Before(cutoff) {
+				older = true
+				break
+			}
+			if t.Type == tasks.TypeResend && t.LastErr == errLeaseExpired {
+				lost = append(lost, t)
+			}
+		}
+		found, err := s.recordLost(ctx, lost)
+		n += found
+		if err != nil || older {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// recordLost records those of ts that have no outcome record.
+func (s *Server) recordLost(ctx context.Context, ts []*asynq.TaskInfo) (int, error) {
+	if len(ts) == 0 {
+		return 0, nil
+	}
+	ids := make([]string, len(ts))
+	for i, t := range ts {
+		ids[i] = t.ID
+	}
+	exist, err := s.h.Outcomes.Exist(ctx, ids)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for i, t := range ts {
+		if exist[i] {
+			continue
+		}
+		a := attempt{taskID: t.ID, queue: t.Queue, retried: t.Retried, maxRetry: t.MaxRetry}
+		a.task, _ = tasks.Decode(t.Payload)
+		rec := s.h.record(a, outcome.StatusDeadLetter, outcome.ReasonExhausted, 0, errors.New(t.LastErr+" (its worker stopped with no retry left)"))
+		rec.FinishedAt = t.LastFailedAt
+		_ = s.h.finish(ctx, rec, nil)
+		n++
+	}
+	return n, nil
+}
+
+// runSweeps sweeps every sweepInterval until stop is closed, and reports
+// failures to the log.
+func (s *Server) runSweeps(stop <-chan struct{}) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { <-stop; cancel() }()
+	t := s.h.clock().NewTicker(s.sweepInterval)
+	defer t.Stop()
+	for {
+		if _, err := s.sweep(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, redis.ErrClosed) {
+			s.cfg.Logger.WithError(err).Warn("sweep for lost dead letters failed")
+		}
+		select {
+		case <-stop:
+			return
+		case <-t.Chan():
+		}
+	}
+}
