@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -22,6 +23,39 @@ type api struct {
 	bad     atomic.Int64
 	active  atomic.Int64 // calls being answered
 	peak    atomic.Int64 // most calls answered at once since the last reset
+
+	watching atomic.Int64 // len(watch): the body is read for usernames only while some are watched
+	watchMu  sync.Mutex
+	watch    map[string]chan time.Time // username → when its call arrived
+}
+
+// expect returns a channel that receives when the next call for username
+// arrives.
+func (a *api) expect(username string) <-chan time.Time {
+	ch := make(chan time.Time, 1)
+	a.watchMu.Lock()
+	if a.watch == nil {
+		a.watch = map[string]chan time.Time{}
+	}
+	a.watch[username] = ch
+	a.watching.Store(int64(len(a.watch)))
+	a.watchMu.Unlock()
+	return ch
+}
+
+// arrived tells a watcher of the username in body that its call came at.
+func (a *api) arrived(body []byte, at time.Time) {
+	name, ok := bytes.CutPrefix(body, []byte(`{"username":"`))
+	if i := bytes.IndexByte(name, '"'); ok && i >= 0 {
+		a.watchMu.Lock()
+		ch := a.watch[string(name[:i])]
+		delete(a.watch, string(name[:i]))
+		a.watching.Store(int64(len(a.watch)))
+		a.watchMu.Unlock()
+		if ch != nil {
+			ch <- at
+		}
+	}
 }
 
 const endpoint = "/api/user/resend_confirmation_link"
@@ -44,6 +78,9 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a.bad.Add(1)
 		w.WriteHeader(http.StatusBadRequest)
 		return
+	}
+	if a.watching.Load() > 0 {
+		a.arrived(body, time.Now())
 	}
 	n := a.active.Add(1)
 	defer a.active.Add(-1)

@@ -80,7 +80,7 @@ func (e *env) drain(ctx context.Context, side string, spec drainSpec, prof profi
 	if err := e.rdb.FlushAll(ctx).Err(); err != nil {
 		return drainResult{}, err
 	}
-	if err := fill(ctx, e.redis.addr, spec.tasks); err != nil {
+	if err := fill(ctx, e.redis.addr, benchQueue, spec.tasks); err != nil {
 		return drainResult{}, fmt.Errorf("fill the queue: %w", err)
 	}
 	e.api.latency.Store(int64(spec.latency))
@@ -156,7 +156,7 @@ func (e *env) check(ctx context.Context, side string, spec drainSpec, logPath st
 // life over the time they took, so that the first wave of a high-latency
 // drain, which completes all at once, does not inflate it.
 func (e *env) waitDrained(ctx context.Context, p *workerProc, n int) (first, last time.Time, done0 int64, err error) {
-	key := "asynq:{" + benchQueue + "}:processed"
+	key := processedKey(benchQueue)
 	seen, progress := int64(0), time.Now()
 	tick := time.NewTicker(2 * time.Millisecond)
 	defer tick.Stop()
@@ -185,6 +185,9 @@ func (e *env) waitDrained(ctx context.Context, p *workerProc, n int) (first, las
 		}
 	}
 }
+
+// processedKey is asynq's counter of the tasks of queue processed so far.
+func processedKey(queue string) string { return "asynq:{" + queue + "}:processed" }
 
 // workerProc is a running worker process.
 type workerProc struct {
@@ -289,9 +292,9 @@ func (p *workerProc) usage() (hwmKB int64, cpu float64) {
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat times: 100 on Linux.
 const clockTicks = 100
 
-// fill enqueues n resend tasks on benchQueue, the way the enqueue package
-// builds them, from 32 goroutines on an autopipelined client.
-func fill(ctx context.Context, addr string, n int) error {
+// fill enqueues n resend tasks on queue, the way the enqueue package builds
+// them, from 32 goroutines on an autopipelined client.
+func fill(ctx context.Context, addr, queue string, n int) error {
 	rdb := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 32})
 	defer rdb.Close()
 	ap, err := rdb.AutoPipeline()
@@ -311,7 +314,7 @@ func fill(ctx context.Context, addr string, n int) error {
 					ProjectID: benchProject, Username: fmt.Sprintf("user%d@example.com", i), EnqueuedAt: now,
 				})
 				if err == nil {
-					_, err = client.EnqueueContext(ctx, t, asynq.Queue(benchQueue), asynq.MaxRetry(tasks.MaxRetry))
+					_, err = client.EnqueueContext(ctx, t, asynq.Queue(queue), asynq.MaxRetry(tasks.MaxRetry))
 				}
 				if err != nil {
 					errc <- err

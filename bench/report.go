@@ -73,6 +73,23 @@ func (r *results) table() string {
 			})
 		}
 	}
+	if r.latency != nil {
+		for _, q := range []struct {
+			name string
+			q    float64
+		}{{"p50", 0.5}, {"p99", 0.99}} {
+			get := func(l latencyResult) float64 { return msf(l.quantile(q.q)) }
+			rw := row{
+				figure: fmt.Sprintf("signup latency, ms, %s: %s", q.name, r.latency),
+				ours:   fmt.Sprintf("%.1f", medianOf(r.latencies[ours], get)), naive: fmt.Sprintf("%.1f", medianOf(r.latencies[naive], get)),
+				ratio: fmt.Sprintf("%.2f", medianRatio(r.latencies[ours], r.latencies[naive], get)),
+			}
+			if q.name == "p99" {
+				rw.goal = verdict(medianOf(r.latencies[ours], get) <= 1000, "≤ 1000 ms")
+			}
+			rows = append(rows, rw)
+		}
+	}
 	if len(r.enqueue[ours]) > 0 || r.enqErr != "" {
 		rw := row{figure: fmt.Sprintf("batch enqueue, rows/s, %s-row CSV: `resendq enqueue --file` vs a plain `Client.Enqueue` loop", count(r.rows))}
 		if len(r.enqueue[ours]) == 0 {
@@ -111,6 +128,10 @@ func (r *results) runsTable() string {
 		for i := range z[ours] {
 			fmt.Fprintf(&b, "| tasks/s, %s | %d | %.0f | %.0f | %.2f |\n", spec, i+1, z[ours][i].rate, z[naive][i].rate, z[ours][i].rate/z[naive][i].rate)
 		}
+	}
+	for i := range r.latencies[ours] {
+		o, n := msf(r.latencies[ours][i].quantile(0.99)), msf(r.latencies[naive][i].quantile(0.99))
+		fmt.Fprintf(&b, "| signup latency p99, ms | %d | %.1f | %.1f | %.2f |\n", i+1, o, n, o/n)
 	}
 	for i := range r.enqueue[ours] {
 		fmt.Fprintf(&b, "| rows/s, batch enqueue | %d | %.0f | %.0f | %.2f |\n", i+1, r.enqueue[ours][i], r.enqueue[naive][i], r.enqueue[ours][i]/r.enqueue[naive][i])
@@ -153,7 +174,7 @@ func median(v []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-func medianOf(rs []drainResult, f func(drainResult) float64) float64 {
+func medianOf[T any](rs []T, f func(T) float64) float64 {
 	v := make([]float64, len(rs))
 	for i, r := range rs {
 		v[i] = f(r)
@@ -163,7 +184,7 @@ func medianOf(rs []drainResult, f func(drainResult) float64) float64 {
 
 // medianRatio is the median over runs of ours/naive, each ratio taken
 // within one run.
-func medianRatio(o, n []drainResult, f func(drainResult) float64) float64 {
+func medianRatio[T any](o, n []T, f func(T) float64) float64 {
 	v := make([]float64, 0, len(o))
 	for i := range min(len(o), len(n)) {
 		if d := f(n[i]); d != 0 {

@@ -39,19 +39,23 @@ var (
 	}
 	fullEnqueueRows  = 100_000
 	quickEnqueueRows = 2_000
+	fullLatency      = latencySpec{backlog: 100_000, signups: 60, concurrency: 50}
+	quickLatency     = latencySpec{backlog: 5_000, signups: 10, concurrency: 50}
 )
 
 // results are every run of every figure.
 type results struct {
-	machine  machine
-	runs     int
-	drains   []drainSpec
-	drain    map[string]map[string][]drainResult // spec key → side → runs
-	rows     int
-	enqueue  map[string][]float64 // side → rows/s per run
-	enqErr   string               // why the batch enqueue row is missing
-	profiles []profileTop
-	quick    bool // a -quick run: too small for its figures to mean anything
+	machine   machine
+	runs      int
+	drains    []drainSpec
+	drain     map[string]map[string][]drainResult // spec key → side → runs
+	rows      int
+	enqueue   map[string][]float64       // side → rows/s per run
+	enqErr    string                     // why the batch enqueue row is missing
+	latency   *latencySpec               // the signup-latency figure, when run
+	latencies map[string][]latencyResult // side → runs
+	profiles  []profileTop
+	quick     bool // a -quick run: too small for its figures to mean anything
 }
 
 func run(ctx context.Context, o options) error {
@@ -73,6 +77,7 @@ func run(ctx context.Context, o options) error {
 	res := &results{
 		machine: describeMachine(ctx, e.rdb), runs: o.runs, quick: o.quick,
 		drain: map[string]map[string][]drainResult{}, enqueue: map[string][]float64{}, rows: rows,
+		latencies: map[string][]latencyResult{},
 	}
 	fmt.Println(res.machine.text())
 	for _, spec := range drains {
@@ -80,6 +85,15 @@ func run(ctx context.Context, o options) error {
 			continue
 		}
 		if err := e.drainFigure(ctx, spec, o, res); err != nil {
+			return err
+		}
+	}
+	if want("latency") {
+		spec := fullLatency
+		if o.quick {
+			spec = quickLatency
+		}
+		if err := e.latencyFigure(ctx, spec, o.runs, res); err != nil {
 			return err
 		}
 	}

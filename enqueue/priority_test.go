@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http/httptest"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -97,14 +96,16 @@ func startWorker(t *testing.T, s batchSetup, w *apiWatch) {
 	t.Cleanup(srv.Shutdown)
 }
 
-// TestSignupLatencyUnderBulkBacklog measures how long a signup waits while
-// 100,000 bulk tasks are queued and a real worker with the default weights
-// (signup=8, bulk=1) is busy working them off against an instant API.
-func TestSignupLatencyUnderBulkBacklog(t *testing.T) {
+// TestSignupsGoAheadOfABulkBacklog: signups enqueued while a real worker
+// with the default weights (signup=8, bulk=1) works off a bulk backlog are
+// all sent while most of the backlog still waits, and the backlog is not
+// starved meanwhile. How long a signup waits is a benchmark figure (`make
+// bench`, docs/BENCHMARKS.md), not asserted here.
+func TestSignupsGoAheadOfABulkBacklog(t *testing.T) {
 	t.Parallel()
 	s := setupBatch(t)
 	ctx := context.Background()
-	const backlog, signups = 100_000, 20
+	const backlog, signups = 20_000, 20
 	sum, err := s.e.EnqueueBatch(ctx, csvSource(t, usersCSV(backlog)), enqueue.BatchOptions{BatchID: "backlog"})
 	if err != nil || sum.Enqueued != backlog {
 		t.Fatalf("backlog: %+v, %v", sum, err)
@@ -113,37 +114,26 @@ func TestSignupLatencyUnderBulkBacklog(t *testing.T) {
 	startWorker(t, s, w)
 	<-w.bulkReaches(500) // the worker is busy with the backlog
 
-	var latencies []time.Duration
 	bulkBefore := w.bulk.Load()
 	for i := range signups {
 		username := fmt.Sprintf("signup-%d@example.com", i)
 		called := w.expect(username)
-		start := time.Now()
 		res, err := s.e.Enqueue(ctx, tasks.Resend{ProjectID: testProject, Username: username})
 		if err != nil || res.Queue != tasks.QueueSignup {
 			t.Fatalf("enqueue a signup: %+v, %v", res, err)
 		}
 		select {
-		case at := <-called:
-			latencies = append(latencies, at.Sub(start))
+		case <-called:
 		case <-time.After(30 * time.Second):
-			t.Fatalf("signup %d was not sent within 30s", i)
+			t.Fatalf("signup %d was not sent", i)
 		}
 	}
 	bulkDuring := w.bulk.Load() - bulkBefore
-	left := s.queued(t)
-	slices.Sort(latencies)
-	median, worst := latencies[len(latencies)/2], latencies[len(latencies)-1]
-	t.Logf("signup latency under a %d-task bulk backlog: median %s, max %s over %d signups; %d bulk tasks sent meanwhile, %d still queued",
-		backlog, median.Round(time.Microsecond), worst.Round(time.Microsecond), signups, bulkDuring, left)
-	if worst > time.Second {
-		t.Errorf("a signup waited %s behind the bulk backlog, want at most 1s", worst)
-	}
-	if left < backlog/2 {
-		t.Errorf("only %d bulk tasks were left: the measurement was not under a real backlog", left)
+	if left := s.queued(t); left < backlog/2 {
+		t.Errorf("only %d bulk tasks were left when the signups were all sent: they did not go ahead", left)
 	}
 	if bulkDuring == 0 {
-		t.Error("no bulk task was sent while signups were measured: bulk is starved")
+		t.Error("no bulk task was sent while the signups were: bulk is starved")
 	}
 }
 
