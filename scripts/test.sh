@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The body of `make test`: system deps, formatting, vet, race tests, compose check,
-# and a small run of the benchmark suite.
+# The body of `make test`: system deps, formatting, vet, staticcheck, race
+# tests, fuzz smoke runs, compose check, and a small run of the benchmark suite.
 #
 # Extra `go test` flags for the main module: TESTFLAGS='-run TestX -v' make test
 set -euo pipefail
@@ -40,9 +40,18 @@ echo "gofmt: ok (${#gofiles[@]} files)"
 step "go vet ./..."
 go vet ./...
 
+step "staticcheck (pinned in scripts/tools.sh)"
+scripts/tools.sh
+bin/tools/staticcheck ./...
+(cd deploy/composecheck && ../../bin/tools/staticcheck ./...)
+echo "staticcheck: ok"
+
 step "go test -race -count=1 ${TESTFLAGS:+$TESTFLAGS }./..."
 read -r -a testflags <<<"${TESTFLAGS:-}"
 go test -race -count=1 ${testflags[@]+"${testflags[@]}"} ./...
+
+step "fuzz targets, 3s each (make fuzz runs them longer)"
+scripts/fuzz.sh 3s
 
 step "docker-compose.yml check (deploy/composecheck)"
 (
