@@ -14,9 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/resendq/resendq/enqueue"
-	"github.com/resendq/resendq/loginapi"
 	"github.com/resendq/resendq/loginapi/fake"
-	"github.com/resendq/resendq/outcome"
 	"github.com/resendq/resendq/tasks"
 	"github.com/resendq/resendq/worker"
 )
@@ -76,24 +74,27 @@ func (w *apiWatch) bulkReaches(n int64) <-chan struct{} {
 	return ch
 }
 
-// startWorker runs a real worker on s's Redis against w's API with the
-// default queue weights, and stops it when t ends.
+// startWorker runs a real worker process (worker.New) on s's Redis against
+// w's API with the default queue weights, and stops it when t ends.
 func startWorker(t *testing.T, s batchSetup, w *apiWatch) {
 	t.Helper()
 	hs := httptest.NewServer(w.api)
 	t.Cleanup(hs.Close)
-	client, err := loginapi.New(loginapi.Options{BaseURL: hs.URL})
+	quiet := logrus.New()
+	quiet.SetOutput(io.Discard)
+	wk, err := worker.New(s.rdb, worker.Options{APIBase: hs.URL, Log: quiet, PauseMax: worker.DefaultPauseMax})
 	if err != nil {
 		t.Fatal(err)
 	}
-	quiet := logrus.New()
-	quiet.SetOutput(io.Discard)
-	h := &worker.Handler{API: client, Outcomes: outcome.NewStore(s.rdb, outcome.Options{}), Log: quiet}
-	srv := worker.NewServer(s.rdb, h, worker.Config{Logger: quiet})
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- wk.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	})
 }
 
 // TestSignupsGoAheadOfABulkBacklog: signups enqueued while a real worker

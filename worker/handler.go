@@ -101,7 +101,7 @@ type Handler struct {
 	// first 429 on. Default 24h.
 	RateLimitMaxWait time.Duration
 
-	batch  outcomeBatch           // outcomes waiting to be written together
+	group  outcomeGroup           // outcomes waiting to be written together
 	calls  chan struct{}          // one token per call in flight, when NewServer caps them
 	stop   chan struct{}          // closed when the Server shuts down: no new calls
 	logOut atomic.Pointer[logOut] // what logOutcome knows of the log output
@@ -376,13 +376,17 @@ func (h *Handler) finish(ctx context.Context, rec outcome.Record, result error) 
 	return result
 }
 
-// outcomeWriteTries is how many times storeOutcome tries to write a record.
-const outcomeWriteTries = 3
+// outcomeWriteTries is how many times storeOutcome tries to write a record,
+// within outcomeWriteTimeout.
+const (
+	outcomeWriteTries   = 3
+	outcomeWriteTimeout = 5 * time.Second
+)
 
 // storeOutcome writes rec, trying again briefly if Redis hiccups.
 func (h *Handler) storeOutcome(ctx context.Context, rec outcome.Record) (outcome.Record, error) {
 	// The task's own context may be nearly spent; the write gets its own.
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), outcomeWriteTimeout)
 	defer cancel()
 	var err error
 	for i := range outcomeWriteTries {

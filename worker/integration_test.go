@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http/httptest"
 	"sort"
 	"strings"
@@ -13,14 +14,12 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
-	"github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/resendq/resendq/enqueue"
 	"github.com/resendq/resendq/internal/redistest"
 	"github.com/resendq/resendq/loginapi"
 	"github.com/resendq/resendq/loginapi/fake"
 	"github.com/resendq/resendq/outcome"
-	"github.com/resendq/resendq/ratelimit"
 	"github.com/resendq/resendq/tasks"
 )
 
@@ -34,11 +33,14 @@ var backends = []struct {
 	{"embedded", redistest.StartEmbedded},
 }
 
-// pipeline is a worker wired to a Redis and a double of the Login API.
+// pipeline is a worker process (New) wired to a Redis and a double of the
+// Login API: the worker's hot path runs on its production Redis client.
 type pipeline struct {
 	rdb     *redis.Client
 	srv     *redistest.Server
 	api     *fake.API
+	opts    Options
+	worker  *Worker
 	store   *outcome.Store
 	enq     *enqueue.Enqueuer
 	ins     *asynq.Inspector
@@ -46,7 +48,9 @@ type pipeline struct {
 	server  *Server
 }
 
-func newPipeline(t *testing.T, start func(testing.TB) *redistest.Server, edit func(*Handler, *Config)) *pipeline {
+// newPipeline assembles a worker with quick retries, 3 attempts and a
+// concurrency of 10, after edit has had its say on the Options.
+func newPipeline(t *testing.T, start func(testing.TB) *redistest.Server, edit func(*Options)) *pipeline {
 	t.Helper()
 	p := &pipeline{srv: start(t), api: fake.New()}
 	p.rdb = p.srv.Client(t)
@@ -56,30 +60,49 @@ func newPipeline(t *testing.T, start func(testing.TB) *redistest.Server, edit fu
 	if err != nil {
 		t.Fatal(err)
 	}
-	log, _ := test.NewNullLogger()
-	p.store = outcome.NewStore(p.rdb, outcome.Options{})
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	p.opts = Options{
+		API: client, Log: log, Concurrency: 10,
+		Backoff:     Backoff{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond},
+		MaxAttempts: 3, RateLimitMaxWait: 5 * time.Second, PauseMax: DefaultPauseMax,
+	}
+	if edit != nil {
+		edit(&p.opts)
+	}
+	p.worker = p.newWorker(t)
+	p.store = p.worker.Outcomes
+	p.handler, p.server = p.worker.server.h, p.worker.server
 	p.enq = enqueue.New(p.rdb, enqueue.Options{DedupWindow: -1})
 	p.ins = asynq.NewInspectorFromRedisClient(p.rdb)
-	p.handler = &Handler{
-		API: client, Outcomes: p.store, Log: log,
-		Backoff:     Backoff{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond},
-		MaxAttempts: 3, RateLimitMaxWait: 5 * time.Second,
-	}
-	cfg := Config{Concurrency: 10, Logger: logrus.New()}
-	cfg.Logger.SetLevel(logrus.ErrorLevel)
-	if edit != nil {
-		edit(p.handler, &cfg)
-	}
-	p.server = NewServer(p.rdb, p.handler, cfg)
 	return p
 }
 
-func (p *pipeline) run(t *testing.T) {
+// newWorker assembles another worker process of the pipeline's options.
+func (p *pipeline) newWorker(t *testing.T) *Worker {
 	t.Helper()
-	if err := p.server.Start(); err != nil {
+	w, err := New(p.rdb, p.opts)
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(p.server.Shutdown)
+	return w
+}
+
+// run runs the pipeline's worker until the test ends.
+func (p *pipeline) run(t *testing.T) { runWorker(t, p.worker) }
+
+// runWorker runs w as `resendq worker` does until the test ends.
+func runWorker(t *testing.T, w *Worker) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	})
 }
 
 func (p *pipeline) enqueue(t *testing.T, username string) string {
@@ -213,7 +236,7 @@ func TestCallsInFlightStayWithinConcurrency(t *testing.T) {
 		t.Run(be.name, func(t *testing.T) {
 			t.Parallel()
 			const concurrency, n = 4, 14
-			p := newPipeline(t, be.start, func(_ *Handler, c *Config) { c.Concurrency = concurrency })
+			p := newPipeline(t, be.start, func(o *Options) { o.Concurrency = concurrency })
 			p.api.SetDefault(fake.Behavior{Latency: 100 * time.Millisecond})
 			users := make([]string, n)
 			for i := range users {
@@ -247,7 +270,7 @@ func TestCallsInFlightStayWithinConcurrency(t *testing.T) {
 
 func TestSlotsAreSharedAmongAsynqServers(t *testing.T) {
 	t.Parallel()
-	p := newPipeline(t, redistest.Start, func(_ *Handler, c *Config) { c.Concurrency = 50 })
+	p := newPipeline(t, redistest.Start, func(o *Options) { o.Concurrency = 50 })
 	p.run(t)
 	var servers []*asynq.ServerInfo
 	waitFor(t, func() bool {
@@ -278,8 +301,8 @@ func TestSlotsAreSharedAmongAsynqServers(t *testing.T) {
 // while the task waits for its retry after a 503.
 func TestRetryOfASentTaskMakesNoCall(t *testing.T) {
 	t.Parallel()
-	p := newPipeline(t, redistest.Start, func(h *Handler, _ *Config) {
-		h.Backoff = Backoff{Initial: time.Second, Max: time.Second}
+	p := newPipeline(t, redistest.Start, func(o *Options) {
+		o.Backoff = Backoff{Initial: time.Second, Max: time.Second}
 	})
 	const user = "twice@example.com"
 	p.api.Script(user, fake.Behavior{ServerErrors: 1})
@@ -313,29 +336,12 @@ func TestRetryOfASentTaskMakesNoCall(t *testing.T) {
 func TestA429PausesTheProjectOnEveryWorker(t *testing.T) {
 	t.Parallel()
 	clock := clockwork.NewFakeClock()
-	p := newPipeline(t, redistest.Start, func(h *Handler, c *Config) { c.Concurrency = 2; h.Clock = clock })
-	limiter := func(h *Handler) {
-		l := ratelimit.New(p.rdb, ratelimit.Options{Clock: clock})
-		ctx, cancel := context.WithCancel(context.Background())
-		t.Cleanup(cancel)
-		if err := l.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		h.Limiter = l
-	}
-	limiter(p.handler)
+	p := newPipeline(t, redistest.Start, func(o *Options) { o.Concurrency = 2; o.Clock = clock })
 	p.api.Script("first@example.com", fake.Behavior{RateLimited: 1, RetryAfter: "2"})
 	ids := []string{p.enqueue(t, "first@example.com")}
 	p.run(t)
 	waitFor(t, func() bool { return p.api.Count("first@example.com") == 1 }, "the 429")
-
-	h := &Handler{API: p.handler.API, Outcomes: p.store, Log: p.handler.Log, Backoff: p.handler.Backoff, MaxAttempts: 3, RateLimitMaxWait: time.Minute, Clock: clock}
-	limiter(h)
-	other := NewServer(p.rdb, h, Config{Concurrency: 2, Logger: logrus.New()})
-	if err := other.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(other.Shutdown)
+	runWorker(t, p.newWorker(t))
 	users := []string{"a@example.com", "b@example.com", "c@example.com", "d@example.com"}
 	for _, u := range users {
 		ids = append(ids, p.enqueue(t, u))
@@ -378,15 +384,13 @@ func waitArchived(t *testing.T, p *pipeline, id string) {
 // TestConnectionRefusedExhausts: an API that cannot be reached at all.
 func TestConnectionRefusedExhausts(t *testing.T) {
 	t.Parallel()
-	p := newPipeline(t, redistest.Start, nil)
 	closed := httptest.NewServer(nil)
 	closed.Close()
 	client, err := loginapi.New(loginapi.Options{BaseURL: closed.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.handler.API = client
-	p.handler.MaxAttempts = 2
+	p := newPipeline(t, redistest.Start, func(o *Options) { o.API, o.MaxAttempts = client, 2 })
 	id := p.enqueue(t, "john@example.com")
 	p.run(t)
 	rec := p.waitOutcome(t, "john@example.com", 20*time.Second)
@@ -402,7 +406,7 @@ func TestConnectionRefusedExhausts(t *testing.T) {
 // finish and are recorded; nothing is sent twice or lost.
 func TestGracefulShutdownFinishesInFlightCalls(t *testing.T) {
 	t.Parallel()
-	p := newPipeline(t, redistest.Start, func(_ *Handler, c *Config) { c.ShutdownTimeout = 10 * time.Second })
+	p := newPipeline(t, redistest.Start, func(o *Options) { o.ShutdownTimeout = 10 * time.Second })
 	p.api.SetDefault(fake.Behavior{Latency: 300 * time.Millisecond})
 	const n = 10
 	users := make([]string, n)
@@ -432,13 +436,15 @@ func TestGracefulShutdownFinishesInFlightCalls(t *testing.T) {
 // next worker picks them up.
 func TestShutdownTimeoutHandsTasksBack(t *testing.T) {
 	t.Parallel()
-	p := newPipeline(t, redistest.Start, func(h *Handler, c *Config) {
-		c.ShutdownTimeout = 200 * time.Millisecond
-		h.API, _ = loginapi.New(loginapi.Options{BaseURL: "http://unused"}) // replaced below
-	})
-	httpSrv := httptest.NewServer(p.api)
+	api := fake.New()
+	httpSrv := httptest.NewServer(api)
 	t.Cleanup(httpSrv.Close)
-	p.handler.API, _ = loginapi.New(loginapi.Options{BaseURL: httpSrv.URL, HTTPClient: loginapi.NewHTTPClient(time.Minute)})
+	slow, err := loginapi.New(loginapi.Options{BaseURL: httpSrv.URL, HTTPClient: loginapi.NewHTTPClient(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newPipeline(t, redistest.Start, func(o *Options) { o.ShutdownTimeout, o.API = 200*time.Millisecond, slow })
+	p.api = api
 	p.api.SetDefault(fake.Behavior{Latency: time.Minute})
 	const n = 5
 	for i := 0; i < n; i++ {
@@ -458,12 +464,7 @@ func TestShutdownTimeoutHandsTasksBack(t *testing.T) {
 	}
 	// The next worker finishes them.
 	p.api.SetDefault(fake.Behavior{})
-	h := &Handler{API: p.handler.API, Outcomes: p.store, Log: p.handler.Log, Backoff: p.handler.Backoff, MaxAttempts: p.handler.MaxAttempts}
-	next := NewServer(p.rdb, h, Config{Concurrency: 5, Logger: logrus.New()})
-	if err := next.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer next.Shutdown()
+	runWorker(t, p.newWorker(t))
 	waitFor(t, func() bool { st, _ := p.store.Stats(context.Background()); return st.Sent == n }, "all sent by the next worker")
 }
 

@@ -131,7 +131,7 @@ func (e *devEnv) run(ctx context.Context, demo int, once bool) error {
 	defer cancel()
 	go serveUntilDone(ctx, e.apiLn, e.api)
 	done := make(chan error, 1)
-	go func() { done <- e.proc.run(ctx, e.a) }()
+	go func() { done <- e.proc.Run(ctx) }()
 	e.printBanner()
 	if demo > 0 {
 		if err := e.runDemo(ctx, demo); err != nil {

@@ -112,7 +112,7 @@ func (h *httpFlags) serve(a *app, p *workerProc, fallback bool) (*httpServer, er
 		return s, nil
 	}
 	handler, err := web.New(web.Options{
-		Redis: p.rdb, Outcomes: p.store, Metrics: p.metrics.registry,
+		Redis: p.rdb, Outcomes: p.Outcomes, Metrics: p.metrics.registry,
 		Token: h.token, UIWrite: h.uiWrite, Log: a.log,
 	})
 	if err != nil {

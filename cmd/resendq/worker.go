@@ -1,18 +1,15 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"golang.org/x/time/rate"
 
 	"github.com/resendq/resendq/loginapi"
 	"github.com/resendq/resendq/outcome"
-	"github.com/resendq/resendq/ratelimit"
 	"github.com/resendq/resendq/tasks"
 	"github.com/resendq/resendq/worker"
 )
@@ -42,7 +39,7 @@ func (w *workerFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&w.rateLimitMaxWait, "rate-limit-max-wait", worker.DefaultRateLimitMaxWait, "total time a task may wait on 429s before it is dead-lettered as rate_limited")
 	fs.DurationVar(&w.retention, "outcome-retention", outcome.DefaultRetention, "how long outcome records are kept")
 	fs.StringVar(&w.queueWeights, "queue-weights", worker.FormatQueues(worker.DefaultQueues()), "queues served and their weights")
-	fs.DurationVar(&w.pauseMax, "rate-limit-pause-max", ratelimit.DefaultMaxCoolDown, "longest pause of a project's calls on every worker after a 429 (its Retry-After or backoff, capped at this; 0: a 429 delays only its own task)")
+	fs.DurationVar(&w.pauseMax, "rate-limit-pause-max", worker.DefaultPauseMax, "longest pause of a project's calls on every worker after a 429 (its Retry-After or backoff, capped at this; 0: a 429 delays only its own task)")
 	fs.IntVar(&w.apiRate, "api-rate", 0, "most calls per second to the Login API for one project, across every worker on this Redis (0: no limit)")
 }
 
@@ -69,11 +66,9 @@ func (w *workerFlags) validate() error {
 	return err
 }
 
-// workerProc is an assembled worker process.
+// workerProc is an assembled worker process and its metrics.
 type workerProc struct {
-	server  *worker.Server
-	store   *outcome.Store
-	limiter *ratelimit.Limiter
+	*worker.Worker
 	rdb     redis.UniversalClient
 	metrics *procMetrics
 }
@@ -84,97 +79,21 @@ func (w *workerFlags) build(a *app, rdb redis.UniversalClient) (*workerProc, err
 	if err != nil {
 		return nil, usageErr(err)
 	}
-	api, err := loginapi.New(loginapi.Options{
-		BaseURL:    w.apiBase,
-		UserAgent:  "resendq/" + version,
-		HTTPClient: loginapi.NewHTTPClient(w.httpTimeout),
-	})
-	if err != nil {
-		return nil, usageErr(fmt.Errorf("--api-base: %w", err))
-	}
-	hot := streamed(rdb)
-	store := outcome.NewStore(hot, outcome.Options{Retention: w.retention})
 	m, err := newProcMetrics(a, rdb)
 	if err != nil {
 		return nil, err
 	}
-	redisTrouble := rate.Sometimes{Interval: 10 * time.Second}
-	pauseMax := w.pauseMax
-	if pauseMax == 0 {
-		pauseMax = -1 // the flag's 0 means off; the library's 0 means default
-	}
-	limiter := ratelimit.New(hot, ratelimit.Options{
-		Rate:        w.apiRate,
-		MaxCoolDown: pauseMax,
-		OnError: func(err error) {
-			redisTrouble.Do(func() { a.log.WithError(err).Warn("rate limiting: Redis failed; calls go ahead") })
-		},
+	wk, err := worker.New(rdb, worker.Options{
+		APIBase: w.apiBase, UserAgent: "resendq/" + version, HTTPTimeout: w.httpTimeout,
+		Concurrency: w.concurrency, Queues: queues,
+		MaxAttempts: w.maxAttempts, Backoff: worker.Backoff{Initial: w.backoffInitial, Max: w.backoffMax},
+		RateLimitMaxWait: w.rateLimitMaxWait, PauseMax: w.pauseMax, APIRate: w.apiRate,
+		Retention: w.retention, Observer: m.observer, Log: a.log,
 	})
-	h := &worker.Handler{
-		API:              api,
-		Outcomes:         store,
-		Log:              a.log,
-		Backoff:          worker.Backoff{Initial: w.backoffInitial, Max: w.backoffMax},
-		MaxAttempts:      w.maxAttempts,
-		RateLimitMaxWait: w.rateLimitMaxWait,
-		Observer:         m.observer,
-		Limiter:          limiter,
-	}
-	srv := worker.NewServer(hot, h, worker.Config{
-		Concurrency: w.concurrency,
-		Queues:      queues,
-		// A call may take the HTTP timeout, its outcome write up to 5s more.
-		ShutdownTimeout: w.httpTimeout + 10*time.Second,
-		Logger:          a.log,
-	})
-	return &workerProc{server: srv, store: store, limiter: limiter, rdb: rdb, metrics: m}, nil
-}
-
-// streamed returns the client the worker's hot path runs on (asynq's
-// server and the outcome store): go-redis' autopipeliner over rdb in
-// full-duplex mode, which streams the commands of every task in flight
-// (asynq's dequeue and done scripts, the outcome writes) over one
-// connection, so that the worker and Redis each read and write many
-// commands per system call instead of one. Each command still waits for its
-// own reply, in order. It stops when rdb is closed. A client it cannot
-// stream on (Redis Cluster) is used as it is. See docs/BENCHMARKS.md.
-func streamed(rdb redis.UniversalClient) redis.UniversalClient {
-	c, ok := rdb.(*redis.Client)
-	if !ok {
-		return rdb
-	}
-	opt := redis.DefaultBlockingAutoPipelineOptions()
-	opt.FullDuplex = true
-	ap, err := c.AutoPipelineWithOptions(opt)
 	if err != nil {
-		return rdb
+		return nil, usageErr(fmt.Errorf("--api-base: %w", err))
 	}
-	if !ap.Config().FullDuplex {
-		// Without a pipeline pool the autopipeliner batches by rounds
-		// instead, which holds asynq's one-at-a-time dequeue back.
-		_ = ap.Close()
-		return rdb
-	}
-	return ap
-}
-
-// run processes tasks until ctx is done, trimming outcome records past
-// their retention and hearing of other workers' rate-limit pauses on the
-// side.
-func (p *workerProc) run(ctx context.Context, a *app) error {
-	// Before any task: a worker started during a rate-limit pause keeps it.
-	if err := p.limiter.Start(ctx); err != nil {
-		return err
-	}
-	go p.store.RunRetention(ctx, time.Hour, func(removed int, err error) {
-		switch {
-		case err != nil:
-			a.log.WithError(err).Warn("outcome retention: trim failed")
-		case removed > 0:
-			a.log.WithField("removed", removed).Info("outcome retention: removed records past their retention")
-		}
-	})
-	return p.server.Run(ctx)
+	return &workerProc{Worker: wk, rdb: rdb, metrics: m}, nil
 }
 
 func newWorkerCmd(a *app) *cobra.Command {
@@ -219,7 +138,7 @@ func newWorkerCmd(a *app) *cobra.Command {
 			defer httpSrv.stop()
 			a.log.WithField("concurrency", wf.concurrency).WithField("queues", wf.queueWeights).
 				WithField("api_base", redactURL(wf.apiBase)).Info("worker started")
-			err = proc.run(ctx, a)
+			err = proc.Run(ctx)
 			a.log.Info("worker stopped")
 			return err
 		},

@@ -12,24 +12,24 @@ import (
 	"github.com/resendq/resendq/outcome"
 )
 
-// BatchOutcomes is implemented by Outcomes that can write several final
+// GroupOutcomes is implemented by Outcomes that can write several final
 // outcomes at once, in one round trip (*outcome.Store). The handler then
 // groups the outcomes of tasks that finish close together; see
 // finishOutcome.
-type BatchOutcomes interface {
+type GroupOutcomes interface {
 	FinishAll(ctx context.Context, recs []outcome.Record) ([]outcome.Record, error)
 }
 
-// Defaults and limits of outcome batches.
+// Limits of outcome groups.
 const (
-	// maxBatch is the most outcomes written together.
-	maxBatch = 64
-	// batchWriteTimeout bounds one write of a batch.
-	batchWriteTimeout = 5 * time.Second
+	// maxGroup is the most outcomes written together.
+	maxGroup = 64
+	// groupWriteTimeout bounds one write of a group.
+	groupWriteTimeout = 5 * time.Second
 )
 
-// outcomeBatch collects the final outcomes waiting to be written together.
-type outcomeBatch struct {
+// outcomeGroup collects the final outcomes waiting to be written together.
+type outcomeGroup struct {
 	mu      sync.Mutex
 	waiting []*waitingOutcome
 	writing bool // a write is under way
@@ -48,29 +48,29 @@ type waitingOutcome struct {
 // that finish close together are written together (group commit): a record
 // is written at once when no write is under way, and otherwise joins the
 // next write, which starts as soon as the one under way is done. So a record
-// waits for at most the write ahead of it (more only past maxBatch waiting
+// waits for at most the write ahead of it (more only past maxGroup waiting
 // records), and under load one script call carries many records. The task
 // still ends only once its own record is written.
 func (h *Handler) finishOutcome(ctx context.Context, rec outcome.Record) (outcome.Record, error) {
-	bo, ok := h.Outcomes.(BatchOutcomes)
+	bo, ok := h.Outcomes.(GroupOutcomes)
 	if !ok {
 		return h.Outcomes.Finish(ctx, rec)
 	}
 	w := &waitingOutcome{rec: rec, done: make(chan struct{})}
-	b := &h.batch
+	b := &h.group
 	b.mu.Lock()
 	b.waiting = append(b.waiting, w)
 	lead := !b.writing
 	b.writing = true
 	b.mu.Unlock()
 	if lead {
-		// This task writes the batch it is in, and hands the writes of
+		// This task writes the group it is in, and hands the writes of
 		// records that came meanwhile to a goroutine of their own.
-		h.writeBatch(bo, b.next())
+		h.writeGroup(bo, b.next())
 		if more := b.next(); more != nil {
 			go func() {
 				for ws := more; ws != nil; ws = b.next() {
-					h.writeBatch(bo, ws)
+					h.writeGroup(bo, ws)
 				}
 			}()
 		}
@@ -84,12 +84,12 @@ func (h *Handler) finishOutcome(ctx context.Context, rec outcome.Record) (outcom
 	}
 }
 
-// next takes up to maxBatch waiting outcomes, oldest first. When none is
+// next takes up to maxGroup waiting outcomes, oldest first. When none is
 // waiting it returns nil, and the next outcome to come starts a write.
-func (b *outcomeBatch) next() []*waitingOutcome {
+func (b *outcomeGroup) next() []*waitingOutcome {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	n := min(len(b.waiting), maxBatch)
+	n := min(len(b.waiting), maxGroup)
 	if n == 0 {
 		b.writing = false
 		return nil
@@ -99,11 +99,11 @@ func (b *outcomeBatch) next() []*waitingOutcome {
 	return ws
 }
 
-// writeBatch writes ws in one round trip and hands each its result. When
-// Redis or the store rejects the batch, each outcome is written on its own,
+// writeGroup writes ws in one round trip and hands each its result. When
+// Redis or the store rejects the group, each outcome is written on its own,
 // so that one record that cannot be written fails only its own task. Every
 // outcome gets its result, even if the store panics.
-func (h *Handler) writeBatch(bo BatchOutcomes, ws []*waitingOutcome) {
+func (h *Handler) writeGroup(bo GroupOutcomes, ws []*waitingOutcome) {
 	defer func() {
 		if p := recover(); p != nil {
 			err := fmt.Errorf("outcome write: panic: %v", p)
@@ -112,7 +112,7 @@ func (h *Handler) writeBatch(bo BatchOutcomes, ws []*waitingOutcome) {
 			}
 		}
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), batchWriteTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), groupWriteTimeout)
 	defer cancel()
 	recs := make([]outcome.Record, len(ws))
 	for i, w := range ws {
@@ -125,7 +125,7 @@ func (h *Handler) writeBatch(bo BatchOutcomes, ws []*waitingOutcome) {
 	var rerr redis.Error
 	if err != nil && len(ws) > 1 && (errors.As(err, &rerr) || errors.Is(err, outcome.ErrInvalid)) {
 		for _, w := range ws {
-			ctx, cancel := context.WithTimeout(context.Background(), batchWriteTimeout)
+			ctx, cancel := context.WithTimeout(context.Background(), groupWriteTimeout)
 			w.end(h.Outcomes.Finish(ctx, w.rec))
 			cancel()
 		}

@@ -13,32 +13,32 @@ import (
 	"github.com/resendq/resendq/outcome"
 )
 
-// batchOutcomes is a BatchOutcomes in memory that records the batches it
+// groupOutcomes is a GroupOutcomes in memory that records the groups it
 // was given, and fails the records of the tasks in fail.
-type batchOutcomes struct {
+type groupOutcomes struct {
 	*memOutcomes
-	batches [][]string // task IDs per FinishAll call
-	allErr  error      // what FinishAll answers, when set
-	fail    map[string]error
+	groups [][]string // task IDs per FinishAll call
+	allErr error      // what FinishAll answers, when set
+	fail   map[string]error
 	// hold, when set, keeps the first FinishAll call from answering until
 	// it is closed; held is closed once that call has begun.
 	hold, held chan struct{}
 	panics     int // FinishAll calls left that panic
 }
 
-func newBatchOutcomes() *batchOutcomes {
-	return &batchOutcomes{memOutcomes: newMemOutcomes(clockwork.NewRealClock()), fail: map[string]error{}}
+func newGroupOutcomes() *groupOutcomes {
+	return &groupOutcomes{memOutcomes: newMemOutcomes(clockwork.NewRealClock()), fail: map[string]error{}}
 }
 
-func (m *batchOutcomes) FinishAll(ctx context.Context, recs []outcome.Record) ([]outcome.Record, error) {
+func (m *groupOutcomes) FinishAll(ctx context.Context, recs []outcome.Record) ([]outcome.Record, error) {
 	m.mu.Lock()
 	ids := make([]string, len(recs))
 	for i, r := range recs {
 		ids[i] = r.TaskID
 	}
-	m.batches = append(m.batches, ids)
+	m.groups = append(m.groups, ids)
 	err := m.allErr
-	first := len(m.batches) == 1
+	first := len(m.groups) == 1
 	panics := m.panics > 0
 	m.panics--
 	m.mu.Unlock()
@@ -68,7 +68,7 @@ func (m *batchOutcomes) FinishAll(ctx context.Context, recs []outcome.Record) ([
 	return out, nil
 }
 
-func (m *batchOutcomes) Finish(ctx context.Context, rec outcome.Record) (outcome.Record, error) {
+func (m *groupOutcomes) Finish(ctx context.Context, rec outcome.Record) (outcome.Record, error) {
 	if err := m.fail[rec.TaskID]; err != nil {
 		return rec, err
 	}
@@ -77,7 +77,7 @@ func (m *batchOutcomes) Finish(ctx context.Context, rec outcome.Record) (outcome
 
 // holdFirstWrite makes the first write of m wait until the returned func is
 // called, so that outcomes coming meanwhile queue up behind it.
-func (m *batchOutcomes) holdFirstWrite() (release func()) {
+func (m *groupOutcomes) holdFirstWrite() (release func()) {
 	m.hold, m.held = make(chan struct{}), make(chan struct{})
 	return func() { close(m.hold) }
 }
@@ -85,7 +85,7 @@ func (m *batchOutcomes) holdFirstWrite() (release func()) {
 // finishQueued runs finishOutcome for task-0, holds its write, then runs it
 // for task-1 … task-n-1 and lets the write go once they all wait behind it.
 // It returns what each task got.
-func finishQueued(t *testing.T, h *Handler, out *batchOutcomes, n int) ([]outcome.Record, []error) {
+func finishQueued(t *testing.T, h *Handler, out *groupOutcomes, n int) ([]outcome.Record, []error) {
 	t.Helper()
 	release := out.holdFirstWrite()
 	recs, errs := make([]outcome.Record, n), make([]error, n)
@@ -102,9 +102,9 @@ func finishQueued(t *testing.T, h *Handler, out *batchOutcomes, n int) ([]outcom
 		go finish(i)
 	}
 	waitFor(t, func() bool {
-		h.batch.mu.Lock()
-		defer h.batch.mu.Unlock()
-		return len(h.batch.waiting) == n-1
+		h.group.mu.Lock()
+		defer h.group.mu.Unlock()
+		return len(h.group.waiting) == n-1
 	}, "the outcomes to queue behind the held write")
 	release()
 	wg.Wait()
@@ -113,20 +113,20 @@ func finishQueued(t *testing.T, h *Handler, out *batchOutcomes, n int) ([]outcom
 
 func TestLoneOutcomeIsWrittenAtOnce(t *testing.T) {
 	t.Parallel()
-	out := newBatchOutcomes()
+	out := newGroupOutcomes()
 	h := &Handler{Outcomes: out}
 	rec, err := h.finishOutcome(context.Background(), outcome.Record{TaskID: "t", Status: outcome.StatusSent})
 	if err != nil || rec.TaskID != "t" {
 		t.Fatal(rec, err)
 	}
-	if len(out.batches) != 1 || len(out.batches[0]) != 1 || len(out.finished) != 1 {
-		t.Errorf("batches %v, %d records", out.batches, len(out.finished))
+	if len(out.groups) != 1 || len(out.groups[0]) != 1 || len(out.finished) != 1 {
+		t.Errorf("groups %v, %d records", out.groups, len(out.finished))
 	}
 }
 
 func TestOutcomesComingDuringAWriteShareTheNext(t *testing.T) {
 	t.Parallel()
-	out := newBatchOutcomes()
+	out := newGroupOutcomes()
 	out.rate["task-2"] = outcome.RateState{Calls: 4}
 	h := &Handler{Outcomes: out}
 	recs, errs := finishQueued(t, h, out, 4)
@@ -139,47 +139,47 @@ func TestOutcomesComingDuringAWriteShareTheNext(t *testing.T) {
 			t.Errorf("task %d: %+v, %v", i, rec, errs[i])
 		}
 	}
-	if len(out.batches) != 2 || len(out.batches[0]) != 1 || len(out.batches[1]) != 3 || len(out.finished) != 4 {
-		t.Errorf("batches %v, %d records; want [task-0] then the other three together", out.batches, len(out.finished))
+	if len(out.groups) != 2 || len(out.groups[0]) != 1 || len(out.groups[1]) != 3 || len(out.finished) != 4 {
+		t.Errorf("groups %v, %d records; want [task-0] then the other three together", out.groups, len(out.finished))
 	}
 	// The writer stops once nothing waits.
 	waitFor(t, func() bool {
-		h.batch.mu.Lock()
-		defer h.batch.mu.Unlock()
-		return !h.batch.writing && len(h.batch.waiting) == 0
+		h.group.mu.Lock()
+		defer h.group.mu.Unlock()
+		return !h.group.writing && len(h.group.waiting) == 0
 	}, "the writer to stop")
 }
 
-func TestLongQueueIsWrittenInBatchesOfAtMostMaxBatch(t *testing.T) {
+func TestLongQueueIsWrittenInGroupsOfAtMostMaxGroup(t *testing.T) {
 	t.Parallel()
-	out := newBatchOutcomes()
+	out := newGroupOutcomes()
 	h := &Handler{Outcomes: out}
-	n := 2*maxBatch + 3
+	n := 2*maxGroup + 3
 	_, errs := finishQueued(t, h, out, n)
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
 	var sizes []int
-	for _, b := range out.batches {
+	for _, b := range out.groups {
 		sizes = append(sizes, len(b))
 	}
-	if fmt.Sprint(sizes) != fmt.Sprint([]int{1, maxBatch, maxBatch, 2}) || len(out.finished) != n {
-		t.Errorf("batch sizes %v, %d records", sizes, len(out.finished))
+	if fmt.Sprint(sizes) != fmt.Sprint([]int{1, maxGroup, maxGroup, 2}) || len(out.finished) != n {
+		t.Errorf("group sizes %v, %d records", sizes, len(out.finished))
 	}
 	// The next outcome finds no writer and starts one.
 	waitFor(t, func() bool {
-		h.batch.mu.Lock()
-		defer h.batch.mu.Unlock()
-		return !h.batch.writing
+		h.group.mu.Lock()
+		defer h.group.mu.Unlock()
+		return !h.group.writing
 	}, "the writer to stop")
-	if _, err := h.finishOutcome(context.Background(), outcome.Record{TaskID: "late", Status: outcome.StatusSent}); err != nil || len(out.batches) != 5 {
-		t.Errorf("late outcome: %v, %d batches", err, len(out.batches))
+	if _, err := h.finishOutcome(context.Background(), outcome.Record{TaskID: "late", Status: outcome.StatusSent}); err != nil || len(out.groups) != 5 {
+		t.Errorf("late outcome: %v, %d groups", err, len(out.groups))
 	}
 }
 
-func TestRejectedBatchIsWrittenOneByOne(t *testing.T) {
+func TestRejectedGroupIsWrittenOneByOne(t *testing.T) {
 	t.Parallel()
-	out := newBatchOutcomes()
+	out := newGroupOutcomes()
 	bad := errors.New("bad record")
 	out.fail["task-2"] = bad
 	h := &Handler{Outcomes: out}
@@ -194,9 +194,9 @@ func TestRejectedBatchIsWrittenOneByOne(t *testing.T) {
 	}
 }
 
-func TestFailedBatchFailsEveryTask(t *testing.T) {
+func TestFailedGroupFailsEveryTask(t *testing.T) {
 	t.Parallel()
-	out := newBatchOutcomes()
+	out := newGroupOutcomes()
 	down := errors.New("connection refused")
 	out.allErr = down
 	h := &Handler{Outcomes: out}
@@ -206,12 +206,12 @@ func TestFailedBatchFailsEveryTask(t *testing.T) {
 			t.Errorf("task %d: %v", i, err)
 		}
 	}
-	if len(out.batches) != 2 {
-		t.Errorf("batches %v: a connection error is not tried record by record", out.batches)
+	if len(out.groups) != 2 {
+		t.Errorf("groups %v: a connection error is not tried record by record", out.groups)
 	}
 }
 
-func TestOutcomesAreWrittenSinglyWithoutBatchOutcomes(t *testing.T) {
+func TestOutcomesAreWrittenSinglyWithoutGroupOutcomes(t *testing.T) {
 	t.Parallel()
 	out := newMemOutcomes(clockwork.NewRealClock())
 	h := &Handler{Outcomes: out}
@@ -225,7 +225,7 @@ func TestOutcomesAreWrittenSinglyWithoutBatchOutcomes(t *testing.T) {
 
 func TestPanickingWriteFailsItsTasksAndTheNextIsWritten(t *testing.T) {
 	t.Parallel()
-	out := newBatchOutcomes()
+	out := newGroupOutcomes()
 	out.panics = 1
 	h := &Handler{Outcomes: out}
 	_, errs := finishQueued(t, h, out, 3) // the held first write panics
