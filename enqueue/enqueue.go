@@ -33,7 +33,8 @@ const DefaultDedupWindow = 10 * time.Minute
 type Options struct {
 	// DedupWindow: a second resend for the same project and username within
 	// this window returns the first task's ID and sends no second email.
-	// Default DefaultDedupWindow; negative disables the check.
+	// Default DefaultDedupWindow; negative disables the check
+	// (DedupWindowOf turns the command line's "0 disables" into this).
 	DedupWindow time.Duration
 	// Queue single enqueues go to. Default tasks.QueueSignup.
 	Queue string
@@ -42,6 +43,15 @@ type Options struct {
 	// Clock stamps EnqueuedAt, paces the waits for a concurrent enqueue of
 	// the same user and times batches. Default: the real clock.
 	Clock clockwork.Clock
+}
+
+// DedupWindowOf is the Options.DedupWindow of a window given on the
+// command line (--dedup-window), where 0 disables the check.
+func DedupWindowOf(flag time.Duration) time.Duration {
+	if flag == 0 {
+		return -1
+	}
+	return flag
 }
 
 // Enqueuer enqueues resend tasks. It is safe for concurrent use.

@@ -1,6 +1,7 @@
 package enqueue
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -72,4 +73,99 @@ func replayable(rec outcome.Record) (tasks.Resend, error) {
 // replayKey remembers the replay of one dead letter.
 func (e *Enqueuer) replayKey(rec outcome.Record) string {
 	return e.opts.KeyPrefix + "replayed:" + rec.TaskID
+}
+
+// ErrNoSelection is the error of a replay that selects no dead letter in
+// particular and does not say all.
+var ErrNoSelection = errors.New("a replay needs a filter (code, reason, project_id, batch_id, username, since, until) or all dead letters")
+
+// ReplayOptions select the dead letters ReplayDeadLetters replays.
+type ReplayOptions struct {
+	// Filter selects the dead letters (its Status and Cursor are set by the
+	// replay). Required, unless All is set.
+	Filter outcome.Filter
+	// All replays every dead letter: a deliberate choice, never a default.
+	All bool
+	// Queue is where the new tasks go: tasks.QueueBulk (default) or
+	// tasks.QueueSignup, to jump the line.
+	Queue string
+	// DryRun only counts what a replay would do (CheckReplay per dead letter).
+	DryRun bool
+}
+
+// Check reports what is wrong with the options before any work:
+// ErrNoSelection, or an unknown queue.
+func (o ReplayOptions) Check() error {
+	f := o.Filter
+	if !o.All && f.Username == "" && f.ProjectID == "" && f.Reason == "" && f.Code == "" && f.BatchID == "" && f.Since.IsZero() && f.Until.IsZero() {
+		return ErrNoSelection
+	}
+	if o.Queue != "" && o.Queue != tasks.QueueBulk && o.Queue != tasks.QueueSignup {
+		return fmt.Errorf("queue %q: want %s or %s", o.Queue, tasks.QueueBulk, tasks.QueueSignup)
+	}
+	if err := f.Validate(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// ReplaySummary counts what a replay did (in a dry run: would do); its
+// counts add up to Matched.
+type ReplaySummary struct {
+	// Matched counts the dead letters selected.
+	Matched int `json:"matched"`
+	// Replayed counts those enqueued again (in a dry run: that would be).
+	Replayed int `json:"replayed"`
+	// AlreadyReplayed counts those replayed by an earlier run.
+	AlreadyReplayed int `json:"already_replayed"`
+	// StillInvalid counts those whose request does not validate.
+	StillInvalid int `json:"still_invalid"`
+	// DryRun is true when nothing was enqueued.
+	DryRun bool `json:"dry_run"`
+}
+
+// ReplayDeadLetters replays every dead letter opts select (Replay, or
+// CheckReplay in a dry run), page by page of the outcome records, newest
+// first. Replays are new tasks, so they never show up in the pages still to
+// come. On an error, the summary says how far it got.
+func (e *Enqueuer) ReplayDeadLetters(ctx context.Context, opts ReplayOptions) (ReplaySummary, error) {
+	sum := ReplaySummary{DryRun: opts.DryRun}
+	if err := opts.Check(); err != nil {
+		return sum, err
+	}
+	queue := cmp.Or(opts.Queue, tasks.QueueBulk)
+	act := e.Replay
+	if opts.DryRun {
+		act = e.CheckReplay
+	}
+	f := opts.Filter
+	f.Status, f.Cursor = outcome.StatusDeadLetter, ""
+	for {
+		page, err := e.outcomes.List(ctx, f)
+		if err != nil {
+			return sum, err
+		}
+		for _, rec := range page.Records {
+			res, err := act(ctx, rec, queue)
+			var ve *tasks.ValidationError
+			switch {
+			case errors.As(err, &ve):
+				sum.StillInvalid++
+			case err != nil:
+				return sum, err
+			case res.Duplicate:
+				sum.AlreadyReplayed++
+			default:
+				sum.Replayed++
+			}
+			sum.Matched++
+		}
+		if page.NextCursor == "" {
+			return sum, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return sum, err
+		}
+		f.Cursor = page.NextCursor
+	}
 }

@@ -125,6 +125,7 @@ func (s *Store) List(ctx context.Context, f Filter) (Page, error) {
 }
 
 // normalize validates f, applies its defaults and returns where to start.
+// Its errors are *FieldError.
 func (f *Filter) normalize() (position, error) {
 	if err := checkStatus(f.Status, true); err != nil {
 		return position{}, err
@@ -133,19 +134,19 @@ func (f *Filter) normalize() (position, error) {
 		return position{}, err
 	}
 	if f.Status == StatusSent && f.Reason != "" {
-		return position{}, fmt.Errorf("%w: reason %q: sent records have no reason", ErrInvalid, f.Reason)
+		return position{}, &FieldError{Field: "reason", Value: string(f.Reason), Problem: "sent records have no reason"}
 	}
 	switch {
 	case f.Limit < 0:
-		return position{}, fmt.Errorf("%w: limit %d is negative", ErrInvalid, f.Limit)
+		return position{}, &FieldError{Field: "limit", Value: strconv.Itoa(f.Limit), Problem: "must not be negative"}
 	case f.Limit == 0:
 		f.Limit = DefaultLimit
 	case f.Limit > MaxLimit:
 		f.Limit = MaxLimit
 	}
 	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
-		return position{}, fmt.Errorf("%w: since %s is not before until %s", ErrInvalid,
-			f.Since.Format(time.RFC3339Nano), f.Until.Format(time.RFC3339Nano))
+		return position{}, &FieldError{Field: "since", Value: f.Since.Format(time.RFC3339Nano),
+			Problem: "is not before until " + f.Until.Format(time.RFC3339Nano)}
 	}
 	pos := position{score: "+inf"}
 	if !f.Until.IsZero() {
@@ -313,13 +314,14 @@ func (p position) encode() string {
 
 // decodeCursor parses a cursor made by encode.
 func decodeCursor(c string) (position, error) {
+	malformed := &FieldError{Field: "cursor", Value: c, Problem: "is malformed; pass next_cursor of a page as it is"}
 	b, err := base64.RawURLEncoding.DecodeString(c)
 	if err != nil {
-		return position{}, fmt.Errorf("%w: cursor %q is malformed", ErrInvalid, c)
+		return position{}, malformed
 	}
 	score, member, ok := strings.Cut(string(b), ":")
 	if _, err := strconv.ParseInt(score, 10, 64); !ok || err != nil {
-		return position{}, fmt.Errorf("%w: cursor %q is malformed", ErrInvalid, c)
+		return position{}, malformed
 	}
 	return position{score: score, member: member}, nil
 }

@@ -2,8 +2,9 @@ package outcome
 
 import (
 	"errors"
-	"fmt"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -44,6 +45,10 @@ var (
 	reasons  = []Reason{ReasonRejected, ReasonRateLimited, ReasonExhausted, ReasonInvalid}
 )
 
+// Reasons lists every dead-letter reason, in the order to show them: the
+// one list of the vocabulary, for flags, metrics and summaries.
+func Reasons() []Reason { return slices.Clone(reasons) }
+
 // Record is the final outcome of one resend task, one per TaskID.
 type Record struct {
 	// TaskID is the asynq task ID; it identifies the record.
@@ -82,44 +87,45 @@ type Record struct {
 // validate checks a record passed to Finish.
 func (r *Record) validate() error {
 	if r.TaskID == "" {
-		return fmt.Errorf("%w: task_id is empty", ErrInvalid)
+		return &FieldError{Field: "task_id", Problem: "is empty"}
 	}
 	if err := checkStatus(r.Status, false); err != nil {
 		return err
 	}
 	switch {
 	case r.Status == StatusSent && r.Reason != "":
-		return fmt.Errorf("%w: reason %q: a sent record has no reason", ErrInvalid, r.Reason)
+		return &FieldError{Field: "reason", Value: string(r.Reason), Problem: "a sent record has no reason"}
 	case r.Status == StatusDeadLetter:
 		if err := checkReason(r.Reason, false); err != nil {
 			return err
 		}
 	}
 	if r.Attempts < 0 {
-		return fmt.Errorf("%w: attempts %d is negative", ErrInvalid, r.Attempts)
+		return &FieldError{Field: "attempts", Value: strconv.Itoa(r.Attempts), Problem: "must not be negative"}
 	}
 	return nil
 }
 
 // checkStatus rejects an unknown status, and an empty one unless optional.
 func checkStatus(s Status, optional bool) error {
-	if (optional && s == "") || s == StatusSent || s == StatusDeadLetter {
+	switch {
+	case (optional && s == "") || slices.Contains(statuses, s):
 		return nil
+	case s == "":
+		return &FieldError{Field: "status", Problem: "is required: one of " + join(statuses)}
 	}
-	return fmt.Errorf("%w: status %q: want one of %s", ErrInvalid, s, join(statuses))
+	return &FieldError{Field: "status", Value: string(s), Problem: "want one of " + join(statuses)}
 }
 
 // checkReason rejects an unknown reason, and an empty one unless optional.
 func checkReason(r Reason, optional bool) error {
-	if optional && r == "" {
+	switch {
+	case (optional && r == "") || slices.Contains(reasons, r):
 		return nil
+	case r == "":
+		return &FieldError{Field: "reason", Problem: "is required: one of " + join(reasons)}
 	}
-	for _, known := range reasons {
-		if r == known {
-			return nil
-		}
-	}
-	return fmt.Errorf("%w: reason %q: want one of %s", ErrInvalid, r, join(reasons))
+	return &FieldError{Field: "reason", Value: string(r), Problem: "want one of " + join(reasons)}
 }
 
 func join[T ~string](values []T) string {

@@ -409,13 +409,13 @@ func TestValidation(t *testing.T) {
 	bad := func(mod func(*Record)) Record { r := sent("t1", "p", "u"); mod(&r); return r }
 	records := map[string]Record{
 		"task_id": bad(func(r *Record) { r.TaskID = "" }),
-		"status \"\": want one of sent, dead_letter":   bad(func(r *Record) { r.Status = "" }),
+		"status is required: one of sent, dead_letter": bad(func(r *Record) { r.Status = "" }),
 		"status \"ok\": want one of sent, dead_letter": bad(func(r *Record) { r.Status = "ok" }),
 		"reason \"rejected\": a sent record":           bad(func(r *Record) { r.Reason = ReasonRejected }),
-		"reason \"\": want one of rejected, rate_limited, exhausted, invalid": bad(func(r *Record) {
+		"reason is required: one of rejected, rate_limited, exhausted, invalid": bad(func(r *Record) {
 			r.Status = StatusDeadLetter
 		}),
-		"attempts -1": bad(func(r *Record) { r.Attempts = -1 }),
+		"attempts \"-1\": must not be negative": bad(func(r *Record) { r.Attempts = -1 }),
 	}
 	for want, rec := range records {
 		_, err := b.store.Finish(b.ctx, rec)
@@ -425,10 +425,10 @@ func TestValidation(t *testing.T) {
 		"status \"x\": want one of sent, dead_letter":                          {Status: "x"},
 		"reason \"y\": want one of rejected, rate_limited, exhausted, invalid": {Reason: "y"},
 		"reason \"rejected\": sent records have no reason":                     {Status: StatusSent, Reason: ReasonRejected},
-		"limit -1":          {Limit: -1},
-		"since":             {Since: epoch, Until: epoch},
-		"cursor \"%%%\"":    {Cursor: "%%%"},
-		"cursor \"bm9wZQ\"": {Cursor: "bm9wZQ"},
+		"limit \"-1\": must not be negative":                                   {Limit: -1},
+		"since":                                                                {Since: epoch, Until: epoch},
+		"cursor \"%%%\"":                                                       {Cursor: "%%%"},
+		"cursor \"bm9wZQ\"":                                                    {Cursor: "bm9wZQ"},
 	}
 	for want, f := range filters {
 		_, err := b.store.List(b.ctx, f)

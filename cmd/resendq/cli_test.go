@@ -175,7 +175,7 @@ func TestDevDemoOnEmbeddedRedis(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("dev: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
-	for _, want := range []string{"in memory only", "resendq enqueue  --redis-url redis://127.0.0.1:", "7 sent, 5 dead-lettered (rejected 3, exhausted 1, invalid 1)", "003-002", "ratelimited.3@example.com"} {
+	for _, want := range []string{"in memory only", "resendq enqueue  --redis-url redis://127.0.0.1:", "7 sent, 5 dead-lettered (rejected 3, exhausted 1, invalid 1)", "003-002", "ratelimited.6@example.com"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("dev output lacks %q:\n%s", want, r.stdout)
 		}

@@ -171,17 +171,28 @@ func (e *devEnv) uiLine() string {
 	return fmt.Sprintf("\n             Web UI    %s (also %s/metrics, %s/api/v1/outcomes)", e.uiURL, base, base)
 }
 
-// demoKinds are the username prefixes the fake API answers differently
-// (fake.DemoRules); "user" is an ordinary user who gets the email.
-var demoKinds = []string{"user", "unknown", "ratelimited", "user", "flaky", "confirmed", "user", "down", "badproject", "user"}
+// demoUsers are the usernames of the demo, in turn: every kind the fake
+// API answers otherwise, with an ordinary user who gets the email before
+// every second one.
+func demoUsers() []string {
+	var names []string
+	for i, k := range fake.DemoKinds {
+		if i%2 == 0 {
+			names = append(names, "user")
+		}
+		names = append(names, k.Prefix)
+	}
+	return append(names, "user")
+}
 
 // runDemo enqueues n sample resends covering every outcome (one with an
 // invalid payload among them), waits until all are final and prints them.
 func (e *devEnv) runDemo(ctx context.Context, n int) error {
 	start := time.Now().Add(-time.Second)
 	enq := enqueue.New(e.rdb, enqueue.Options{})
+	kinds := demoUsers()
 	for i := 0; i < n-1; i++ {
-		kind := demoKinds[i%len(demoKinds)]
+		kind := kinds[i%len(kinds)]
 		r := tasks.Resend{ProjectID: devProjectID, Username: fmt.Sprintf("%s.%d@example.com", kind, i+1)}
 		if _, err := enq.Enqueue(ctx, r); err != nil {
 			return fmt.Errorf("demo: %w", err)
@@ -224,8 +235,8 @@ func (e *devEnv) runDemo(ctx context.Context, n int) error {
 
 func joinCounts(m map[string]int64) string {
 	parts := make([]string, 0, len(m))
-	for _, k := range []string{"rejected", "rate_limited", "exhausted", "invalid"} {
-		if m[k] > 0 {
+	for _, r := range outcome.Reasons() {
+		if k := string(r); m[k] > 0 {
 			parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
 		}
 	}

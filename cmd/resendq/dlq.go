@@ -1,13 +1,11 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/resendq/resendq/enqueue"
@@ -30,16 +28,6 @@ func newDLQListCmd(a *app) *cobra.Command {
 	return newListCmd(a, "List dead letters, newest first", `  resendq dlq list --code 003-002 --since 24h`, outcome.StatusDeadLetter)
 }
 
-// replaySummary counts what a replay did (or, in a dry run, would do); its
-// counts add up to Matched. In a dry run Replayed counts what would be.
-type replaySummary struct {
-	Matched         int  `json:"matched"`
-	Replayed        int  `json:"replayed"`
-	AlreadyReplayed int  `json:"already_replayed"`
-	StillInvalid    int  `json:"still_invalid"`
-	DryRun          bool `json:"dry_run"`
-}
-
 func newDLQReplayCmd(a *app) *cobra.Command {
 	var rf redisFlags
 	var ff filterFlags
@@ -59,19 +47,18 @@ request is invalid are counted, not replayed. A filter, or --all-dead-letters, i
 			if err != nil {
 				return usageErr(err)
 			}
-			f.Status, f.Cursor = outcome.StatusDeadLetter, ""
-			if !everything && f.Username == "" && f.ProjectID == "" && f.Reason == "" && f.Code == "" && f.BatchID == "" && f.Since.IsZero() {
-				return usageErr(errors.New("dlq replay needs a filter (--code, --reason, --since, --project-id, --batch-id, --username) or --all-dead-letters"))
-			}
-			if queue != tasks.QueueSignup && queue != tasks.QueueBulk {
-				return usageErr(fmt.Errorf("--queue %q: want %s or %s", queue, tasks.QueueBulk, tasks.QueueSignup))
+			opts := enqueue.ReplayOptions{Filter: f, All: everything, Queue: queue, DryRun: dryRun}
+			if err := opts.Check(); errors.Is(err, enqueue.ErrNoSelection) {
+				return usageErr(errors.New("dlq replay needs a filter (--code, --reason, --since, --until, --project-id, --batch-id, --username) or --all-dead-letters"))
+			} else if err != nil {
+				return usageErr(errors.New("--" + err.Error()))
 			}
 			rdb, err := rf.connect(cmd.Context(), 0)
 			if err != nil {
 				return err
 			}
 			defer rdb.Close()
-			sum, err := replay(cmd.Context(), rdb, f, queue, dryRun)
+			sum, err := enqueue.New(rdb, enqueue.Options{}).ReplayDeadLetters(cmd.Context(), opts)
 			if perr := printReplay(a, sum, asJSON); perr != nil && err == nil {
 				err = perr
 			}
@@ -88,39 +75,7 @@ request is invalid are counted, not replayed. A filter, or --all-dead-letters, i
 	return cmd
 }
 
-// replay replays every dead letter f selects, page by page (a dry run only
-// checks each one). Replays are new tasks, so they never show up in the
-// pages still to come. On an error, the summary says how far it got.
-func replay(ctx context.Context, rdb redis.UniversalClient, f outcome.Filter, queue string, dryRun bool) (replaySummary, error) {
-	sum := replaySummary{DryRun: dryRun}
-	enq := enqueue.New(rdb, enqueue.Options{})
-	act := enq.Replay
-	if dryRun {
-		act = enq.CheckReplay
-	}
-	_, err := eachPage(ctx, outcome.NewStore(rdb, outcome.Options{}), f, true, func(recs []outcome.Record) error {
-		for _, rec := range recs {
-			sum.Matched++
-			res, err := act(ctx, rec, queue)
-			var ve *tasks.ValidationError
-			switch {
-			case errors.As(err, &ve):
-				sum.StillInvalid++
-			case err != nil:
-				sum.Matched--
-				return err
-			case res.Duplicate:
-				sum.AlreadyReplayed++
-			default:
-				sum.Replayed++
-			}
-		}
-		return ctx.Err()
-	})
-	return sum, err
-}
-
-func printReplay(a *app, sum replaySummary, asJSON bool) error {
+func printReplay(a *app, sum enqueue.ReplaySummary, asJSON bool) error {
 	if asJSON {
 		return json.NewEncoder(a.stdout).Encode(sum)
 	}

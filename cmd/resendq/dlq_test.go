@@ -9,6 +9,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/resendq/resendq/enqueue"
 	"github.com/resendq/resendq/internal/redistest"
 	"github.com/resendq/resendq/outcome"
 	"github.com/resendq/resendq/tasks"
@@ -57,7 +58,7 @@ func TestDLQReplayOnceAndClearsArchive(t *testing.T) {
 	}
 
 	r = runCLI(t, nil, "dlq", "replay", "--redis-url", srv.URL, "--code", "003-022", "--json")
-	var sum replaySummary
+	var sum enqueue.ReplaySummary
 	if err := json.Unmarshal([]byte(r.stdout), &sum); r.code != 0 || err != nil || sum.Replayed != 1 {
 		t.Fatalf("replay: %+v (%v)", r, err)
 	}

@@ -35,9 +35,7 @@ returns the first task's id and sends no second email.
 			if dedup < 0 {
 				return usageErr(fmt.Errorf("--dedup-window %s: must not be negative (0 disables it)", dedup))
 			}
-			if dedup == 0 {
-				dedup = -1 // the flag's 0 means off; the library's 0 means default
-			}
+			dedup = enqueue.DedupWindowOf(dedup)
 			if bf.file != "" {
 				return runBatch(cmd.Context(), a, &rf, &bf, r.Normalize(), dedup, asJSON)
 			}

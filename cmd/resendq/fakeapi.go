@@ -20,10 +20,8 @@ func newFakeAPICmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "fakeapi",
 		Short: "Serve a local double of the Login API resend endpoint, for trying things out",
-		Long: `Serves POST /api/user/resend_confirmation_link with the real endpoint's contract.
-Usernames pick the answer: unknown...@ → 404 003-002, badproject...@ → 400 003-019,
-confirmed...@ → 422, ratelimited...@ → two 429s then 204, flaky...@ → two 503s then 204,
-down...@ → always 500; anything else → 204.`,
+		Long: "Serves POST /api/user/resend_confirmation_link with the real endpoint's contract.\n" +
+			"Usernames pick the answer:\n\n" + fake.DemoHelp(),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			api := fake.New()

@@ -70,42 +70,49 @@ func newListCmd(a *app, short, example string, only outcome.Status) *cobra.Comma
 	return cmd
 }
 
-// filterFlags are the flags that select outcome records.
+// filterFlags are the flags that select outcome records: the parameters of
+// outcome.ParseFilter, --project-id for project_id.
 type filterFlags struct {
-	f                     outcome.Filter
-	status, reason, since string
+	values map[string]*string
 }
 
 func (ff *filterFlags) register(fs *pflag.FlagSet, withStatus bool) {
-	fs.StringVar(&ff.f.Username, "username", "", "only this username or email address")
-	fs.StringVar(&ff.f.ProjectID, "project-id", "", "only this Login project")
-	if withStatus {
-		fs.StringVar(&ff.status, "status", "", "only sent or dead_letter")
+	ff.values = map[string]*string{}
+	add := func(param, def, usage string) {
+		if param == "status" && !withStatus {
+			return
+		}
+		ff.values[param] = fs.String(flagName(param), def, usage)
 	}
-	fs.StringVar(&ff.reason, "reason", "", "only dead letters of this reason: rejected, rate_limited, exhausted or invalid")
-	fs.StringVar(&ff.f.Code, "code", "", "only this Login API error code, e.g. 003-002")
-	fs.StringVar(&ff.f.BatchID, "batch-id", "", "only this batch")
-	fs.StringVar(&ff.since, "since", "", "only outcomes since a time (RFC 3339) or for a duration back (e.g. 24h)")
-	fs.IntVar(&ff.f.Limit, "limit", 50, "records per page (at most 1000)")
-	fs.StringVar(&ff.f.Cursor, "cursor", "", "continue from a previous page")
+	add("username", "", "only this username or email address")
+	add("project_id", "", "only this Login project")
+	add("status", "", "only sent or dead_letter")
+	add("reason", "", "only dead letters of this reason: "+joinReasons(", "))
+	add("code", "", "only this Login API error code, e.g. 003-002")
+	add("batch_id", "", "only this batch")
+	add("since", "", "only outcomes since a time (RFC 3339) or for a duration back (e.g. 24h)")
+	add("until", "", "only outcomes before a time (RFC 3339) or a duration back (e.g. 1h)")
+	add("limit", "50", fmt.Sprintf("records per page (at most %d)", outcome.MaxLimit))
+	add("cursor", "", "continue from a previous page")
 }
 
-// filter is the outcome.Filter the flags describe.
+// flagName is the flag of a filter parameter: project_id → project-id.
+func flagName(param string) string { return strings.ReplaceAll(param, "_", "-") }
+
+// filter is the outcome.Filter the flags describe; an error names the flag.
 func (ff *filterFlags) filter(now time.Time) (outcome.Filter, error) {
-	f := ff.f
-	f.Status, f.Reason = outcome.Status(ff.status), outcome.Reason(ff.reason)
-	if ff.since != "" {
-		t, err := parseSince(ff.since, now)
-		if err != nil {
-			return f, err
+	params := map[string]string{}
+	for name, v := range ff.values {
+		if *v != "" {
+			params[name] = *v
 		}
-		f.Since = t
 	}
-	if err := f.Validate(); err != nil {
-		// "outcome: invalid argument: status ..." → "--status ..."
-		return f, errors.New("--" + strings.TrimPrefix(err.Error(), outcome.ErrInvalid.Error()+": "))
+	f, err := outcome.ParseFilter(params, now)
+	var fe *outcome.FieldError
+	if errors.As(err, &fe) {
+		return f, errors.New(fe.Describe("--" + flagName(fe.Field)))
 	}
-	return f, nil
+	return f, err
 }
 
 // eachPage hands every page of records that f selects to fn: the first
@@ -129,15 +136,13 @@ func eachPage(ctx context.Context, store *outcome.Store, f outcome.Filter, all b
 	}
 }
 
-// parseSince reads "24h" (that long ago) or an RFC 3339 time.
-func parseSince(s string, now time.Time) (time.Time, error) {
-	if d, err := time.ParseDuration(s); err == nil {
-		return now.Add(-d), nil
+// joinReasons lists the dead-letter reasons, separated by sep.
+func joinReasons(sep string) string {
+	var names []string
+	for _, r := range outcome.Reasons() {
+		names = append(names, string(r))
 	}
-	if t, err := time.Parse(time.RFC3339, s); err == nil {
-		return t, nil
-	}
-	return time.Time{}, fmt.Errorf("--since %q: want a duration such as 24h or a time such as 2026-11-25T10:00:00Z", s)
+	return strings.Join(names, sep)
 }
 
 // recordWriter prints outcome records as JSON lines or an aligned table.

@@ -1,37 +1,55 @@
 package fake
 
-import "strings"
+import (
+	"strings"
+)
 
-// DemoRules are built-in conventions for demos, for SetRules. They key on
-// the start of the username's local part (before any "@"), ignoring case:
-//
-//	unknown...     404 "003-002" User not found.
-//	badproject...  400 "003-019" Project not found.
-//	confirmed...   422 "003-061" Object not found. (stands for an account
-//	               already confirmed; the real code for it is not documented)
-//	ratelimited... 429 with Retry-After: 1 twice, then 204
-//	flaky...       503 twice, then 204
-//	down...        500 every time (the worker ends it as exhausted)
-//
+// DemoKind is one of the built-in conventions of DemoRules: usernames whose
+// local part (before any "@") starts with Prefix, ignoring case, get
+// Behavior.
+type DemoKind struct {
+	// Prefix starts the username's local part.
+	Prefix string
+	// Behavior is how the API answers those usernames.
+	Behavior Behavior
+	// Answers says so in words, for help texts.
+	Answers string
+}
+
+// DemoKinds are the conventions of DemoRules, in the order to show them.
+// "confirmed" stands for an account already confirmed; the API's real code
+// for it is not documented.
+var DemoKinds = []DemoKind{
+	{"unknown", Behavior{Status: 404, Code: "003-002", Description: "User not found."}, `404 003-002 "User not found."`},
+	{"badproject", Behavior{Status: 400, Code: "003-019", Description: "Project not found."}, `400 003-019 "Project not found."`},
+	{"confirmed", Behavior{Status: 422, Code: "003-061", Description: "Object not found."}, `422 003-061 "Object not found."`},
+	{"ratelimited", Behavior{RateLimited: 2, RetryAfter: "1"}, "429 with Retry-After: 1 twice, then 204"},
+	{"flaky", Behavior{ServerErrors: 2}, "503 twice, then 204"},
+	{"down", Behavior{Status: 500, Description: "Internal Server Error"}, "500 every time"},
+}
+
+// DemoRules are the built-in conventions of DemoKinds, for SetRules: a
+// username whose local part starts with a kind's prefix gets its behaviour.
 // Any other username gets (Behavior{}, false): the default applies, 204
 // unless changed.
 func DemoRules(username string) (Behavior, bool) {
 	local, _, _ := strings.Cut(username, "@")
-	switch {
-	case hasPrefixFold(local, "unknown"):
-		return Behavior{Status: 404, Code: "003-002", Description: "User not found."}, true
-	case hasPrefixFold(local, "badproject"):
-		return Behavior{Status: 400, Code: "003-019", Description: "Project not found."}, true
-	case hasPrefixFold(local, "confirmed"):
-		return Behavior{Status: 422, Code: "003-061", Description: "Object not found."}, true
-	case hasPrefixFold(local, "ratelimited"):
-		return Behavior{RateLimited: 2, RetryAfter: "1"}, true
-	case hasPrefixFold(local, "flaky"):
-		return Behavior{ServerErrors: 2}, true
-	case hasPrefixFold(local, "down"):
-		return Behavior{Status: 500, Description: "Internal Server Error"}, true
+	for _, k := range DemoKinds {
+		if hasPrefixFold(local, k.Prefix) {
+			return k.Behavior, true
+		}
 	}
 	return Behavior{}, false
+}
+
+// DemoHelp describes DemoKinds in lines of "prefix...@ → answer".
+func DemoHelp() string {
+	var b strings.Builder
+	for _, k := range DemoKinds {
+		b.WriteString(k.Prefix + "...@ → " + k.Answers + "\n")
+	}
+	b.WriteString("anything else → 204\n")
+	return b.String()
 }
 
 func hasPrefixFold(s, prefix string) bool {
