@@ -15,6 +15,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/resendq/resendq/outcome"
 	"github.com/resendq/resendq/tasks"
 )
 
@@ -135,9 +136,9 @@ func (e *env) check(ctx context.Context, side string, spec drainSpec, logPath st
 	if side != ours {
 		return nil
 	}
-	sent, err := e.rdb.HGet(ctx, "resendq:outcome-stats", "sent").Int()
-	if err != nil || sent != n {
-		return fmt.Errorf("resendq: %d outcome records counted as sent for %d tasks (%v)", sent, n, err)
+	st, err := outcome.NewStore(e.rdb, outcome.Options{}).Stats(ctx)
+	if err != nil || st.Sent != int64(n) {
+		return fmt.Errorf("resendq: %d outcome records counted as sent for %d tasks (%v)", st.Sent, n, err)
 	}
 	log, err := os.ReadFile(logPath)
 	if err != nil {

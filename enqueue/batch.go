@@ -15,6 +15,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/jonboulle/clockwork"
 
+	"github.com/resendq/resendq/outcome"
 	"github.com/resendq/resendq/tasks"
 )
 
@@ -128,12 +129,6 @@ func BatchTaskID(batchID string, r tasks.Resend) string {
 // it exists while the task waits, runs, waits for a retry or is archived.
 func asynqTaskKey(queue, taskID string) string {
 	return "asynq:{" + queue + "}:t:" + taskID
-}
-
-// outcomeKey is the key of a task's outcome record in the outcome package's
-// layout ({prefix}outcome:ID): it exists once the task is done.
-func (e *Enqueuer) outcomeKey(taskID string) string {
-	return e.opts.KeyPrefix + "outcome:" + taskID
 }
 
 // EnqueueBatch validates every row of src and enqueues the valid ones on
@@ -343,13 +338,13 @@ func (b *batchRun) process(chunk []batchJob) {
 			single = append(single, j)
 			continue
 		}
-		keys = append(keys, call.keys[0], call.keys[1], b.e.outcomeKey(j.id), j.claim)
+		keys = append(keys, call.keys[0], call.keys[1], b.e.outcomes.RecordKey(j.id), j.claim)
 		args = append(args, call.args...)
 		ids = append(ids, j.id)
 		jobs = append(jobs, j)
 	}
 	if len(ids) > 0 {
-		args = append(args, max(b.e.opts.DedupWindow, 0).Milliseconds(), b.e.outcomeKey(""))
+		args = append(args, max(b.e.opts.DedupWindow, 0).Milliseconds(), b.e.outcomes.RecordKey(""), outcome.StatusField, string(outcome.StatusDeadLetter))
 		// Rows read are settled even after Ctrl-C: no cancelable context.
 		// Run loads the script again if Redis lost it (a restart, SCRIPT FLUSH).
 		replies, err := batchEnqueueScript.Run(context.Background(), b.e.rdb, keys, args...).Int64Slice()
@@ -400,7 +395,7 @@ func (b *batchRun) processSingle(j batchJob) {
 	}
 	defer b.unclaim(j.id)
 	ctx := context.Background()
-	n, err := b.e.rdb.Exists(ctx, asynqTaskKey(b.opts.Queue, j.id), b.e.outcomeKey(j.id)).Result()
+	n, err := b.e.rdb.Exists(ctx, asynqTaskKey(b.opts.Queue, j.id), b.e.outcomes.RecordKey(j.id)).Result()
 	if err != nil || n > 0 {
 		b.settle(replyAlready, err, j.id)
 		return

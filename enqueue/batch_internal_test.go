@@ -64,8 +64,8 @@ func TestKeyLayouts(t *testing.T) {
 	if _, err := outcome.NewStore(rdb, outcome.Options{}).Finish(ctx, outcome.Record{TaskID: "b:3", Status: outcome.StatusSent, Attempts: 1}); err != nil {
 		t.Fatal(err)
 	}
-	if n := rdb.Exists(ctx, e.outcomeKey("b:3")).Val(); n != 1 {
-		t.Errorf("%s does not exist after the outcome store finished task b:3", e.outcomeKey("b:3"))
+	if n := rdb.Exists(ctx, e.outcomes.RecordKey("b:3")).Val(); n != 1 {
+		t.Errorf("%s does not exist after the outcome store finished task b:3", e.outcomes.RecordKey("b:3"))
 	}
 }
 

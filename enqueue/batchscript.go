@@ -69,11 +69,13 @@ var asynqEnqueueSHA = func() string {
 // KEYS[4i+2] asynq:{<queue>}:pending, KEYS[4i+3] the outcome record,
 // KEYS[4i+4] the user's dedup claim; ARGV[3i+1] the encoded task message,
 // ARGV[3i+2] the task ID, ARGV[3i+3] now in ns: the keys and arguments
-// asynq passes, plus two keys. Then two more ARGV: the dedup window in ms
-// (0: none) and the outcome record key prefix.
+// asynq passes, plus two keys. Then four more ARGV: the dedup window in ms
+// (0: none), the outcome record key prefix (outcome.Store.RecordKey("")),
+// outcome.StatusField (the one field of a record read here) and
+// outcome.StatusDeadLetter.
 var batchEnqueueScript = redis.NewScript(`
 local replies, ids = {}, {}
-local hold, records = tonumber(ARGV[#ARGV - 1]), ARGV[#ARGV]
+local hold, records, statusField, dead = tonumber(ARGV[#ARGV - 3]), ARGV[#ARGV - 2], ARGV[#ARGV - 1], ARGV[#ARGV]
 -- claimed returns 0 when the row may take the user's claim (none, its
 -- own, or a dead letter's), 1 when another resend holds it, 2 when another
 -- enqueue of the user is under way (its claim is pending).
@@ -82,8 +84,7 @@ local function claimed(key, id)
 	local held = redis.call("GET", key)
 	if not held or held == id or held == "pending:" .. id then return 0 end
 	if string.sub(held, 1, 8) == "pending:" then return 2 end
-	local index = redis.call("HGET", records .. held, "index")
-	if index and string.find("\n" .. index .. "\n", "\nstatus:dead_letter\n", 1, true) then return 0 end
+	if redis.call("HGET", records .. held, statusField) == dead then return 0 end
 	return 1
 end
 for i = 0, #KEYS / 4 - 1 do

@@ -16,8 +16,7 @@
 // error code when it has the API's shape ("0", "003-002"), "other" when it
 // does not, and empty when the answer carried none; the status of an API
 // request is its HTTP status ("204", "429") or "error" when no response
-// arrived; cause is "rate_limited", "timeout", "server_error", "connection"
-// or "other".
+// arrived; cause is one of outcome.Causes(), or "other".
 package metrics
 
 import (
@@ -30,7 +29,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/resendq/resendq/outcome"
-	"github.com/resendq/resendq/worker"
 )
 
 // NewRegistry returns a registry holding the Go runtime and process
@@ -59,10 +57,7 @@ const (
 	LabelOther = "other"
 )
 
-// retryCauses are the causes worker.Handler reports to Observer.Retry.
-var retryCauses = []string{"rate_limited", "timeout", "server_error", "connection", "paused"}
-
-// Observer is the worker.Observer that keeps the resendq_* metrics. It is
+// Observer keeps the resendq_* metrics; it is the worker's Observer. It is
 // safe for concurrent use; a call that only bumps an already seen series
 // takes no lock other than a read lock and allocates nothing.
 type Observer struct {
@@ -75,15 +70,13 @@ type Observer struct {
 
 	byStatus   [600]atomic.Pointer[counter] // resendq_api_requests_total by HTTP status, filled on first use
 	errorCalls prometheus.Counter           // resendq_api_requests_total{status="error"}
-	byCause    map[string]prometheus.Counter
+	byCause    map[outcome.Cause]prometheus.Counter
 	otherCause prometheus.Counter
 
 	mu         sync.RWMutex
 	byOutcome  map[outcomeKey]prometheus.Counter
 	maxOutcome int // series of resendq_outcomes_total beyond which codes become "other"
 }
-
-var _ worker.Observer = (*Observer)(nil)
 
 // counter boxes a child counter so that it can sit in an atomic.Pointer.
 type counter struct{ prometheus.Counter }
@@ -119,7 +112,7 @@ func NewObserver(reg prometheus.Registerer) (*Observer, error) {
 		}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "resendq_retries_total",
-			Help: "Retries scheduled, by cause: rate_limited (429), timeout, server_error (5xx), connection, paused (handed back without a call: the project's rate-limit pause, or a stopping worker).",
+			Help: "Retries scheduled, by cause: rate_limited (429), timeout, server_error (5xx), connection, paused (handed back without a call: the project's rate-limit pause, or a stopping worker), internal (a panic).",
 		}, []string{"cause"}),
 		pauses: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "resendq_rate_limit_pauses_total",
@@ -129,7 +122,7 @@ func NewObserver(reg prometheus.Registerer) (*Observer, error) {
 			Name: "resendq_rate_limit_wait_seconds_total",
 			Help: "Time calls of this process waited for a rate-limit pause or the fleet's --api-rate before going out.",
 		}),
-		byCause:    make(map[string]prometheus.Counter, len(retryCauses)),
+		byCause:    make(map[outcome.Cause]prometheus.Counter),
 		byOutcome:  make(map[outcomeKey]prometheus.Counter),
 		maxOutcome: maxOutcomeSeries,
 	}
@@ -139,14 +132,14 @@ func NewObserver(reg prometheus.Registerer) (*Observer, error) {
 		}
 	}
 	o.errorCalls = o.requests.WithLabelValues(LabelError)
-	for _, c := range retryCauses {
-		o.byCause[c] = o.retries.WithLabelValues(c)
+	for _, c := range outcome.Causes() {
+		o.byCause[c] = o.retries.WithLabelValues(string(c))
 	}
 	o.otherCause = o.retries.WithLabelValues(LabelOther)
 	// Series that always exist, so that rate() and alerts see a zero
 	// before the first event rather than no data.
 	o.outcomeCounter(outcomeKey{status: outcome.StatusSent})
-	for _, r := range []outcome.Reason{outcome.ReasonRejected, outcome.ReasonRateLimited, outcome.ReasonExhausted, outcome.ReasonInvalid} {
+	for _, r := range outcome.Reasons() {
 		o.outcomeCounter(outcomeKey{status: outcome.StatusDeadLetter, reason: r})
 	}
 	return o, nil
@@ -170,7 +163,7 @@ func (o *Observer) APICall(status int, _ error, took time.Duration) {
 }
 
 // Retry counts one retry scheduled for cause.
-func (o *Observer) Retry(cause string) {
+func (o *Observer) Retry(cause outcome.Cause) {
 	if c, ok := o.byCause[cause]; ok {
 		c.Inc()
 		return

@@ -16,9 +16,9 @@ import "github.com/redis/go-redis/v9"
 //
 // KEYS: 1 stats hash, then for each record: its record hash and its rate
 // state hash.
-// ARGV: 1 index key prefix, then for each record seven values: task ID,
+// ARGV: 1 index key prefix, then for each record eight values: task ID,
 // record JSON, attempts known to the caller, project ID, score (finished_at in
-// ms), index suffixes and stats fields, both newline-separated.
+// ms), index suffixes and stats fields, both newline-separated, and status.
 // Returns two values per record: its total attempts (the attempts passed
 // plus the task's rate-limited calls) and "" when it was written; or, when
 // the task's sent record was kept instead, that record's attempts and JSON.
@@ -51,7 +51,7 @@ local function write(rec, rl, a, id, index, counters, old)
     redis.call('DEL', rl)
   end
   redis.call('HSET', rec, 'record', ARGV[a + 2], 'attempts', attempts, 'project', ARGV[a + 4],
-    'index', index, 'stats', counters)
+    'index', index, 'stats', counters, 'status', ARGV[a + 8])
   for s in string.gmatch(index, '[^\n]+') do
     local t = adds[s]
     if not t then t = {}; adds[s] = t; keys[#keys + 1] = s end
@@ -65,7 +65,7 @@ local function write(rec, rl, a, id, index, counters, old)
   return attempts
 end
 for r = 1, (#KEYS - 1) / 2 do
-  local rec, rl, a = KEYS[2 * r], KEYS[2 * r + 1], 7 * (r - 1) + 1
+  local rec, rl, a = KEYS[2 * r], KEYS[2 * r + 1], 8 * (r - 1) + 1
   local id, index, counters = ARGV[a + 1], ARGV[a + 6], ARGV[a + 7]
   if seen[id] then flush() end
   seen[id] = true

@@ -8,13 +8,16 @@
 //
 // All keys start with Options.KeyPrefix ("resendq:" by default):
 //
-//	outcome:{task_id}            HASH  one task's record:
+//	outcome:{task_id}            HASH  one task's record (RecordKey):
 //	                                   record   the Record as JSON (its attempts
 //	                                            as the caller passed them)
 //	                                   attempts total calls, 429s included
 //	                                   project  the project ID
 //	                                   index    the index suffixes listing it
 //	                                   stats    the stats fields counting it
+//	                                   status   its Status (StatusField): the
+//	                                            one field other packages' scripts
+//	                                            may read
 //	outcome-index:all            ZSET  every task ID, scored by finished_at (ms)
 //	outcome-index:status:{s}     ZSET  the same, per status
 //	outcome-index:reason:{r}     ZSET  per dead-letter reason
@@ -117,6 +120,17 @@ func NewStore(rdb redis.UniversalClient, opts Options) *Store {
 	}
 }
 
+// StatusField is the field of a record's hash (RecordKey) that holds its
+// Status: what a script of another package may read of a record, in the
+// same step as its own writes (the batch enqueue checks whether the task
+// holding a user's dedup claim ended as a dead letter). Every other field
+// is the Store's own.
+const StatusField = "status"
+
+// RecordKey is the Redis key of the record of taskID, for such scripts;
+// RecordKey("") is the prefix of every record's key.
+func (s *Store) RecordKey(taskID string) string { return s.recordPrefix + taskID }
+
 // RateState is the running rate-limit state of a task that is not final yet.
 type RateState struct {
 	// Calls counts the task's calls answered with 429 so far.
@@ -178,7 +192,7 @@ func (s *Store) FinishAll(ctx context.Context, recs []Record) ([]Record, error) 
 	out := make([]Record, len(recs))
 	keys := make([]string, 1, 1+2*len(recs))
 	keys[0] = s.statsKey
-	args := make([]any, 1, 1+7*len(recs))
+	args := make([]any, 1, 1+8*len(recs))
 	args[0] = s.indexPrefix
 	// The JSON bodies, index suffixes and stats fields of all records share
 	// one buffer; the arguments are slices of it.
@@ -218,7 +232,7 @@ func (s *Store) FinishAll(ctx context.Context, recs []Record) ([]Record, error) 
 		rec, sp := &out[i], &spans[i]
 		keys = append(keys, s.recordPrefix+rec.TaskID, s.ratePrefix+rec.TaskID)
 		args = append(args, rec.TaskID, b[sp.body[0]:sp.body[1]], rec.Attempts, rec.ProjectID, rec.FinishedAt.UnixMilli(),
-			b[sp.index[0]:sp.index[1]], b[sp.counters[0]:sp.counters[1]])
+			b[sp.index[0]:sp.index[1]], b[sp.counters[0]:sp.counters[1]], string(rec.Status))
 	}
 	reply, err := finishScript.Run(ctx, s.rdb, keys, args...).Slice()
 	if err == nil && len(reply) != 2*len(recs) {

@@ -346,7 +346,7 @@ func TestTrim(t *testing.T) {
 		"resendq:outcome-index:status:dead_letter": 1, "resendq:outcome-index:reason:exhausted": 1,
 		"resendq:outcome-index:project:p1": 1, "resendq:outcome-index:project:p2": 1,
 		"resendq:outcome-index:user:both": 1, "resendq:outcome-index:user:new-user": 1,
-		"resendq:outcome:new1": 5, "resendq:outcome:new2": 5, "resendq:outcome-stats": 3,
+		"resendq:outcome:new1": 6, "resendq:outcome:new2": 6, "resendq:outcome-stats": 3,
 	})
 }
 

@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/resendq/resendq/loginapi"
+	"github.com/resendq/resendq/outcome"
 )
 
 // Action is what the worker does with one answer of the Login API.
@@ -42,49 +43,38 @@ func (a Action) String() string {
 }
 
 // Classify is the outcome table of the design, the one place that decides
-// what an answer of the Login API means. status is the HTTP status (0 when
-// no response arrived) and err what loginapi.Client returned.
+// what an answer of the Login API means, and, for a retry, its cause. status
+// is the HTTP status (0 when no response arrived) and err what
+// loginapi.Client returned.
 //
-//	the API answered                          action          final outcome
-//	2xx                                       Send            sent
-//	400, 404, 409, 422, other 4xx but 408/429 Reject          dead_letter rejected (error_code from the body)
-//	429                                       WaitRateLimit   sent later, or dead_letter rate_limited
-//	5xx, 408, timeout, connection error       Retry           sent later, or dead_letter exhausted
-//	(a task payload that does not decode)     —               dead_letter invalid (see Handler)
-func Classify(status int, err error) Action {
+//	the API answered                          action          cause          final outcome
+//	2xx                                       Send                           sent
+//	400, 404, 409, 422, other 4xx but 408/429 Reject                         dead_letter rejected (error_code from the body)
+//	429                                       WaitRateLimit   rate_limited   sent later, or dead_letter rate_limited
+//	5xx (and 1xx, 3xx)                        Retry           server_error   sent later, or dead_letter exhausted
+//	408, or no answer in time                 Retry           timeout        sent later, or dead_letter exhausted
+//	no answer (refused, reset)                Retry           connection     sent later, or dead_letter exhausted
+//	(a task payload that does not decode)     —                              dead_letter invalid (see Handler)
+func Classify(status int, err error) (Action, outcome.Cause) {
 	var apiErr *loginapi.Error
 	if errors.As(err, &apiErr) {
 		status = apiErr.StatusCode
 	} else if err != nil {
-		return Retry // no answer: timeout, connection refused or reset
+		if isTimeout(err) {
+			return Retry, outcome.CauseTimeout
+		}
+		return Retry, outcome.CauseConnection
 	}
 	switch {
 	case status >= 200 && status < 300:
-		return Send
+		return Send, ""
 	case status == http.StatusTooManyRequests:
-		return WaitRateLimit
+		return WaitRateLimit, outcome.CauseRateLimited
 	case status == http.StatusRequestTimeout:
-		return Retry
+		return Retry, outcome.CauseTimeout
 	case status >= 400 && status < 500:
-		return Reject
+		return Reject, ""
 	default: // 5xx, and anything unexpected (1xx, 3xx) is treated as transient
-		return Retry
-	}
-}
-
-// retryCause names why a task is retried, for metrics and logs.
-func retryCause(err error) string {
-	var apiErr *loginapi.Error
-	switch {
-	case errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusTooManyRequests:
-		return "rate_limited"
-	case errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusRequestTimeout:
-		return "timeout"
-	case errors.As(err, &apiErr):
-		return "server_error"
-	case isTimeout(err):
-		return "timeout"
-	default:
-		return "connection"
+		return Retry, outcome.CauseServerError
 	}
 }

@@ -52,7 +52,7 @@ type RateLimiter interface {
 // All methods must be safe for concurrent use and fast.
 type Observer interface {
 	APICall(status int, err error, took time.Duration)
-	Retry(cause string)
+	Retry(cause outcome.Cause)
 	Outcome(rec outcome.Record)
 	// RateLimitPause is told when a 429 here paused a project's calls on
 	// every worker.
@@ -65,7 +65,7 @@ type Observer interface {
 type nopObserver struct{}
 
 func (nopObserver) APICall(int, error, time.Duration) {}
-func (nopObserver) Retry(string)                      {}
+func (nopObserver) Retry(outcome.Cause)               {}
 func (nopObserver) Outcome(outcome.Record)            {}
 func (nopObserver) RateLimitPause()                   {}
 func (nopObserver) RateLimitWait(time.Duration)       {}
@@ -126,7 +126,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) (err error) {
 			// A bug, not an answer of the API: retry it as a transient
 			// failure, so that the attempt cap bounds it and its end is recorded.
 			a.task, _ = tasks.Decode(t.Payload())
-			err = h.transient(ctx, a, 0, fmt.Errorf("panic: %v", p))
+			err = h.transient(ctx, a, 0, fmt.Errorf("panic: %v", p), outcome.CauseInternal)
 		}
 	}()
 	return h.process(ctx, a, t.Payload())
@@ -151,7 +151,7 @@ func (h *Handler) process(ctx context.Context, a attempt, payload []byte) error 
 		// The project is paused by a 429, or over the fleet's rate, for
 		// longer than is worth holding a slot, or the worker is stopping:
 		// come back then. No call was made; nothing counts against the task.
-		h.observer().Retry("paused")
+		h.observer().Retry(outcome.CausePaused)
 		h.log(h.fields(a)).WithField("retry_in", later.String()).Debug("resend handed back without a call (rate limit or shutdown), will be retried")
 		return &retryError{err: errHeldBack, delay: later, failure: false}
 	}
@@ -159,7 +159,7 @@ func (h *Handler) process(ctx context.Context, a attempt, payload []byte) error 
 		// Shutting down or out of time: asynq hands the task back or retries it.
 		return ctx.Err()
 	}
-	switch action := Classify(status, callErr); action {
+	switch action, cause := Classify(status, callErr); action {
 	case Send:
 		return h.finish(ctx, h.record(a, outcome.StatusSent, "", status, nil), nil)
 	case Reject:
@@ -168,7 +168,7 @@ func (h *Handler) process(ctx context.Context, a attempt, payload []byte) error 
 	case WaitRateLimit:
 		return h.rateLimited(ctx, a, status, callErr)
 	default:
-		return h.transient(ctx, a, status, callErr)
+		return h.transient(ctx, a, status, callErr, cause)
 	}
 }
 
@@ -232,16 +232,15 @@ func attemptOf(ctx context.Context) attempt {
 	return a
 }
 
-// transient retries a 5xx, 408, timeout or connection error until the
-// attempt cap, then dead-letters the task with reason "exhausted".
-func (h *Handler) transient(ctx context.Context, a attempt, status int, callErr error) error {
+// transient retries a 5xx, 408, timeout or connection error (cause) until
+// the attempt cap, then dead-letters the task with reason "exhausted".
+func (h *Handler) transient(ctx context.Context, a attempt, status int, callErr error, cause outcome.Cause) error {
 	failures := a.retried + 1
 	if limit := h.attemptLimit(a); failures >= limit {
 		rec := h.record(a, outcome.StatusDeadLetter, outcome.ReasonExhausted, status, callErr)
 		msg := fmt.Sprintf("gave up after %d failed attempts: %v", failures, callErr)
 		return h.finish(ctx, rec, &deadLetterError{msg: msg, cause: callErr})
 	}
-	cause := retryCause(callErr)
 	h.observer().Retry(cause)
 	delay := h.Backoff.Delay(a.retried)
 	h.log(h.fields(a)).WithFields(logrus.Fields{
@@ -272,7 +271,7 @@ func (h *Handler) rateLimited(ctx context.Context, a attempt, status int, callEr
 	if err != nil {
 		// Without the state the wait cap cannot be enforced: count the call as
 		// a failure so that the attempt cap bounds the task instead.
-		return h.transient(ctx, a, status, fmt.Errorf("%w (rate-limit state unavailable: %v)", callErr, err))
+		return h.transient(ctx, a, status, fmt.Errorf("%w (rate-limit state unavailable: %v)", callErr, err), outcome.CauseRateLimited)
 	}
 	delay := h.Backoff.Delay(state.Calls - 1)
 	var apiErr *loginapi.Error
@@ -291,9 +290,9 @@ func (h *Handler) rateLimited(ctx context.Context, a attempt, status int, callEr
 		msg := fmt.Sprintf("rate limited for %s, over the %s cap: %v", waited.Round(time.Second), capWait, callErr)
 		return h.finish(ctx, rec, &deadLetterError{msg: msg, cause: callErr})
 	}
-	h.observer().Retry("rate_limited")
+	h.observer().Retry(outcome.CauseRateLimited)
 	h.log(h.fields(a)).WithFields(logrus.Fields{
-		"cause": "rate_limited", "status": status, "retry_in": delay.String(), "rate_limited_calls": state.Calls,
+		"cause": outcome.CauseRateLimited, "status": status, "retry_in": delay.String(), "rate_limited_calls": state.Calls,
 	}).Debug("resend rate limited, will be retried")
 	return &retryError{err: callErr, delay: delay, failure: false}
 }

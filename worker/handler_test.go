@@ -160,19 +160,22 @@ func TestClassifyTable(t *testing.T) {
 		status int
 		err    error
 		want   Action
+		cause  outcome.Cause
 	}{
-		{204, nil, Send}, {200, nil, Send},
-		{400, apiErr(400), Reject}, {404, apiErr(404), Reject}, {409, apiErr(409), Reject},
-		{422, apiErr(422), Reject}, {403, apiErr(403), Reject}, {410, apiErr(410), Reject},
-		{429, apiErr(429), WaitRateLimit},
-		{408, apiErr(408), Retry}, {500, apiErr(500), Retry}, {502, apiErr(502), Retry},
-		{503, apiErr(503), Retry}, {504, apiErr(504), Retry},
-		{0, context.DeadlineExceeded, Retry}, {0, errors.New("dial tcp: connection refused"), Retry},
-		{302, apiErr(302), Retry},
+		{204, nil, Send, ""}, {200, nil, Send, ""},
+		{400, apiErr(400), Reject, ""}, {404, apiErr(404), Reject, ""}, {409, apiErr(409), Reject, ""},
+		{422, apiErr(422), Reject, ""}, {403, apiErr(403), Reject, ""}, {410, apiErr(410), Reject, ""},
+		{429, apiErr(429), WaitRateLimit, outcome.CauseRateLimited},
+		{408, apiErr(408), Retry, outcome.CauseTimeout}, {500, apiErr(500), Retry, outcome.CauseServerError},
+		{502, apiErr(502), Retry, outcome.CauseServerError}, {503, apiErr(503), Retry, outcome.CauseServerError},
+		{504, apiErr(504), Retry, outcome.CauseServerError},
+		{0, context.DeadlineExceeded, Retry, outcome.CauseTimeout},
+		{0, errors.New("dial tcp: connection refused"), Retry, outcome.CauseConnection},
+		{302, apiErr(302), Retry, outcome.CauseServerError},
 	}
 	for _, c := range cases {
-		if got := Classify(c.status, c.err); got != c.want {
-			t.Errorf("Classify(%d, %v) = %v, want %v", c.status, c.err, got, c.want)
+		if got, cause := Classify(c.status, c.err); got != c.want || cause != c.cause {
+			t.Errorf("Classify(%d, %v) = %v, %q; want %v, %q", c.status, c.err, got, cause, c.want, c.cause)
 		}
 	}
 }
@@ -569,9 +572,9 @@ type pauseObserver struct {
 }
 
 func (o *pauseObserver) RateLimitPause() { o.mu.Lock(); o.pauses++; o.mu.Unlock() }
-func (o *pauseObserver) Retry(cause string) {
+func (o *pauseObserver) Retry(cause outcome.Cause) {
 	o.mu.Lock()
-	o.retries = append(o.retries, cause)
+	o.retries = append(o.retries, string(cause))
 	o.mu.Unlock()
 }
 func (o *pauseObserver) RateLimitWait(d time.Duration) {

@@ -4,7 +4,12 @@ import (
 	"testing"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/resendq/resendq/metrics"
 )
+
+// The metrics package keeps the worker's metrics.
+var _ Observer = (*metrics.Observer)(nil)
 
 func TestWorkerHotPathIsStreamed(t *testing.T) {
 	t.Parallel()
