@@ -73,9 +73,10 @@ resendq_rate_limit_pauses_total 1
 # HELP resendq_rate_limit_wait_seconds_total Time calls of this process waited for a rate-limit pause or the fleet's --api-rate before going out.
 # TYPE resendq_rate_limit_wait_seconds_total counter
 resendq_rate_limit_wait_seconds_total 2
-# HELP resendq_retries_total Retries scheduled, by cause: rate_limited (429), timeout, server_error (5xx), connection, paused (handed back without a call: the project's rate-limit pause, or a stopping worker).
+# HELP resendq_retries_total Retries scheduled, by cause: rate_limited (429), timeout, server_error (5xx), connection, paused (handed back without a call: the project's rate-limit pause, or a stopping worker), internal (a panic).
 # TYPE resendq_retries_total counter
 resendq_retries_total{cause="connection"} 0
+resendq_retries_total{cause="internal"} 0
 resendq_retries_total{cause="other"} 1
 resendq_retries_total{cause="paused"} 0
 resendq_retries_total{cause="rate_limited"} 1
