@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -163,7 +164,8 @@ func NewHTTPClient(timeout time.Duration) *http.Client {
 //   - a *Error for any other status (see CheckResponse);
 //   - for a transport failure (connection refused, timeout, cancelled ctx),
 //     status 0 and an error wrapping the *url.Error, so errors.Is with
-//     context.DeadlineExceeded or context.Canceled and net.Error checks work.
+//     context.DeadlineExceeded or context.Canceled and net.Error checks work;
+//     its URL is the endpoint's, without the query (login_url, payload).
 //
 // The response body is drained (up to 64 KiB) and closed so the connection
 // is reused.
@@ -178,6 +180,13 @@ func (c *Client) ResendConfirmation(ctx context.Context, req Request) (status in
 	h["User-Agent"] = c.userAgent
 	resp, err := c.hc.Do(httpReq)
 	if err != nil {
+		// The query holds login_url and payload, which end up in outcome
+		// records and asynq's archive with the error: name the endpoint
+		// without it.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			ue.URL = c.endpoint()
+		}
 		return 0, fmt.Errorf("login api: %w", err)
 	}
 	defer drainAndClose(resp.Body)
@@ -186,6 +195,9 @@ func (c *Client) ResendConfirmation(ctx context.Context, req Request) (status in
 	}
 	return resp.StatusCode, CheckResponse(resp, c.clock.Now())
 }
+
+// endpoint is the endpoint's URL without its query.
+func (c *Client) endpoint() string { return strings.TrimSuffix(c.endpointQ, "?projectId=") }
 
 // url is the endpoint with its query: projectId always, login_url and
 // payload only when set.

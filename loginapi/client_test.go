@@ -327,7 +327,7 @@ func TestConnectionRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	status, err := call(t, c, loginapi.Request{})
+	status, err := call(t, c, loginapi.Request{LoginURL: "https://example.com/cb?secret=1", Payload: "custom-payload"})
 	if status != 0 || err == nil {
 		t.Fatalf("got (%d, %v), want (0, error)", status, err)
 	}
@@ -337,6 +337,16 @@ func TestConnectionRefused(t *testing.T) {
 		t.Errorf("err = %v (%T), want a wrapped *net.OpError", err, err)
 	}
 	checkNoUsername(t, err)
+	// The error goes into outcome records and asynq's archive: it names the
+	// endpoint, not the request's query.
+	for _, leak := range []string{"example.com", "secret", "custom-payload", testProject, "?"} {
+		if strings.Contains(err.Error(), leak) {
+			t.Errorf("error text %q contains %q", err, leak)
+		}
+	}
+	if !strings.Contains(err.Error(), base+"/user/resend_confirmation_link") {
+		t.Errorf("error text %q does not name the endpoint", err)
+	}
 }
 
 func checkNoUsername(t *testing.T, err error) {

@@ -97,8 +97,13 @@ type Handler struct {
 	// timeout, connection error); rate-limited calls do not count. Default 8,
 	// at most the task's asynq MaxRetry.
 	MaxAttempts int
-	// RateLimitMaxWait caps the total time a task may wait on 429s, from its
-	// first 429 on. Default 24h.
+	// RateLimitMaxWait caps how long a task that keeps getting 429s itself
+	// may go on, from its own first 429 (measured on Redis's clock); then it
+	// is dead-lettered as rate_limited. A task held back by its project's
+	// pause or the fleet's rate never counts that: the whole project's
+	// limits are the fleet's to wait out, and counting them would
+	// dead-letter the tasks of a long backlog that the API never refused.
+	// Default 24h.
 	RateLimitMaxWait time.Duration
 
 	group  outcomeGroup           // outcomes waiting to be written together

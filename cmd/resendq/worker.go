@@ -36,7 +36,7 @@ func (w *workerFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&w.httpTimeout, "http-timeout", loginapi.DefaultTimeout, "timeout of one call to the Login API")
 	fs.DurationVar(&w.backoffInitial, "backoff-initial", time.Second, "first retry delay; doubled on each retry, with jitter")
 	fs.DurationVar(&w.backoffMax, "backoff-max", 5*time.Minute, "longest retry delay")
-	fs.DurationVar(&w.rateLimitMaxWait, "rate-limit-max-wait", worker.DefaultRateLimitMaxWait, "total time a task may wait on 429s before it is dead-lettered as rate_limited")
+	fs.DurationVar(&w.rateLimitMaxWait, "rate-limit-max-wait", worker.DefaultRateLimitMaxWait, "how long after its own first 429 a task that keeps getting 429s is dead-lettered as rate_limited; time held back by its project's pause or --api-rate (the fleet's to wait out) does not count")
 	fs.DurationVar(&w.retention, "outcome-retention", outcome.DefaultRetention, "how long outcome records are kept")
 	fs.StringVar(&w.queueWeights, "queue-weights", worker.FormatQueues(worker.DefaultQueues()), "queues served and their weights")
 	fs.DurationVar(&w.pauseMax, "rate-limit-pause-max", worker.DefaultPauseMax, "longest pause of a project's calls on every worker after a 429 (its Retry-After or backoff, capped at this; 0: a 429 delays only its own task)")

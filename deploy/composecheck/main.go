@@ -31,7 +31,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: composecheck [docker-compose.yml]")
 		os.Exit(2)
 	}
-	n, err := check(context.Background(), path, os.Environ())
+	n, err := check(context.Background(), path, withToken(os.Environ()))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", filepath.Base(path), err)
 		os.Exit(1)
@@ -39,15 +39,72 @@ func main() {
 	fmt.Printf("%s: ok (%d services)\n", filepath.Base(path), n)
 }
 
+// tokenVar is the variable a compose user must set: the token of the
+// worker's published HTTP surface.
+const tokenVar = "RESENDQ_HTTP_TOKEN"
+
+// withToken is env with a stand-in value of tokenVar when it has none, as a
+// user who set their own would run the file.
+func withToken(env []string) []string {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, tokenVar+"=") {
+			return env
+		}
+	}
+	return append(env, tokenVar+"=composecheck-stand-in")
+}
+
 // check loads the compose file at path, interpolating from env, and returns
 // the number of services (all profiles enabled) or the first problem found.
+// A file that publishes the worker's HTTP port must also refuse to load
+// without tokenVar, so that nobody runs it with a guessable token.
 func check(ctx context.Context, path string, env []string) (int, error) {
-	abs, err := filepath.Abs(path)
+	n, err := load(ctx, path, env)
+	if err != nil || !publishesWorker(ctx, path, env) {
+		return n, err
+	}
+	var without []string
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, tokenVar+"=") {
+			without = append(without, kv)
+		}
+	}
+	if _, err := load(ctx, path, without); err == nil || !strings.Contains(err.Error(), tokenVar) {
+		return 0, fmt.Errorf("service \"worker\" publishes its HTTP port, so it must require %s (${%s:?...}), not default it (loading without it: %v)", tokenVar, tokenVar, err)
+	}
+	return n, nil
+}
+
+// publishesWorker reports whether the worker service publishes a port.
+func publishesWorker(ctx context.Context, path string, env []string) bool {
+	p, err := project(ctx, path, env)
+	if err != nil {
+		return false
+	}
+	w, ok := p.AllServices()["worker"]
+	return ok && len(w.Ports) > 0
+}
+
+// load loads the compose file and checks resendq's expectations.
+func load(ctx context.Context, path string, env []string) (int, error) {
+	p, err := project(ctx, path, env)
 	if err != nil {
 		return 0, err
 	}
+	if errs := expectations(p); len(errs) > 0 {
+		return 0, errors.Join(errs...)
+	}
+	return len(p.Services), nil
+}
+
+// project loads the compose file at path with every profile enabled.
+func project(ctx context.Context, path string, env []string) (*types.Project, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
 	if _, err := os.Stat(abs); err != nil {
-		return 0, err
+		return nil, err
 	}
 	opts, err := cli.NewProjectOptions([]string{abs},
 		cli.WithWorkingDirectory(filepath.Dir(abs)),
@@ -59,16 +116,13 @@ func check(ctx context.Context, path string, env []string) (int, error) {
 		cli.WithProfiles([]string{"*"}),
 	)
 	if err != nil {
-		return 0, fmt.Errorf("compose options: %w", err)
+		return nil, fmt.Errorf("compose options: %w", err)
 	}
-	project, err := opts.LoadProject(ctx)
+	p, err := opts.LoadProject(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("invalid compose file: %w", err)
+		return nil, fmt.Errorf("invalid compose file: %w", err)
 	}
-	if errs := expectations(project); len(errs) > 0 {
-		return 0, errors.Join(errs...)
-	}
-	return len(project.Services), nil
+	return p, nil
 }
 
 // expectations are resendq's own requirements on top of the compose spec.

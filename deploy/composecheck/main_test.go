@@ -67,12 +67,30 @@ func TestValidMinimal(t *testing.T) {
 }
 
 func TestRepositoryComposeFile(t *testing.T) {
-	n, err := check(context.Background(), "../../docker-compose.yml", nil)
+	n, err := check(context.Background(), "../../docker-compose.yml", withToken(nil))
 	if err != nil {
 		t.Fatalf("check: %v", err)
 	}
 	if n < 3 {
 		t.Fatalf("services = %d, want at least 3", n)
+	}
+	// A compose user must set their own token.
+	if _, err := load(context.Background(), "../../docker-compose.yml", nil); err == nil || !strings.Contains(err.Error(), tokenVar) {
+		t.Errorf("the compose file loads without %s: %v", tokenVar, err)
+	}
+}
+
+func TestPublishedWorkerNeedsARequiredToken(t *testing.T) {
+	published := strings.Replace(validCompose, "    command: [\"worker\"]\n", "    command: [\"worker\"]\n    ports: [\"8080:8080\"]\n", 1)
+	for _, token := range []string{"", "      RESENDQ_HTTP_TOKEN: ${RESENDQ_HTTP_TOKEN:-change-me}\n"} {
+		compose := strings.Replace(published, "      RESENDQ_REDIS_URL: redis://redis:6379/0\n", "      RESENDQ_REDIS_URL: redis://redis:6379/0\n"+token, 1)
+		if _, err := check(context.Background(), write(t, compose, validDockerfile), withToken(nil)); err == nil || !strings.Contains(err.Error(), tokenVar) {
+			t.Errorf("a published worker with token %q passed: %v", token, err)
+		}
+	}
+	required := strings.Replace(published, "      RESENDQ_REDIS_URL: redis://redis:6379/0\n", "      RESENDQ_REDIS_URL: redis://redis:6379/0\n      RESENDQ_HTTP_TOKEN: ${RESENDQ_HTTP_TOKEN:?set it}\n", 1)
+	if _, err := check(context.Background(), write(t, required, validDockerfile), withToken(nil)); err != nil {
+		t.Errorf("a published worker with a required token: %v", err)
 	}
 }
 
