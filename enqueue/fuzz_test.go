@@ -1,35 +1,15 @@
-package enqueue
+package enqueue_test
 
 import (
 	"bytes"
 	"encoding/csv"
 	"encoding/json"
-	"io"
 	"strings"
 	"testing"
 
+	"github.com/resendq/resendq/enqueue"
 	"github.com/resendq/resendq/tasks"
 )
-
-// readAll reads every row of src, checking what holds for any input: no
-// panic, no error but EOF, line numbers that only grow.
-func readAll(t *testing.T, src RowSource) []Row {
-	t.Helper()
-	var rows []Row
-	for {
-		row, err := src.Next()
-		if err == io.EOF {
-			return rows
-		}
-		if err != nil {
-			t.Fatalf("Next: %v", err)
-		}
-		if len(rows) > 0 && row.Line <= rows[len(rows)-1].Line {
-			t.Fatalf("line %d after line %d", row.Line, rows[len(rows)-1].Line)
-		}
-		rows = append(rows, row)
-	}
-}
 
 // FuzzCSVRows: a row written by encoding/csv is read back field for field,
 // and any bytes after the header read without a panic, one row a line.
@@ -46,7 +26,7 @@ func FuzzCSVRows(f *testing.F) {
 		}
 		w.Flush()
 		if !strings.ContainsAny(strings.Join(fields, ""), "\r\n") && strings.TrimSpace(b.String()) != "" {
-			r, err := NewCSVReader(strings.NewReader(header+b.String()), tasks.Resend{})
+			r, err := enqueue.NewCSVReader(strings.NewReader(header+b.String()), tasks.Resend{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -59,7 +39,7 @@ func FuzzCSVRows(f *testing.F) {
 				t.Fatalf("%q read as %+v, want %q", b.String(), got, fields)
 			}
 		}
-		r, err := NewCSVReader(bytes.NewReader(append([]byte(header), raw...)), tasks.Resend{})
+		r, err := enqueue.NewCSVReader(bytes.NewReader(append([]byte(header), raw...)), tasks.Resend{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -77,6 +57,12 @@ func FuzzCSVRows(f *testing.F) {
 func FuzzJSONLRows(f *testing.F) {
 	f.Add("6f1c3a52-1d8e-4b55-9c1e-0d9a7e3f2b11", "john@example.com", "", "", []byte("{\"username\":1}\n[]\n{\"username\":\"x\"}"))
 	f.Fuzz(func(t *testing.T, project, user, url, payload string, raw []byte) {
+		type jsonRow struct {
+			ProjectID string `json:"project_id"`
+			Username  string `json:"username"`
+			LoginURL  string `json:"login_url"`
+			Payload   string `json:"payload"`
+		}
 		line, err := json.Marshal(jsonRow{ProjectID: project, Username: user, LoginURL: url, Payload: payload})
 		if err != nil {
 			t.Fatal(err)
@@ -85,7 +71,7 @@ func FuzzJSONLRows(f *testing.F) {
 		if err := json.Unmarshal(line, &want); err != nil {
 			t.Fatal(err)
 		}
-		rows := readAll(t, NewJSONLReader(bytes.NewReader(line), tasks.Resend{}))
+		rows := readAll(t, enqueue.NewJSONLReader(bytes.NewReader(line), tasks.Resend{}))
 		if len(rows) != 1 || rows[0].Err != nil {
 			t.Fatalf("%s read as %+v", line, rows)
 		}
@@ -93,7 +79,7 @@ func FuzzJSONLRows(f *testing.F) {
 		if got.ProjectID != want.ProjectID || got.Username != want.Username || got.LoginURL != want.LoginURL || got.Payload != want.Payload {
 			t.Fatalf("%s read as %+v", line, got)
 		}
-		for _, row := range readAll(t, NewJSONLReader(bytes.NewReader(raw), tasks.Resend{})) {
+		for _, row := range readAll(t, enqueue.NewJSONLReader(bytes.NewReader(raw), tasks.Resend{})) {
 			if row.Line < 1 {
 				t.Fatalf("row %+v", row)
 			}

@@ -12,7 +12,8 @@ import (
 
 const testProject = "6f1c3a52-1d8e-4b55-9c1e-0d9a7e3f2b11"
 
-// readAll drains src and returns its rows.
+// readAll drains src and returns its rows, checking what holds for any
+// input: no error but EOF, and line numbers that only grow.
 func readAll(t *testing.T, src enqueue.RowSource) []enqueue.Row {
 	t.Helper()
 	var rows []enqueue.Row
@@ -23,6 +24,9 @@ func readAll(t *testing.T, src enqueue.RowSource) []enqueue.Row {
 		}
 		if err != nil {
 			t.Fatalf("Next: %v", err)
+		}
+		if len(rows) > 0 && row.Line <= rows[len(rows)-1].Line {
+			t.Fatalf("line %d after line %d", row.Line, rows[len(rows)-1].Line)
 		}
 		rows = append(rows, row)
 	}
