@@ -86,6 +86,9 @@ type API struct {
 	defSeq  atomic.Int64 // calls answered by the default behaviour
 	rules   atomic.Pointer[rules]
 	limiter atomic.Pointer[rate.Limiter]
+	outages atomic.Pointer[map[string]int] // project ("" for all) → status answered
+
+	limited atomic.Int64 // calls answered 429 by the global rate limit
 
 	usersMu sync.RWMutex
 	users   map[string]*user
@@ -151,6 +154,53 @@ func (a *API) SetRateLimit(rps float64, burst int) {
 	a.limiter.Store(rate.NewLimiter(rate.Limit(rps), max(burst, 1)))
 }
 
+// SetOutage makes every valid call for project (every project when it is
+// "") answer status (503 when 0) with code "0", before the rate limit and
+// any behaviour, like a load balancer in front of a dead API, until
+// EndOutage.
+func (a *API) SetOutage(project string, status int) {
+	if status == 0 {
+		status = http.StatusServiceUnavailable
+	}
+	a.editOutages(func(m map[string]int) { m[project] = status })
+}
+
+// EndOutage ends the outage of project ("" for the one of every project).
+func (a *API) EndOutage(project string) {
+	a.editOutages(func(m map[string]int) { delete(m, project) })
+}
+
+func (a *API) editOutages(edit func(map[string]int)) {
+	for {
+		old := a.outages.Load()
+		m := map[string]int{}
+		if old != nil {
+			for k, v := range *old {
+				m[k] = v
+			}
+		}
+		edit(m)
+		if a.outages.CompareAndSwap(old, &m) {
+			return
+		}
+	}
+}
+
+// outage returns the status an outage answers for project, or 0.
+func (a *API) outage(project string) int {
+	m := a.outages.Load()
+	if m == nil || len(*m) == 0 {
+		return 0
+	}
+	if s, ok := (*m)[project]; ok {
+		return s
+	}
+	return (*m)[""]
+}
+
+// RateLimited returns how many calls the global rate limit answered 429.
+func (a *API) RateLimited() int64 { return a.limited.Load() }
+
 // Calls returns the most recent calls, oldest first, at most MaxCalls.
 func (a *API) Calls() []Call {
 	a.callsMu.Lock()
@@ -179,7 +229,8 @@ func (a *API) Total() int64 { return a.total.Load() }
 func (a *API) Peak() int64 { return a.peak.Load() }
 
 // Reset returns the API to the state New leaves it in: no calls, counts,
-// scripts, rules or rate limit, and the default behaviour answering 204.
+// scripts, rules, rate limit or outage, and the default behaviour
+// answering 204.
 func (a *API) Reset() {
 	a.callsMu.Lock()
 	a.calls, a.next = nil, 0
@@ -192,10 +243,13 @@ func (a *API) Reset() {
 	a.SetDefault(Behavior{})
 	a.rules.Store(nil)
 	a.limiter.Store(nil)
+	a.outages.Store(nil)
+	a.limited.Store(0)
 }
 
-// ServeHTTP answers one call: contract checks first, then the global rate
-// limit, then the behaviour of the username. Every call is recorded.
+// ServeHTTP answers one call: contract checks first, then an outage, then
+// the global rate limit, then the behaviour of the username. Every call is
+// recorded.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.total.Add(1)
 	n := a.active.Add(1)
@@ -211,7 +265,10 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var latency time.Duration
 	if valid {
-		if lim := a.limiter.Load(); lim != nil && !lim.Allow() {
+		if status := a.outage(c.ProjectID); status != 0 {
+			ans = reject(status, codeInvalid, http.StatusText(status))
+		} else if lim := a.limiter.Load(); lim != nil && !lim.Allow() {
+			a.limited.Add(1)
 			ans = tooManyRequests("1")
 		} else {
 			ans, latency = a.decide(c.Username, u)

@@ -253,9 +253,38 @@ func TestGlobalRateLimit(t *testing.T) {
 	if got := b.send(t, http.MethodGet, path, "", ""); got.status != 405 {
 		t.Errorf("invalid call under the limit: %d, want the contract's 405", got.status)
 	}
+	if n := b.api.RateLimited(); n != 1 {
+		t.Errorf("RateLimited() = %d, want 1", n)
+	}
 	b.api.SetRateLimit(0, 0)
 	if got := b.resend(t, "ann"); got.status != 204 {
 		t.Errorf("limit removed: %d", got.status)
+	}
+}
+
+func TestOutage(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.api.Script("ann", fake.Behavior{Status: 404, Code: "003-002"})
+	b.api.SetOutage(project, 0)
+	if got := b.resend(t, "ann"); got.status != 503 || got.code != "0" {
+		t.Errorf("in an outage of its project: %d %q, want 503 code 0", got.status, got.code)
+	}
+	if got := b.send(t, http.MethodGet, path, "", ""); got.status != 405 {
+		t.Errorf("an invalid call in an outage: %d, want the contract's 405", got.status)
+	}
+	b.api.EndOutage(project)
+	b.api.SetOutage("", http.StatusBadGateway)
+	if got := b.resend(t, "ann"); got.status != 502 {
+		t.Errorf("in an outage of every project: %d, want 502", got.status)
+	}
+	b.api.EndOutage("")
+	if got := b.resend(t, "ann"); got.status != 404 {
+		t.Errorf("after the outage: %d, want the script's 404", got.status)
+	}
+	b.api.SetOutage("00000000-0000-0000-0000-000000000000", 0)
+	if got := b.resend(t, "ann"); got.status != 404 {
+		t.Errorf("during another project's outage: %d, want the script's 404", got.status)
 	}
 }
 
