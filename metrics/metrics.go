@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/resendq/resendq/outcome"
+	"github.com/resendq/resendq/ratelimit"
 )
 
 // NewRegistry returns a registry holding the Go runtime and process
@@ -67,6 +68,9 @@ type Observer struct {
 	retries  *prometheus.CounterVec
 	pauses   prometheus.Counter
 	waited   prometheus.Counter
+
+	circuits    *prometheus.CounterVec
+	rateChanges *prometheus.CounterVec
 
 	byStatus   [600]atomic.Pointer[counter] // resendq_api_requests_total by HTTP status, filled on first use
 	errorCalls prometheus.Counter           // resendq_api_requests_total{status="error"}
@@ -112,7 +116,7 @@ func NewObserver(reg prometheus.Registerer) (*Observer, error) {
 		}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "resendq_retries_total",
-			Help: "Retries scheduled, by cause: rate_limited (429), timeout, server_error (5xx), connection, paused (handed back without a call: the project's rate-limit pause, or a stopping worker), internal (a panic).",
+			Help: "Retries scheduled, by cause: rate_limited (429), timeout, server_error (5xx), connection, paused (handed back without a call: the project's rate-limit pause or rate, or a stopping worker), outage (held back without spending an attempt: the project's circuit is open), internal (a panic).",
 		}, []string{"cause"}),
 		pauses: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "resendq_rate_limit_pauses_total",
@@ -120,13 +124,21 @@ func NewObserver(reg prometheus.Registerer) (*Observer, error) {
 		}),
 		waited: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "resendq_rate_limit_wait_seconds_total",
-			Help: "Time calls of this process waited for a rate-limit pause or the fleet's --api-rate before going out.",
+			Help: "Time calls of this process waited for a rate-limit pause or the fleet's rate before going out.",
 		}),
+		circuits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "resendq_circuit_changes_total",
+			Help: "Circuits of Login projects this process opened (state=open: the fleet's calls failed) or closed (state=closed: its probe succeeded).",
+		}, []string{"project_id", "state"}),
+		rateChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "resendq_api_rate_changes_total",
+			Help: "Changes of a Login project's adaptive rate this process made: learned or lowered after a 429 (direction=down, or learned), or raised by a quarter (direction=up).",
+		}, []string{"project_id", "direction"}),
 		byCause:    make(map[outcome.Cause]prometheus.Counter),
 		byOutcome:  make(map[outcomeKey]prometheus.Counter),
 		maxOutcome: maxOutcomeSeries,
 	}
-	for _, c := range []prometheus.Collector{o.outcomes, o.requests, o.duration, o.retries, o.pauses, o.waited} {
+	for _, c := range []prometheus.Collector{o.outcomes, o.requests, o.duration, o.retries, o.pauses, o.waited, o.circuits, o.rateChanges} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -176,6 +188,25 @@ func (o *Observer) RateLimitPause() { o.pauses.Inc() }
 
 // RateLimitWait adds the time one call waited for a pause or the rate.
 func (o *Observer) RateLimitWait(d time.Duration) { o.waited.Add(d.Seconds()) }
+
+// Flow counts a change of a project's flow control this process made.
+func (o *Observer) Flow(e ratelimit.Event) {
+	switch e.Kind {
+	case ratelimit.CircuitOpened:
+		o.circuits.WithLabelValues(e.Project, "open").Inc()
+	case ratelimit.CircuitClosed:
+		o.circuits.WithLabelValues(e.Project, "closed").Inc()
+	case ratelimit.RateChanged:
+		dir := "up"
+		switch {
+		case e.Was == 0:
+			dir = "learned"
+		case e.Rate < e.Was:
+			dir = "down"
+		}
+		o.rateChanges.WithLabelValues(e.Project, dir).Inc()
+	}
+}
 
 // Outcome counts one final outcome.
 func (o *Observer) Outcome(rec outcome.Record) {

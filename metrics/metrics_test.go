@@ -62,6 +62,7 @@ resendq_api_requests_total{status="error"} 1
 resendq_outcomes_total{code="",reason="",status="sent"} 3
 resendq_outcomes_total{code="",reason="exhausted",status="dead_letter"} 0
 resendq_outcomes_total{code="",reason="invalid",status="dead_letter"} 0
+resendq_outcomes_total{code="",reason="outage",status="dead_letter"} 0
 resendq_outcomes_total{code="",reason="rate_limited",status="dead_letter"} 0
 resendq_outcomes_total{code="",reason="rejected",status="dead_letter"} 0
 resendq_outcomes_total{code="0",reason="exhausted",status="dead_letter"} 1
@@ -70,13 +71,14 @@ resendq_outcomes_total{code="other",reason="rejected",status="dead_letter"} 1
 # HELP resendq_rate_limit_pauses_total Pauses of a Login project's calls on every worker that a 429 received by this process started.
 # TYPE resendq_rate_limit_pauses_total counter
 resendq_rate_limit_pauses_total 1
-# HELP resendq_rate_limit_wait_seconds_total Time calls of this process waited for a rate-limit pause or the fleet's --api-rate before going out.
+# HELP resendq_rate_limit_wait_seconds_total Time calls of this process waited for a rate-limit pause or the fleet's rate before going out.
 # TYPE resendq_rate_limit_wait_seconds_total counter
 resendq_rate_limit_wait_seconds_total 2
-# HELP resendq_retries_total Retries scheduled, by cause: rate_limited (429), timeout, server_error (5xx), connection, paused (handed back without a call: the project's rate-limit pause, or a stopping worker), internal (a panic).
+# HELP resendq_retries_total Retries scheduled, by cause: rate_limited (429), timeout, server_error (5xx), connection, paused (handed back without a call: the project's rate-limit pause or rate, or a stopping worker), outage (held back without spending an attempt: the project's circuit is open), internal (a panic).
 # TYPE resendq_retries_total counter
 resendq_retries_total{cause="connection"} 0
 resendq_retries_total{cause="internal"} 0
+resendq_retries_total{cause="outage"} 0
 resendq_retries_total{cause="other"} 1
 resendq_retries_total{cause="paused"} 0
 resendq_retries_total{cause="rate_limited"} 1

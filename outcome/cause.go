@@ -20,11 +20,14 @@ const (
 	// project's calls were paused or over the fleet's rate, or its worker
 	// was stopping.
 	CausePaused Cause = "paused"
+	// CauseOutage: held back, without spending an attempt, because the
+	// Login API is failing the project's calls (its circuit is open).
+	CauseOutage Cause = "outage"
 	// CauseInternal: the worker failed on the task (a panic): a bug.
 	CauseInternal Cause = "internal"
 )
 
-var causes = []Cause{CauseRateLimited, CauseTimeout, CauseServerError, CauseConnection, CausePaused, CauseInternal}
+var causes = []Cause{CauseRateLimited, CauseTimeout, CauseServerError, CauseConnection, CausePaused, CauseOutage, CauseInternal}
 
 // Causes lists every cause of a retry: the one list of the vocabulary.
 func Causes() []Cause { return slices.Clone(causes) }

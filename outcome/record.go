@@ -38,11 +38,14 @@ const (
 	ReasonExhausted Reason = "exhausted"
 	// ReasonInvalid means the task payload did not decode or validate.
 	ReasonInvalid Reason = "invalid"
+	// ReasonOutage means the Login API failed the project's calls (its
+	// circuit open) for longer than the task may be held.
+	ReasonOutage Reason = "outage"
 )
 
 var (
 	statuses = []Status{StatusSent, StatusDeadLetter}
-	reasons  = []Reason{ReasonRejected, ReasonRateLimited, ReasonExhausted, ReasonInvalid}
+	reasons  = []Reason{ReasonRejected, ReasonRateLimited, ReasonExhausted, ReasonOutage, ReasonInvalid}
 )
 
 // Reasons lists every dead-letter reason, in the order to show them: the

@@ -45,11 +45,9 @@ local function write(rec, rl, a, id, index, counters, old)
     end
   end
   local attempts = tonumber(ARGV[a + 3])
-  local calls = redis.call('HGET', rl, 'calls')
-  if calls then
-    attempts = attempts + tonumber(calls)
-    redis.call('DEL', rl)
-  end
+  local calls, held = unpack(redis.call('HMGET', rl, 'calls', 'held'))
+  if calls then attempts = attempts + tonumber(calls) end
+  if calls or held then redis.call('DEL', rl) end
   redis.call('HSET', rec, 'record', ARGV[a + 2], 'attempts', attempts, 'project', ARGV[a + 4],
     'index', index, 'stats', counters, 'status', ARGV[a + 8])
   for s in string.gmatch(index, '[^\n]+') do
@@ -81,18 +79,25 @@ flush()
 return out
 `)
 
-// rateLimitedScript counts one 429 of a task that is not final yet, on
-// Redis's clock.
+// rateLimitedScript counts one 429 of a task that is not final yet.
 //
-// KEYS: 1 rate state hash. ARGV: 1 time to live in ms.
-// Returns {calls so far, ms since the first call}.
+// KEYS: 1 the task's running state. ARGV: 1 time to live in ms.
+// Returns {calls so far, ms of waits recorded}.
 var rateLimitedScript = redis.NewScript(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local calls = redis.call('HINCRBY', KEYS[1], 'calls', 1)
-redis.call('HSETNX', KEYS[1], 'since', now)
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return {calls, now - tonumber(redis.call('HGET', KEYS[1], 'since'))}
+return {calls, tonumber(redis.call('HGET', KEYS[1], 'waited') or '0')}
+`)
+
+// addWaitScript adds to one of a task's waits: waited (asked by its 429s)
+// or held (by outages).
+//
+// KEYS: 1 the task's running state. ARGV: 1 the field, 2 ms to add, 3 time
+// to live in ms. Returns the total ms.
+var addWaitScript = redis.NewScript(`
+local total = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return total
 `)
 
 // latestScript finds the newest record of a user, optionally in one project.

@@ -27,7 +27,9 @@
 //	outcome-index:batch:{b}      ZSET  per batch ID
 //	outcome-stats                HASH  counters of the retained records:
 //	                                   sent, dead_letter, reason:{r}, code:{c}
-//	outcome-rl:{task_id}         HASH  a running task's 429s: calls, since (ms);
+//	outcome-rl:{task_id}         HASH  a running task's state: its 429s (calls),
+//	                                   the ms they asked it to wait (waited), the
+//	                                   ms it was held back by outages (held);
 //	                                   expires after Options.Retention, deleted
 //	                                   by Finish
 //
@@ -135,19 +137,19 @@ func (s *Store) RecordKey(taskID string) string { return s.recordPrefix + taskID
 type RateState struct {
 	// Calls counts the task's calls answered with 429 so far.
 	Calls int
-	// Waited is how long ago the first of them was recorded, on Redis's
-	// clock: the same for every worker, whatever its own clock says.
+	// Waited is the total of the waits its earlier 429s asked for, as
+	// recorded by RateWait.
 	Waited time.Duration
 }
 
 // RateLimited records one rate-limited (HTTP 429) call of a task that is not
 // final yet and returns the task's running state: how many 429s so far and
-// how long since the first. It costs one round trip. Finish adds the calls
+// the waits they asked for. It costs one round trip. Finish adds the calls
 // to the record's Attempts and deletes the state; unfinished state expires
 // after the retention period.
 func (s *Store) RateLimited(ctx context.Context, taskID string) (RateState, error) {
 	if taskID == "" {
-		return RateState{}, fmt.Errorf("%w: task_id is empty", ErrInvalid)
+		return RateState{}, &FieldError{Field: "task_id", Problem: "is empty"}
 	}
 	res, err := rateLimitedScript.Run(ctx, s.rdb, []string{s.ratePrefix + taskID}, s.retention.Milliseconds()).Int64Slice()
 	if err != nil {
@@ -157,6 +159,32 @@ func (s *Store) RateLimited(ctx context.Context, taskID string) (RateState, erro
 		return RateState{}, fmt.Errorf("outcome: record 429 of task %s: unexpected reply %v", taskID, res)
 	}
 	return RateState{Calls: int(res[0]), Waited: time.Duration(res[1]) * time.Millisecond}, nil
+}
+
+// RateWait records that a 429 of a task that is not final yet asked it to
+// wait d (RateState.Waited), in one round trip.
+func (s *Store) RateWait(ctx context.Context, taskID string, d time.Duration) error {
+	_, err := s.addWait(ctx, taskID, "waited", d)
+	return err
+}
+
+// Held adds d to the time a task that is not final yet has been held back
+// by outages and returns the total, in one round trip. The total lives in
+// the task's running state (see RateLimited) until Finish.
+func (s *Store) Held(ctx context.Context, taskID string, d time.Duration) (time.Duration, error) {
+	return s.addWait(ctx, taskID, "held", d)
+}
+
+// addWait adds d to a field of a task's running state and returns its total.
+func (s *Store) addWait(ctx context.Context, taskID, field string, d time.Duration) (time.Duration, error) {
+	if taskID == "" {
+		return 0, &FieldError{Field: "task_id", Problem: "is empty"}
+	}
+	ms, err := addWaitScript.Run(ctx, s.rdb, []string{s.ratePrefix + taskID}, field, d.Milliseconds(), s.retention.Milliseconds()).Int64()
+	if err != nil {
+		return 0, fmt.Errorf("outcome: record a wait of task %s: %w", taskID, err)
+	}
+	return time.Duration(ms) * time.Millisecond, nil
 }
 
 // Finish writes rec as the task's final outcome in one round trip and returns

@@ -1,40 +1,74 @@
-// Package ratelimit keeps a fleet of workers within the Login API's rate
-// limits, which the API applies per Login project (and per method and IP):
+// Package ratelimit is the fleet's flow control toward the Login API. The
+// API limits and fails per project, so every worker on the same Redis
+// shares, per project:
 //
-//   - A 429 starts a cool-down of its project on every worker that shares
-//     the Redis: none of them calls the API for that project until the
-//     cool-down ends. The worker that got the 429 sends its length to Redis,
-//     which records the end on its own clock and publishes what remains of
-//     it; the others hear of it at once over Pub/Sub (Start), and read what
-//     remains of every cool-down when they start and every SyncInterval, so
-//     that a message missed during a reconnect is caught up.
-//   - Options.Rate, when set, caps the calls per second for one project
-//     across the fleet (GCRA, github.com/go-redis/redis_rate): one Redis
-//     round trip per call.
+//	state    set by                                 effect on every worker                              costs while calls succeed
+//	pause    a 429 (its Retry-After, or the backoff) no call until it ends                               nothing
+//	rate     Options.Rate or ProjectRates (fixed),   at most that many calls a second across the fleet   one round trip per call, once a rate is set
+//	         else adaptive: down on a 429, up while
+//	         calls succeed and wait for it
+//	circuit  transient failures (5xx, 408, timeouts, open: one probe every ProbeInterval, fleet-wide;     nothing
+//	         connection errors) dominating the       the other calls are held back; the first
+//	         fleet's recent calls                    success closes it
 //
-// Wait holds a call back for at most MaxWait (1s by default); a longer
-// pause is handed back to the caller, which gives its worker slot up and
-// comes back later, so that one project's pause does not hold up the
-// others. Until the first 429, and without a Rate, Wait costs no Redis
-// round trip.
+// A worker asks Wait before every call and tells Done what came of it.
+// Wait holds a call back for at most MaxWait (1s by default); a longer hold
+// is handed back to the caller (Permit.Later), which gives its worker slot
+// up and comes back then, so that one project's trouble does not hold up
+// the others.
+//
+// # What travels through Redis, and when
+//
+// Each worker counts its own calls per project in memory (a sliding window
+// of successes and failures). Nothing goes to Redis while a project's calls
+// succeed and it has no rate. A transient failure is reported at once
+// (Done), with the worker's counts: Redis sums the fresh counts of every
+// worker that reported and decides whether the failures dominate. The
+// first failure also puts the project under watch (Pub/Sub), and every
+// worker with calls for it then reports its counts every ReportInterval
+// until the window has passed without a failure, so that the decision sees
+// the whole fleet's successes, not only the failing worker's. The circuit
+// opens only once the watch has lasted SettleTime, so that one worker cut
+// off from the API cannot open it for the others on its own.
+//
+// A 429 pauses the project (CoolDown) and, for an adaptive project, lowers
+// its rate: the first 429 of a project without a rate makes every worker
+// report how many calls it got through in the last second, and the rate
+// becomes Decrease times their sum; a later 429 takes the lower of the
+// current rate and what the fleet got through in the last second, times
+// Decrease. While some worker's calls wait for the rate, the rate grows by
+// Increase a second, and faster the longer since the last 429 (Increase
+// more every 5s, up to doubling a second), so that a rate learned from a
+// slow moment catches up with a backlog. The learned rate is kept in Redis (RateMemory) and
+// read by every worker that starts, so a restarted fleet does not learn it
+// again.
+//
+// Workers hear of pauses, circuits and rates over Pub/Sub at once, and read
+// them all when they start and every SyncInterval.
 //
 // # Clocks
 //
 // A worker's clock and Redis's clock are never compared. Only durations
-// travel between them: a cool-down goes to Redis as its length, Redis
-// records its end on its own clock (TIME) and answers with what remains of
-// it, which the worker adds to its own clock. A worker whose clock is off
-// thus pauses exactly as long as the others.
+// travel between them: a pause goes to Redis as its length, Redis keeps
+// every end, age and window on its own clock (TIME) and answers with what
+// remains, which the worker adds to its own clock.
 //
-// Redis keys (with the default prefix): resendq:cooldowns (hash: project ID
-// → end of its cool-down, Unix ms on Redis's clock) and
-// rate:resendq:rate:{project} (the GCRA state); the channel is
-// resendq:cooldowns.
+// # Keys
+//
+// With the default prefix "resendq:": cooldowns (hash: project → end of its
+// pause, ms), flow:circuits (hash: project → when its circuit opened and
+// what it saw), flow:watch (hash: project → when its watch began and ends),
+// flow:rates (hash: project → adaptive rate and when it last changed),
+// flow:counts:{project} (hash: worker → its counts and when it reported
+// them), flow:probe:{project} (the probe's lease), rate:resendq:rate:{project}
+// (the GCRA state of redis_rate). The Pub/Sub channel is flow.
 package ratelimit
 
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,53 +82,208 @@ import (
 
 // Defaults of Options.
 const (
-	DefaultMaxCoolDown  = 5 * time.Minute
-	DefaultMaxWait      = time.Second
-	DefaultSyncInterval = 10 * time.Second
+	DefaultMaxCoolDown       = 5 * time.Minute
+	DefaultMaxWait           = time.Second
+	DefaultSyncInterval      = 10 * time.Second
+	DefaultReportInterval    = 500 * time.Millisecond
+	DefaultProbeInterval     = 2 * time.Second
+	DefaultOutageWindow      = 10 * time.Second
+	DefaultOutageThreshold   = 0.5
+	DefaultOutageMinFailures = 5
+	DefaultDecrease          = 0.9
+	DefaultIncrease          = 0.02
+	DefaultRateMemory        = 24 * time.Hour
+	// MinRate is the lowest adaptive rate, in calls a second.
+	MinRate = 0.1
 )
 
 // Options configure a Limiter. Zero values are defaults.
 type Options struct {
-	// Rate is the most calls per second to the API for one project, across
-	// every worker on this Redis. 0: no limit.
+	// Rate is a fixed rate for every project: the most calls per second to
+	// the API for one project across every worker on this Redis. 0: none;
+	// the projects without a fixed rate adapt (see Adaptive).
 	Rate int
-	// MaxCoolDown caps one cool-down, whatever the Retry-After, and those
-	// heard of from other workers. Default 5m; negative: no cool-downs (a
+	// ProjectRates are fixed rates of some projects, in calls per second.
+	ProjectRates map[string]int
+	// NoAdaptive turns the adaptive rate off: projects without a fixed rate
+	// have no rate at all, only the pauses after a 429.
+	NoAdaptive bool
+	// MaxRate caps an adaptive rate, in calls per second. 0: no cap.
+	MaxRate int
+	// Decrease is what an adaptive rate is multiplied by after a 429.
+	// Default 0.9.
+	Decrease float64
+	// Increase is how much an adaptive rate grows per second while calls
+	// wait for it, as a share of the rate, in the 5s after a 429 (then
+	// faster). Default 0.02.
+	Increase float64
+	// RateMemory is how long a learned rate is kept after its last change.
+	// Default 24h.
+	RateMemory time.Duration
+
+	// MaxCoolDown caps one pause after a 429, whatever the Retry-After, and
+	// those heard of from other workers. Default 5m; negative: no pauses (a
 	// 429 only delays its own task, and other workers' are ignored).
 	MaxCoolDown time.Duration
+
+	// ProbeInterval is how often an open circuit lets one call through,
+	// fleet-wide. Default 2s; negative: no circuit at all.
+	ProbeInterval time.Duration
+	// OutageWindow is how far back the fleet's calls count when the circuit
+	// decides. Default 10s.
+	OutageWindow time.Duration
+	// OutageThreshold is the share of transient failures among the window's
+	// calls that opens the circuit. Default 0.5.
+	OutageThreshold float64
+	// OutageMinFailures is how many transient failures the window must hold
+	// before the circuit may open. Default 5.
+	OutageMinFailures int
+	// ReportInterval is how often a worker reports its counts of a project
+	// the fleet watches (a recent failure, or an adaptive rate). Default
+	// 500ms.
+	ReportInterval time.Duration
+	// SettleTime is how long a project must have been watched before its
+	// circuit may open, so that every worker has reported. Default twice the
+	// ReportInterval.
+	SettleTime time.Duration
+
 	// MaxWait is the longest Wait waits; a longer wait is handed back to
 	// the caller, which should come back later rather than hold its worker
 	// slot (and starve the other projects). Default 1s.
 	MaxWait time.Duration
-	// SyncInterval is how often a started Limiter reads the cool-downs from Redis besides
-	// the messages it hears. Default 10s.
+	// SyncInterval is how often a started Limiter reads every project's
+	// state from Redis besides the messages it hears. Default 10s.
 	SyncInterval time.Duration
 	// KeyPrefix prefixes the Redis keys and channel. Default "resendq:".
 	KeyPrefix string
+	// WorkerID names this worker in the counts it reports. Default: host,
+	// process ID and a random number.
+	WorkerID string
 	// OnError is told when Redis fails the limiter; calls then go ahead
 	// (the API's own 429s still hold them back). Default: ignored.
 	OnError func(error)
+	// OnEvent is told when this worker opens or closes a circuit, or changes
+	// or learns an adaptive rate: once per change, fleet-wide. Default:
+	// ignored.
+	OnEvent func(Event)
 	// Clock is the worker's clock: the end of a pause as this worker knows
-	// it, and the waits for it. Default: the real clock.
+	// it, its counts, and the waits. Default: the real clock.
 	Clock clockwork.Clock
 }
 
-// Limiter is the rate limiting of one worker process. It is safe for
-// concurrent use.
-type Limiter struct {
-	rdb     redis.UniversalClient
-	rate    *redis_rate.Limiter // nil: no Rate
-	opts    Options
-	hash    string // the cool-downs hash, also the channel
-	ratePfx string
+// EventKind says what an Event is about.
+type EventKind int
 
-	mu     sync.Mutex
-	until  map[string]time.Time // project → end of its cool-down, as far as known here
-	pauses atomic.Int32         // len(until), read without the lock
+// The kinds of Event.
+const (
+	// CircuitOpened: a report of this worker opened a project's circuit.
+	CircuitOpened EventKind = iota
+	// CircuitClosed: a call of this worker succeeded and closed it.
+	CircuitClosed
+	// RateChanged: this worker set the project's adaptive rate: learned it
+	// after a first 429, lowered it after a 429, or raised it by a quarter
+	// or more since it last told of it.
+	RateChanged
+)
+
+// Event is a change of a project's flow control made by this worker.
+type Event struct {
+	Kind    EventKind
+	Project string
+	// Failures and Calls are what the fleet's window held when the circuit
+	// opened.
+	Failures, Calls int
+	// Open is how long the circuit was open (CircuitClosed).
+	Open time.Duration
+	// Rate is the new adaptive rate, Was the one before (0: none), in calls
+	// per second (RateChanged).
+	Rate, Was float64
 }
 
-// New returns a Limiter on rdb. Call Start to hear of other workers'
-// cool-downs.
+// Hold says why a call is held back.
+type Hold int
+
+// The reasons of a Permit's hold.
+const (
+	NoHold Hold = iota
+	// HoldPaused: the project's pause after a 429.
+	HoldPaused
+	// HoldRate: the fleet's rate for the project.
+	HoldRate
+	// HoldOutage: the project's circuit is open: the API is failing.
+	HoldOutage
+)
+
+func (h Hold) String() string {
+	switch h {
+	case HoldPaused:
+		return "paused"
+	case HoldRate:
+		return "rate"
+	case HoldOutage:
+		return "outage"
+	}
+	return "none"
+}
+
+// Permit is what Wait decides of a call.
+type Permit struct {
+	// Later > 0: make no call now; come back that much later.
+	Later time.Duration
+	// Hold says why, when Later > 0.
+	Hold Hold
+	// Probe: the call is the fleet's probe of an open circuit. Tell Done
+	// what came of it.
+	Probe bool
+}
+
+// Result is what became of a call, as flow control sees it.
+type Result int
+
+// The results Done takes.
+const (
+	// Answered: the API answered, and not with a transient failure (2xx,
+	// 4xx, 429): it is up.
+	Answered Result = iota
+	// Failed: a transient failure (5xx, 408, a timeout, a connection error).
+	Failed
+)
+
+// Verdict is what Done says of a call.
+type Verdict struct {
+	// Outage: the project's circuit is open (perhaps opened by this very
+	// call): a failed call is the fleet's to wait out, not its task's.
+	Outage bool
+	// NextProbe is when the next probe may go, when Outage.
+	NextProbe time.Duration
+}
+
+// Limiter is the flow control of one worker process. It is safe for
+// concurrent use.
+type Limiter struct {
+	rdb      redis.UniversalClient
+	gcra     *redis_rate.Limiter
+	opts     Options
+	keys     keys
+	projects sync.Map // name → *project, for every project this worker called or heard of
+}
+
+// keys are the Redis keys and channel of a Limiter.
+type keys struct {
+	prefix   string
+	cooldown string // hash: project → end of its pause
+	circuits string // hash: project → "opened_at failures calls"
+	watch    string // hash: project → "from until"
+	rates    string // hash: project → "rate changed_at decreased_at learn_until"
+	channel  string
+	gcra     string // + project: redis_rate's key
+}
+
+func (k keys) counts(project string) string { return k.prefix + "flow:counts:{" + project + "}" }
+func (k keys) probe(project string) string  { return k.prefix + "flow:probe:{" + project + "}" }
+
+// New returns a Limiter on rdb. Call Start to hear of the rest of the
+// fleet.
 func New(rdb redis.UniversalClient, opts Options) *Limiter {
 	if opts.MaxCoolDown == 0 {
 		opts.MaxCoolDown = DefaultMaxCoolDown
@@ -105,122 +294,287 @@ func New(rdb redis.UniversalClient, opts Options) *Limiter {
 	if opts.SyncInterval <= 0 {
 		opts.SyncInterval = DefaultSyncInterval
 	}
+	if opts.ReportInterval <= 0 {
+		opts.ReportInterval = DefaultReportInterval
+	}
+	if opts.SettleTime <= 0 {
+		opts.SettleTime = 2 * opts.ReportInterval
+	}
+	if opts.ProbeInterval == 0 {
+		opts.ProbeInterval = DefaultProbeInterval
+	}
+	if opts.OutageWindow <= 0 {
+		opts.OutageWindow = DefaultOutageWindow
+	}
+	if opts.OutageThreshold <= 0 {
+		opts.OutageThreshold = DefaultOutageThreshold
+	}
+	if opts.OutageMinFailures <= 0 {
+		opts.OutageMinFailures = DefaultOutageMinFailures
+	}
+	if opts.Decrease <= 0 || opts.Decrease >= 1 {
+		opts.Decrease = DefaultDecrease
+	}
+	if opts.Increase <= 0 {
+		opts.Increase = DefaultIncrease
+	}
+	if opts.RateMemory <= 0 {
+		opts.RateMemory = DefaultRateMemory
+	}
 	if opts.KeyPrefix == "" {
 		opts.KeyPrefix = "resendq:"
+	}
+	if opts.WorkerID == "" {
+		host, _ := os.Hostname()
+		opts.WorkerID = fmt.Sprintf("%s:%d:%d", host, os.Getpid(), rand.Uint32())
 	}
 	if opts.Clock == nil {
 		opts.Clock = clockwork.NewRealClock()
 	}
-	l := &Limiter{
-		rdb: rdb, opts: opts,
-		hash:    opts.KeyPrefix + "cooldowns",
-		ratePfx: opts.KeyPrefix + "rate:",
-		until:   map[string]time.Time{},
-	}
-	if opts.Rate > 0 {
-		l.rate = redis_rate.NewLimiter(rdb)
-	}
-	return l
+	return &Limiter{rdb: rdb, gcra: redis_rate.NewLimiter(rdb), opts: opts, keys: keysFor(opts.KeyPrefix)}
 }
 
-// Wait returns once a call for project may be made: after its cool-down,
-// if any, and, with a Rate, once the fleet's rate allows one more call. It
-// waits MaxWait at most: when the call may go only later, it returns how
-// much later (later > 0) without waiting, and the caller comes back then. It
-// returns ctx's error if ctx ends first.
-func (l *Limiter) Wait(ctx context.Context, project string) (later time.Duration, err error) {
+// keysFor are the keys of a limiter with the given KeyPrefix ("" for the
+// default).
+func keysFor(p string) keys {
+	if p == "" {
+		p = "resendq:"
+	}
+	return keys{
+		prefix: p, cooldown: p + "cooldowns", circuits: p + "flow:circuits", watch: p + "flow:watch",
+		rates: p + "flow:rates", channel: p + "flow", gcra: p + "rate:",
+	}
+}
+
+// project is what this worker knows of one project.
+type project struct {
+	name  string
+	flags atomic.Uint32 // what Wait must look at: some of flagPaused, flagOpen, flagRate
+
+	mu         sync.Mutex
+	window     window    // this worker's calls
+	waited     bool      // a call waited for the rate since the last report
+	pauseUntil time.Time // on this worker's clock
+	openAt     time.Time // when the circuit opened, as far as known here; zero: closed
+	nextProbe  time.Time
+	watchUntil time.Time
+	rate       float64 // the adaptive rate; 0: none (yet)
+	told       float64 // the rate last told of in an Event
+	learning   bool    // a first 429 is being learned from
+}
+
+const (
+	flagPaused = 1 << iota
+	flagOpen
+	flagRate
+)
+
+// lookup returns what this worker knows of a project, nil if nothing. It
+// takes no lock.
+func (l *Limiter) lookup(name string) *project {
+	p, _ := l.projects.Load(name)
+	pp, _ := p.(*project)
+	return pp
+}
+
+// project returns the state of a project, creating it.
+func (l *Limiter) project(name string) *project {
+	if p := l.lookup(name); p != nil {
+		return p
+	}
+	p, _ := l.projects.LoadOrStore(name, &project{name: name, window: newWindow(l.opts.OutageWindow)})
+	return p.(*project)
+}
+
+// update changes p under its lock.
+func (l *Limiter) update(p *project, change func(now time.Time)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := l.opts.Clock.Now()
+	change(now)
+	p.setFlags(now)
+}
+
+// setFlags recomputes what Wait must look at; p.mu is held.
+func (p *project) setFlags(now time.Time) {
+	var f uint32
+	if p.pauseUntil.After(now) {
+		f |= flagPaused
+	}
+	if !p.openAt.IsZero() {
+		f |= flagOpen
+	}
+	if p.rate > 0 {
+		f |= flagRate
+	}
+	p.flags.Store(f)
+}
+
+// fixed returns the fixed rate of a project, 0 if none.
+func (l *Limiter) fixed(name string) int {
+	if r, ok := l.opts.ProjectRates[name]; ok && r > 0 {
+		return r
+	}
+	return l.opts.Rate
+}
+
+// adaptive reports whether a project's rate adapts.
+func (l *Limiter) adaptive(name string) bool { return !l.opts.NoAdaptive && l.fixed(name) == 0 }
+
+// Wait decides whether a call for project may go now. It waits MaxWait at
+// most, for the project's pause or rate: when the call may go only later,
+// it returns how much later (Permit.Later > 0) without waiting, and the
+// caller comes back then. While the project's circuit is open, every call
+// is held back until the next probe, but the one call that becomes the
+// probe (Permit.Probe). It returns ctx's error if ctx ends first.
+func (l *Limiter) Wait(ctx context.Context, name string) (Permit, error) {
+	fixed := l.fixed(name)
 	for {
-		if d := l.Paused(project); d > 0 {
-			if d > l.opts.MaxWait {
-				return d, nil
-			}
-			if err := l.sleep(ctx, d); err != nil {
-				return 0, err
-			}
-			continue
+		p := l.lookup(name)
+		if fixed == 0 && (p == nil || p.flags.Load() == 0) {
+			return Permit{}, nil
 		}
-		if l.rate == nil {
-			return 0, nil
+		now := l.opts.Clock.Now()
+		rate := float64(fixed)
+		if p != nil {
+			if hold := l.check(p, now); hold.Later > 0 {
+				if hold.Hold == HoldPaused && hold.Later <= l.opts.MaxWait {
+					if err := l.sleep(ctx, hold.Later); err != nil {
+						return Permit{}, err
+					}
+					continue
+				}
+				if hold.Hold == HoldOutage {
+					return l.probe(ctx, p, now)
+				}
+				return hold, nil
+			}
+			if rate == 0 {
+				p.mu.Lock()
+				rate = p.rate
+				p.mu.Unlock()
+			}
 		}
-		res, err := l.rate.Allow(ctx, l.ratePfx+project, redis_rate.PerSecond(l.opts.Rate))
+		if rate <= 0 {
+			return Permit{}, nil
+		}
+		res, err := l.gcra.Allow(ctx, l.keys.gcra+name, limitOf(rate))
 		if err != nil {
 			if ctx.Err() != nil {
-				return 0, ctx.Err()
+				return Permit{}, ctx.Err()
 			}
-			l.fail(fmt.Errorf("rate limit of project %s: %w", project, err))
-			return 0, nil
+			l.fail(fmt.Errorf("rate limit of project %s: %w", name, err))
+			return Permit{}, nil
 		}
 		if res.Allowed > 0 {
-			return 0, nil
+			return Permit{}, nil
+		}
+		if p != nil {
+			p.mu.Lock()
+			p.waited = true
+			p.mu.Unlock()
 		}
 		if res.RetryAfter > l.opts.MaxWait {
-			return res.RetryAfter, nil
+			return Permit{Later: res.RetryAfter, Hold: HoldRate}, nil
 		}
 		if err := l.sleep(ctx, res.RetryAfter); err != nil {
-			return 0, err
+			return Permit{}, err
 		}
 	}
 }
 
-// Paused returns how long the cool-down of project still runs, as far as
-// this worker knows; 0 when there is none. It costs no Redis round trip.
-func (l *Limiter) Paused(project string) time.Duration {
-	if l.pauses.Load() == 0 {
+// Check says, without a round trip, whether a call for project must be
+// held back after all: a pause or an open circuit that began while it
+// waited for its slot. It is for a call that Wait let go; a probe's call is
+// not held for its own circuit.
+func (l *Limiter) Check(name string, probe bool) Permit {
+	p := l.lookup(name)
+	if p == nil || p.flags.Load()&(flagPaused|flagOpen) == 0 {
+		return Permit{}
+	}
+	hold := l.check(p, l.opts.Clock.Now())
+	if probe && hold.Hold == HoldOutage {
+		return Permit{}
+	}
+	return hold
+}
+
+// check is what this worker knows holds a call of p back: its pause, else
+// its open circuit (until the next probe).
+func (l *Limiter) check(p *project, now time.Time) Permit {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.setFlags(now) // a pause may have ended
+	if d := p.pauseUntil.Sub(now); d > 0 {
+		return Permit{Later: d, Hold: HoldPaused}
+	}
+	if !p.openAt.IsZero() {
+		return Permit{Later: max(p.nextProbe.Sub(now), 0) + probeSettle, Hold: HoldOutage}
+	}
+	return Permit{}
+}
+
+// Paused returns how long the pause of project still runs, as far as this
+// worker knows; 0 when there is none. It costs no Redis round trip.
+func (l *Limiter) Paused(name string) time.Duration {
+	p := l.lookup(name)
+	if p == nil || p.flags.Load()&flagPaused == 0 {
 		return 0
 	}
-	return max(l.Until(project).Sub(l.opts.Clock.Now()), 0)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return max(p.pauseUntil.Sub(l.opts.Clock.Now()), 0)
 }
 
-// CoolDown pauses the calls for project on every worker for d (at most
-// MaxCoolDown), unless a cool-down already runs longer. It reports whether
-// it started or extended one, and when the cool-down ends (on this
-// worker's clock).
-func (l *Limiter) CoolDown(ctx context.Context, project string, d time.Duration) (started bool, until time.Time, err error) {
-	d = min(d, l.opts.MaxCoolDown).Truncate(time.Millisecond)
-	if l.opts.MaxCoolDown < 0 || d <= 0 {
-		return false, time.Time{}, nil
-	}
-	now := l.opts.Clock.Now()
-	until = now.Add(d)
-	if !l.extend(project, until) {
-		return false, l.Until(project), nil
-	}
-	res, err := coolDownScript.Run(ctx, l.rdb, []string{l.hash}, project, d.Milliseconds()).Int64Slice()
-	if err == nil && len(res) != 2 {
-		err = fmt.Errorf("unexpected reply %v", res)
-	}
-	if err != nil {
-		return true, until, fmt.Errorf("cool-down of project %s: %w", project, err)
-	}
-	if res[0] == 0 {
-		// Another worker's cool-down runs longer.
-		longer := now.Add(time.Duration(res[1]) * time.Millisecond)
-		l.extend(project, longer)
-		return false, l.Until(project), nil
-	}
-	return true, until, nil
-}
-
-// Until returns when the cool-down of project ends, as far as this worker
-// knows; a time in the past when there is none.
-func (l *Limiter) Until(project string) time.Time {
-	if l.pauses.Load() == 0 {
+// Until returns when the pause of project ends, as far as this worker
+// knows; a zero time when there is none.
+func (l *Limiter) Until(name string) time.Time {
+	p := l.lookup(name)
+	if p == nil {
 		return time.Time{}
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.until[project]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pauseUntil
 }
 
-// Start subscribes to the cool-downs other workers start and reads those
-// that run, then goes on hearing of them in the background until ctx ends.
-// Call it before the worker takes tasks, so that a worker started during a
-// cool-down keeps it.
+// Done tells the limiter what came of a call for project (probe: the call
+// was the probe Wait allowed). An answered call costs no round trip, unless
+// it closes an open circuit; a failed one is reported to the fleet at once,
+// and the Verdict says whether the project is in an outage.
+func (l *Limiter) Done(ctx context.Context, name string, r Result, probe bool) (Verdict, error) {
+	p := l.project(name)
+	now := l.opts.Clock.Now()
+	p.mu.Lock()
+	p.window.add(now, r == Failed)
+	open := !p.openAt.IsZero()
+	p.mu.Unlock()
+	if r == Answered {
+		if open || probe {
+			return Verdict{}, l.close(ctx, p)
+		}
+		return Verdict{}, nil
+	}
+	if l.opts.ProbeInterval < 0 {
+		return Verdict{}, nil
+	}
+	v, err := l.report(ctx, p)
+	if err != nil && open {
+		return Verdict{Outage: true, NextProbe: l.opts.ProbeInterval}, err
+	}
+	return v, err
+}
+
+// Start subscribes to what other workers tell and reads every project's
+// state, then goes on hearing of it, reporting what the fleet watches and
+// syncing every SyncInterval in the background until ctx ends. Call it
+// before the worker takes tasks, so that a worker started during a pause or
+// an outage keeps it.
 func (l *Limiter) Start(ctx context.Context) error {
-	sub := l.rdb.Subscribe(ctx, l.hash)
+	sub := l.rdb.Subscribe(ctx, l.keys.channel)
 	if _, err := sub.Receive(ctx); err != nil { // the subscription is confirmed
 		_ = sub.Close()
-		return fmt.Errorf("rate limiting: subscribe to %s: %w", l.hash, err)
+		return fmt.Errorf("rate limiting: subscribe to %s: %w", l.keys.channel, err)
 	}
 	if err := l.sync(ctx); err != nil {
 		_ = sub.Close()
@@ -230,13 +584,16 @@ func (l *Limiter) Start(ctx context.Context) error {
 	return nil
 }
 
-// listen hears of cool-downs on sub, and reads them all every
+// listen hears what other workers tell on sub, reports the projects the
+// fleet watches every ReportInterval and reads everything every
 // SyncInterval, until ctx ends.
 func (l *Limiter) listen(ctx context.Context, sub *redis.PubSub) {
 	defer sub.Close()
 	msgs := sub.Channel()
-	tick := l.opts.Clock.NewTicker(l.opts.SyncInterval)
-	defer tick.Stop()
+	syncs := l.opts.Clock.NewTicker(l.opts.SyncInterval)
+	defer syncs.Stop()
+	reports := l.opts.Clock.NewTicker(l.opts.ReportInterval)
+	defer reports.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -245,11 +602,10 @@ func (l *Limiter) listen(ctx context.Context, sub *redis.PubSub) {
 			if !ok {
 				return
 			}
-			project, ms, found := strings.Cut(m.Payload, " ")
-			if v, err := strconv.ParseInt(ms, 10, 64); found && err == nil {
-				l.extend(project, l.opts.Clock.Now().Add(time.Duration(v)*time.Millisecond))
-			}
-		case <-tick.Chan():
+			l.hear(ctx, m.Payload)
+		case <-reports.Chan():
+			l.reportWatched(ctx)
+		case <-syncs.Chan():
 			if err := l.sync(ctx); err != nil && ctx.Err() == nil {
 				l.fail(err)
 			}
@@ -257,44 +613,56 @@ func (l *Limiter) listen(ctx context.Context, sub *redis.PubSub) {
 	}
 }
 
-// sync reads every cool-down that runs from Redis.
-func (l *Limiter) sync(ctx context.Context) error {
-	res, err := remainingScript.Run(ctx, l.rdb, []string{l.hash}).StringSlice()
-	if err != nil {
-		return fmt.Errorf("rate limiting: read cool-downs: %w", err)
+// hear takes in one message: "pause P ms", "open P", "close P",
+// "watch P ms", "rate P r" or "learn P".
+func (l *Limiter) hear(ctx context.Context, msg string) {
+	f := strings.Fields(msg)
+	if len(f) < 2 {
+		return
 	}
-	now := l.opts.Clock.Now()
-	for i := 0; i+1 < len(res); i += 2 {
-		if v, err := strconv.ParseInt(res[i+1], 10, 64); err == nil {
-			l.extend(res[i], now.Add(time.Duration(v)*time.Millisecond))
+	kind, name := f[0], f[1]
+	arg := func() (float64, bool) {
+		if len(f) < 3 {
+			return 0, false
+		}
+		v, err := strconv.ParseFloat(f[2], 64)
+		return v, err == nil
+	}
+	switch kind {
+	case "pause":
+		if ms, ok := arg(); ok {
+			l.extend(name, l.opts.Clock.Now().Add(time.Duration(ms)*time.Millisecond))
+		}
+	case "open":
+		if l.opts.ProbeInterval > 0 {
+			p := l.project(name)
+			l.update(p, func(now time.Time) {
+				if p.openAt.IsZero() {
+					p.openAt, p.nextProbe = now, now.Add(l.opts.ProbeInterval)
+				}
+			})
+		}
+	case "close":
+		p := l.project(name)
+		l.update(p, func(time.Time) { p.openAt = time.Time{} })
+	case "watch":
+		if ms, ok := arg(); ok {
+			p := l.project(name)
+			l.update(p, func(now time.Time) { p.watchUntil = now.Add(time.Duration(ms) * time.Millisecond) })
+		}
+	case "rate":
+		if r, ok := arg(); ok && l.adaptive(name) {
+			p := l.project(name)
+			l.update(p, func(time.Time) { p.rate, p.learning = l.capped(r), false })
+		}
+	case "learn":
+		if l.adaptive(name) {
+			l.learn(ctx, l.project(name))
 		}
 	}
-	return nil
 }
 
-// extend records a cool-down of project until the given time (at most
-// MaxCoolDown from now: a worker with a larger MaxCoolDown pauses this one
-// no longer), unless the one known ends later; it reports whether it did.
-func (l *Limiter) extend(project string, until time.Time) bool {
-	now := l.opts.Clock.Now()
-	if limit := now.Add(l.opts.MaxCoolDown); until.After(limit) {
-		until = limit
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !until.After(l.until[project]) {
-		return false
-	}
-	l.until[project] = until
-	for p, u := range l.until { // forget the cool-downs that ended
-		if !u.After(now) {
-			delete(l.until, p)
-		}
-	}
-	l.pauses.Store(int32(len(l.until)))
-	return true
-}
-
+// sleep waits d on the clock, or until ctx ends.
 func (l *Limiter) sleep(ctx context.Context, d time.Duration) error {
 	select {
 	case <-l.opts.Clock.After(d):
@@ -310,45 +678,14 @@ func (l *Limiter) fail(err error) {
 	}
 }
 
-// coolDownScript records a cool-down of a project unless one already runs
-// longer, publishes what remains of it, and forgets the cool-downs that have
-// ended. Ends are kept on Redis's clock; only lengths come in and go out.
-//
-// KEYS: 1 the cool-downs hash, also the channel. ARGV: 1 project ID, 2 length
-// of the cool-down (ms).
-// Returns {1, the length} when it recorded the cool-down, {0, what remains
-// of the longer one (ms)} otherwise.
-var coolDownScript = redis.NewScript(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') or 0
-local untilMs = now + tonumber(ARGV[2])
-if untilMs <= cur then return {0, cur - now} end
-redis.call('HSET', KEYS[1], ARGV[1], untilMs)
-local all, last = redis.call('HGETALL', KEYS[1]), untilMs
-for i = 1, #all, 2 do
-  local u = tonumber(all[i + 1]) or 0
-  if u <= now then redis.call('HDEL', KEYS[1], all[i]) elseif u > last then last = u end
-end
-redis.call('PEXPIRE', KEYS[1], last - now)
-redis.call('PUBLISH', KEYS[1], ARGV[1] .. ' ' .. ARGV[2])
-return {1, tonumber(ARGV[2])}
-`)
+func (l *Limiter) event(e Event) {
+	if l.opts.OnEvent != nil {
+		l.opts.OnEvent(e)
+	}
+}
 
-// remainingScript lists what remains of every cool-down that runs.
-//
-// KEYS: 1 the cool-downs hash. Returns a flat list of project ID, remaining
-// ms.
-var remainingScript = redis.NewScript(`
+// nowMs is the Lua of Redis's clock in ms, for the scripts.
+const nowMs = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local all, out = redis.call('HGETALL', KEYS[1]), {}
-for i = 1, #all, 2 do
-  local u = tonumber(all[i + 1]) or 0
-  if u > now then
-    out[#out + 1] = all[i]
-    out[#out + 1] = tostring(u - now)
-  end
-end
-return out
-`)
+`

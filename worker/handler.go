@@ -16,6 +16,7 @@ import (
 
 	"github.com/resendq/resendq/loginapi"
 	"github.com/resendq/resendq/outcome"
+	"github.com/resendq/resendq/ratelimit"
 	"github.com/resendq/resendq/tasks"
 )
 
@@ -28,22 +29,32 @@ type API interface {
 // outcomes; *outcome.Store is one.
 type Outcomes interface {
 	RateLimited(ctx context.Context, taskID string) (outcome.RateState, error)
+	// RateWait records the wait a task's 429 asked for.
+	RateWait(ctx context.Context, taskID string, d time.Duration) error
 	// Finish keeps a sent record: it returns that record instead of
 	// replacing it with one of another status.
 	Finish(ctx context.Context, rec outcome.Record) (outcome.Record, error)
 	Get(ctx context.Context, taskID string) (outcome.Record, bool, error)
 	// Exist reports, for each task, whether it has a record.
 	Exist(ctx context.Context, taskIDs []string) ([]bool, error)
+	// Held adds d to the time a task has been held back by outages and
+	// returns the total.
+	Held(ctx context.Context, taskID string, d time.Duration) (time.Duration, error)
 }
 
-// RateLimiter is the fleet-wide rate limiting of calls (*ratelimit.Limiter).
+// RateLimiter is the fleet's flow control of calls per project: pauses
+// after a 429, rates, and the outage circuit (*ratelimit.Limiter).
 type RateLimiter interface {
-	// Wait returns once a call for the project may be made, or how much
-	// later it may (without waiting), or ctx's error.
-	Wait(ctx context.Context, project string) (later time.Duration, err error)
-	// Paused returns how long the project's pause still runs, 0 if none,
-	// without a round trip.
-	Paused(project string) time.Duration
+	// Wait returns once a call for the project may be made (perhaps as the
+	// probe of an open circuit), or how much later it may and why (without
+	// waiting), or ctx's error.
+	Wait(ctx context.Context, project string) (ratelimit.Permit, error)
+	// Check says, without a round trip, whether a call Wait let go must be
+	// held back after all (a pause or an outage that began meanwhile).
+	Check(project string, probe bool) ratelimit.Permit
+	// Done tells what came of a call; for a failed one, whether the
+	// project is in an outage.
+	Done(ctx context.Context, project string, r ratelimit.Result, probe bool) (ratelimit.Verdict, error)
 	// CoolDown pauses the calls for the project on every worker for d.
 	CoolDown(ctx context.Context, project string, d time.Duration) (started bool, until time.Time, err error)
 }
@@ -60,6 +71,9 @@ type Observer interface {
 	// RateLimitWait is told how long a call waited for a pause or the
 	// fleet's rate, when it waited.
 	RateLimitWait(d time.Duration)
+	// Flow is told when this worker opens or closes a project's circuit or
+	// changes its adaptive rate.
+	Flow(e ratelimit.Event)
 }
 
 type nopObserver struct{}
@@ -69,11 +83,13 @@ func (nopObserver) Retry(outcome.Cause)               {}
 func (nopObserver) Outcome(outcome.Record)            {}
 func (nopObserver) RateLimitPause()                   {}
 func (nopObserver) RateLimitWait(time.Duration)       {}
+func (nopObserver) Flow(ratelimit.Event)              {}
 
 // Defaults of Handler's limits.
 const (
 	DefaultMaxAttempts      = 8
 	DefaultRateLimitMaxWait = 24 * time.Hour
+	DefaultOutageMaxWait    = 24 * time.Hour
 )
 
 // Handler is the asynq handler of tasks.TypeResend.
@@ -97,14 +113,19 @@ type Handler struct {
 	// timeout, connection error); rate-limited calls do not count. Default 8,
 	// at most the task's asynq MaxRetry.
 	MaxAttempts int
-	// RateLimitMaxWait caps how long a task that keeps getting 429s itself
-	// may go on, from its own first 429 (measured on Redis's clock); then it
-	// is dead-lettered as rate_limited. A task held back by its project's
-	// pause or the fleet's rate never counts that: the whole project's
+	// RateLimitMaxWait caps the total of the waits a task's own 429s ask
+	// for (each the larger of its Retry-After and the backoff); then it is
+	// dead-lettered as rate_limited. The time a task is held back by its
+	// project's pause or the fleet's rate never counts: the whole project's
 	// limits are the fleet's to wait out, and counting them would
 	// dead-letter the tasks of a long backlog that the API never refused.
 	// Default 24h.
 	RateLimitMaxWait time.Duration
+	// OutageMaxWait caps the total time a task may be held back by outages
+	// of its project (its circuit open: the API failing most calls), over
+	// every hold-back; then it is dead-lettered as outage. A failure during
+	// an outage spends none of MaxAttempts. Default 24h.
+	OutageMaxWait time.Duration
 
 	group  outcomeGroup           // outcomes waiting to be written together
 	calls  chan struct{}          // one token per call in flight, when NewServer caps them
@@ -148,61 +169,122 @@ func (h *Handler) process(ctx context.Context, a attempt, payload []byte) error 
 	if a.retried > 0 && h.sentBefore(ctx, a) {
 		return nil
 	}
-	status, callErr, later, err := h.call(ctx, r)
+	c, err := h.call(ctx, r)
 	switch {
 	case err != nil:
 		return err // shutting down or out of time, as below
-	case later > 0:
-		// The project is paused by a 429, or over the fleet's rate, for
-		// longer than is worth holding a slot, or the worker is stopping:
-		// come back then. No call was made; nothing counts against the task.
-		h.observer().Retry(outcome.CausePaused)
-		h.log(h.fields(a)).WithField("retry_in", later.String()).Debug("resend handed back without a call (rate limit or shutdown), will be retried")
-		return &retryError{err: errHeldBack, delay: later, failure: false}
+	case c.held.Later > 0:
+		// The project is paused by a 429, over the fleet's rate or in an
+		// outage, for longer than is worth holding a slot, or the worker
+		// is stopping: come back then. No call was made; nothing counts
+		// against the task.
+		return h.holdBack(ctx, a, c.held, 0, nil)
 	}
 	if ctx.Err() != nil {
 		// Shutting down or out of time: asynq hands the task back or retries it.
 		return ctx.Err()
 	}
-	switch action, cause := Classify(status, callErr); action {
+	action, cause := Classify(c.status, c.err)
+	if h.Limiter != nil {
+		result := ratelimit.Answered
+		if action == Retry {
+			result = ratelimit.Failed
+		}
+		v, err := h.Limiter.Done(ctx, r.ProjectID, result, c.probe)
+		if err != nil {
+			h.log(h.fields(a)).WithError(err).Debug("flow control: the call's result was not shared with the fleet")
+		}
+		if action == Retry && v.Outage {
+			// The project's circuit is open: the failure is the fleet's to
+			// wait out, not the task's.
+			return h.holdBack(ctx, a, ratelimit.Permit{Later: v.NextProbe + outageSettle, Hold: ratelimit.HoldOutage}, c.status, c.err)
+		}
+	}
+	switch action {
 	case Send:
-		return h.finish(ctx, h.record(a, outcome.StatusSent, "", status, nil), nil)
+		return h.finish(ctx, h.record(a, outcome.StatusSent, "", c.status, nil), nil)
 	case Reject:
-		rec := h.record(a, outcome.StatusDeadLetter, outcome.ReasonRejected, status, callErr)
-		return h.finish(ctx, rec, &deadLetterError{msg: callErr.Error(), cause: callErr})
+		rec := h.record(a, outcome.StatusDeadLetter, outcome.ReasonRejected, c.status, c.err)
+		return h.finish(ctx, rec, &deadLetterError{msg: c.err.Error(), cause: c.err})
 	case WaitRateLimit:
-		return h.rateLimited(ctx, a, status, callErr)
+		return h.rateLimited(ctx, a, c.status, c.err)
 	default:
-		return h.transient(ctx, a, status, callErr, cause)
+		return h.transient(ctx, a, c.status, c.err, cause)
 	}
 }
+
+// outageSettle is how long after the next probe a task held for an outage
+// comes back: time for the probe's answer to arrive first.
+const outageSettle = 500 * time.Millisecond
 
 // errHeldBack is the error of a task handed back without a call: its
 // project is paused or over the fleet's rate, or the worker is stopping.
 var errHeldBack = errors.New("held back before calling the Login API (rate limit or shutdown)")
 
-// call makes the API call of r: once the project's rate limits allow it
-// (see Limiter), in one of the worker's call slots. It returns later > 0,
-// and makes no call, when the call should wait that long and the task give
-// its slot up meanwhile, or when the worker is stopping. err is ctx's error.
-func (h *Handler) call(ctx context.Context, r tasks.Resend) (status int, callErr error, later time.Duration, err error) {
+// errOutage is the error of a task held back by its project's outage.
+var errOutage = errors.New("held back: the Login API is failing the project's calls (outage); will be retried after the next probe")
+
+// holdBack hands a task back to asynq without counting an attempt, to come
+// back after permit.Later. A task held for an outage has that time added to
+// its total; once the total passes OutageMaxWait it is dead-lettered with
+// reason "outage" instead (status and callErr: the failure that made it
+// wait, if any).
+func (h *Handler) holdBack(ctx context.Context, a attempt, permit ratelimit.Permit, status int, callErr error) error {
+	if permit.Hold != ratelimit.HoldOutage {
+		h.observer().Retry(outcome.CausePaused)
+		h.log(h.fields(a)).WithFields(logrus.Fields{"retry_in": permit.Later.String(), "hold": permit.Hold.String()}).
+			Debug("resend handed back without a call (rate limit or shutdown), will be retried")
+		return &retryError{err: errHeldBack, delay: permit.Later, failure: false}
+	}
+	held, err := h.Outcomes.Held(ctx, a.taskID, permit.Later)
+	if err != nil {
+		h.log(h.fields(a)).WithError(err).Warn("time held for an outage not recorded")
+	}
+	if limit := h.outageMaxWait(); held > limit {
+		rec := h.record(a, outcome.StatusDeadLetter, outcome.ReasonOutage, status, callErr)
+		rec.Attempts = a.retried + btoi(callErr != nil || status != 0)
+		msg := fmt.Sprintf("held for %s by an outage of the Login API, over the %s cap", held.Round(time.Second), limit)
+		return h.finish(ctx, rec, &deadLetterError{msg: msg, cause: errOutage})
+	}
+	h.observer().Retry(outcome.CauseOutage)
+	h.log(h.fields(a)).WithFields(logrus.Fields{"retry_in": permit.Later.String(), "held": held.String()}).
+		Debug("resend held back: the Login API is failing the project's calls")
+	return &retryError{err: errOutage, delay: permit.Later, failure: false}
+}
+
+// callResult is what call did: held back a task (held), or made its call.
+type callResult struct {
+	held   ratelimit.Permit
+	probe  bool // the call was its project's probe of an open circuit
+	status int
+	err    error
+}
+
+// call makes the API call of r: once the project's flow control allows it
+// (see Limiter), in one of the worker's call slots. It makes no call, and
+// returns how long the task should give its slot up for (held), when the
+// flow control holds it back or the worker is stopping. err is ctx's error.
+func (h *Handler) call(ctx context.Context, r tasks.Resend) (callResult, error) {
 	clock := h.clock()
+	var permit ratelimit.Permit
 	if h.Limiter != nil {
 		start := clock.Now()
-		if later, err := h.Limiter.Wait(ctx, r.ProjectID); err != nil || later > 0 {
-			return 0, nil, later, err
+		var err error
+		if permit, err = h.Limiter.Wait(ctx, r.ProjectID); err != nil || permit.Later > 0 {
+			return callResult{held: permit}, err
 		}
 		if waited := clock.Since(start); waited > time.Millisecond {
 			h.observer().RateLimitWait(waited)
 		}
 	}
+	stopping := callResult{held: ratelimit.Permit{Later: time.Second}}
 	if h.calls != nil {
 		select {
 		case h.calls <- struct{}{}:
 		case <-ctx.Done():
-			return 0, nil, 0, ctx.Err()
+			return callResult{}, ctx.Err()
 		case <-h.stop:
-			return 0, nil, time.Second, nil
+			return stopping, nil
 		}
 		defer func() { <-h.calls }() // on a panic too
 	}
@@ -210,22 +292,22 @@ func (h *Handler) call(ctx context.Context, r tasks.Resend) (status int, callErr
 	case <-h.stop:
 		// Tasks that have not called yet (those held ready) go back
 		// rather than make the shutdown wait for their calls.
-		return 0, nil, time.Second, nil
+		return stopping, nil
 	default:
 	}
 	if h.Limiter != nil {
-		// A 429 may have paused the project while this task waited for
-		// its slot.
-		if d := h.Limiter.Paused(r.ProjectID); d > 0 {
-			return 0, nil, d, nil
+		// A 429 may have paused the project, or failures opened its
+		// circuit, while this task waited for its slot.
+		if held := h.Limiter.Check(r.ProjectID, permit.Probe); held.Later > 0 {
+			return callResult{held: held}, nil
 		}
 	}
 	start := clock.Now()
-	status, callErr = h.API.ResendConfirmation(ctx, loginapi.Request{
+	status, callErr := h.API.ResendConfirmation(ctx, loginapi.Request{
 		ProjectID: r.ProjectID, Username: r.Username, LoginURL: r.LoginURL, Payload: r.Payload,
 	})
 	h.observer().APICall(status, callErr, clock.Since(start))
-	return status, callErr, 0, nil
+	return callResult{probe: permit.Probe, status: status, err: callErr}, nil
 }
 
 func attemptOf(ctx context.Context) attempt {
@@ -270,7 +352,8 @@ func (h *Handler) attemptLimit(a attempt) int {
 }
 
 // rateLimited retries a 429 after max(Retry-After, backoff) without counting
-// a failure, until the task has waited RateLimitMaxWait since its first 429.
+// a failure, until the waits its own 429s asked for add up to more than
+// RateLimitMaxWait.
 func (h *Handler) rateLimited(ctx context.Context, a attempt, status int, callErr error) error {
 	state, err := h.Outcomes.RateLimited(ctx, a.taskID)
 	if err != nil {
@@ -288,12 +371,17 @@ func (h *Handler) rateLimited(ctx context.Context, a attempt, status int, callEr
 		// asynq archives a task at its MaxRetry whatever the error says.
 		delay = h.rateLimitMaxWait()
 	}
+	// The wait as asynq will keep it: due on a whole second.
+	counted := roundUpDue(h.clock().Now(), delay)
 	waited := state.Waited
-	if capWait := h.rateLimitMaxWait(); waited+delay > capWait {
+	if capWait := h.rateLimitMaxWait(); waited+counted > capWait {
 		rec := h.record(a, outcome.StatusDeadLetter, outcome.ReasonRateLimited, status, callErr)
 		rec.Attempts = a.retried // this call is counted among the task's 429s already
-		msg := fmt.Sprintf("rate limited for %s, over the %s cap: %v", waited.Round(time.Second), capWait, callErr)
+		msg := fmt.Sprintf("rate limited: its own 429s asked for %s of waits, over the %s cap: %v", waited.Round(time.Second), capWait, callErr)
 		return h.finish(ctx, rec, &deadLetterError{msg: msg, cause: callErr})
+	}
+	if err := h.Outcomes.RateWait(ctx, a.taskID, counted); err != nil {
+		h.log(h.fields(a)).WithError(err).Warn("the wait a 429 asked for was not recorded")
 	}
 	h.observer().Retry(outcome.CauseRateLimited)
 	h.log(h.fields(a)).WithFields(logrus.Fields{
@@ -463,6 +551,13 @@ func (h *Handler) observer() Observer {
 		return h.Observer
 	}
 	return nopObserver{}
+}
+
+func (h *Handler) outageMaxWait() time.Duration {
+	if h.OutageMaxWait > 0 {
+		return h.OutageMaxWait
+	}
+	return DefaultOutageMaxWait
 }
 
 func (h *Handler) rateLimitMaxWait() time.Duration {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/resendq/resendq/loginapi"
 	"github.com/resendq/resendq/outcome"
+	"github.com/resendq/resendq/ratelimit"
 	"github.com/resendq/resendq/tasks"
 )
 
@@ -38,27 +39,39 @@ type memOutcomes struct {
 	mu          sync.Mutex
 	clock       clockwork.Clock
 	rate        map[string]outcome.RateState
-	since       map[string]time.Time // a task's first 429
+	held        map[string]time.Duration // a task's time held for outages
 	finished    []outcome.Record
 	finishErr   error
 	finishCalls int
 }
 
 func newMemOutcomes(clock clockwork.Clock) *memOutcomes {
-	return &memOutcomes{clock: clock, rate: map[string]outcome.RateState{}, since: map[string]time.Time{}}
+	return &memOutcomes{clock: clock, rate: map[string]outcome.RateState{}, held: map[string]time.Duration{}}
+}
+
+func (m *memOutcomes) Held(_ context.Context, taskID string, d time.Duration) (time.Duration, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.held[taskID] += d
+	return m.held[taskID], nil
 }
 
 func (m *memOutcomes) RateLimited(_ context.Context, taskID string) (outcome.RateState, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st := m.rate[taskID]
-	if _, ok := m.since[taskID]; !ok {
-		m.since[taskID] = m.clock.Now()
-	}
 	st.Calls++
-	st.Waited = m.clock.Since(m.since[taskID])
 	m.rate[taskID] = st
 	return st, nil
+}
+
+func (m *memOutcomes) RateWait(_ context.Context, taskID string, d time.Duration) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := m.rate[taskID]
+	st.Waited += d
+	m.rate[taskID] = st
+	return nil
 }
 
 func (m *memOutcomes) Finish(_ context.Context, rec outcome.Record) (outcome.Record, error) {
@@ -70,7 +83,7 @@ func (m *memOutcomes) Finish(_ context.Context, rec outcome.Record) (outcome.Rec
 	}
 	calls := m.rate[rec.TaskID].Calls
 	delete(m.rate, rec.TaskID)
-	delete(m.since, rec.TaskID)
+	delete(m.held, rec.TaskID)
 	if old, ok := m.get(rec.TaskID); ok && old.Status == outcome.StatusSent && rec.Status != outcome.StatusSent {
 		return old, nil // a sent record stays, as in outcome.Store
 	}
@@ -116,7 +129,8 @@ type bundle struct {
 
 func setup(t *testing.T, answer func(loginapi.Request) (int, error)) *bundle {
 	t.Helper()
-	b := &bundle{clock: clockwork.NewFakeClock()}
+	// On a whole second, as a retry's due time is (see roundUpDue).
+	b := &bundle{clock: clockwork.NewFakeClockAt(time.Now().Truncate(time.Second))}
 	log, hook := test.NewNullLogger()
 	log.SetLevel(logrus.DebugLevel)
 	b.api = &fakeAPI{answer: answer}
@@ -545,21 +559,39 @@ type fakeLimiter struct {
 	mu        sync.Mutex
 	waits     []string
 	coolDowns []time.Duration
+	results   []ratelimit.Result
 	waitErr   error
-	later     time.Duration        // what Wait hands back
-	paused    time.Duration        // what Paused says
+	permit    ratelimit.Permit     // what Wait answers
+	checked   ratelimit.Permit     // what Check answers
+	verdict   ratelimit.Verdict    // what Done answers for a failure
 	hold      time.Duration        // how long Wait takes, on clock
 	clock     *clockwork.FakeClock // the handler's
 }
 
-func (f *fakeLimiter) Wait(_ context.Context, project string) (time.Duration, error) {
+func (f *fakeLimiter) Wait(_ context.Context, project string) (ratelimit.Permit, error) {
 	if f.hold > 0 {
 		f.clock.Advance(f.hold)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.waits = append(f.waits, project)
-	return f.later, f.waitErr
+	return f.permit, f.waitErr
+}
+
+func (f *fakeLimiter) Check(string, bool) ratelimit.Permit {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.checked
+}
+
+func (f *fakeLimiter) Done(_ context.Context, _ string, r ratelimit.Result, _ bool) (ratelimit.Verdict, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.results = append(f.results, r)
+	if r == ratelimit.Failed {
+		return f.verdict, nil
+	}
+	return ratelimit.Verdict{}, nil
 }
 
 // pauseObserver records what the handler tells an Observer of rate limits.
@@ -581,12 +613,6 @@ func (o *pauseObserver) RateLimitWait(d time.Duration) {
 	o.mu.Lock()
 	o.waited = append(o.waited, d)
 	o.mu.Unlock()
-}
-
-func (f *fakeLimiter) Paused(string) time.Duration {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.paused
 }
 
 func (f *fakeLimiter) CoolDown(_ context.Context, project string, d time.Duration) (bool, time.Time, error) {
@@ -645,7 +671,7 @@ func TestCallWaitingOnTheLimiterEndsWithTheTask(t *testing.T) {
 func TestLongPauseHandsTheTaskBackWithoutACall(t *testing.T) {
 	t.Parallel()
 	b := setup(t, answer(204, "", "", 0))
-	b.h.Limiter = &fakeLimiter{later: 30 * time.Second}
+	b.h.Limiter = &fakeLimiter{permit: ratelimit.Permit{Later: 30 * time.Second, Hold: ratelimit.HoldPaused}}
 	obs := &pauseObserver{}
 	b.h.Observer = obs
 	b.h.calls = make(chan struct{}, 1)
@@ -693,7 +719,7 @@ func TestPanickingCallGivesItsSlotBack(t *testing.T) {
 func TestPauseThatStartedDuringTheSlotWaitHandsTheTaskBack(t *testing.T) {
 	t.Parallel()
 	b := setup(t, answer(204, "", "", 0))
-	b.h.Limiter = &fakeLimiter{paused: 3 * time.Second} // Wait let it through; then a 429 elsewhere
+	b.h.Limiter = &fakeLimiter{checked: ratelimit.Permit{Later: 3 * time.Second, Hold: ratelimit.HoldPaused}} // Wait let it through; then a 429 elsewhere
 	b.h.calls = make(chan struct{}, 1)
 	err := b.h.process(context.Background(), first(attempt{}), payload(t, "j@example.com"))
 	var re *retryError

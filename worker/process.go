@@ -51,9 +51,31 @@ type Options struct {
 	// 429 (its Retry-After, or the task's backoff). 0: no pauses, a 429
 	// delays only its own task. DefaultPauseMax is 5m.
 	PauseMax time.Duration
-	// APIRate is the most calls per second for one project across every
-	// worker on the Redis. 0: no limit.
+	// APIRate is a fixed rate for every project: the most calls per second
+	// for one project across every worker on the Redis. 0: none, and each
+	// project's rate adapts (AIMD) unless NoAdaptiveRate.
 	APIRate int
+	// APIRateProjects are fixed rates of some projects; the others adapt.
+	APIRateProjects map[string]int
+	// APIRateMax caps an adaptive rate, in calls per second. 0: no cap.
+	APIRateMax int
+	// NoAdaptiveRate turns the adaptive rates off: a project without a
+	// fixed rate has none (only the pauses after a 429).
+	NoAdaptiveRate bool
+	// OutageProbe is how often a project's open circuit lets one call
+	// through, fleet-wide. 0: no circuit (a failure during an outage counts
+	// against its task). ratelimit.DefaultProbeInterval is 2s.
+	OutageProbe time.Duration
+	// OutageMaxWait caps the time a task may be held back by outages of its
+	// project, in total. Default DefaultOutageMaxWait (24h).
+	OutageMaxWait time.Duration
+	// OutageWindow, OutageThreshold and OutageMinFailures decide when a
+	// project's circuit opens: when the transient failures of the fleet's
+	// calls in the last OutageWindow are at least OutageMinFailures and at
+	// least OutageThreshold of the calls. Defaults: see ratelimit.Options.
+	OutageWindow      time.Duration
+	OutageThreshold   float64
+	OutageMinFailures int
 	// Retention is how long outcome records are kept. Default
 	// outcome.DefaultRetention (30 days).
 	Retention time.Duration
@@ -78,9 +100,10 @@ type Options struct {
 type Worker struct {
 	// Outcomes is the worker's outcome store, for the HTTP surface.
 	Outcomes *outcome.Store
-	server   *Server
-	limiter  *ratelimit.Limiter
-	log      *logrus.Logger
+	// Limiter is the worker's flow control, for its metrics.
+	Limiter *ratelimit.Limiter
+	server  *Server
+	log     *logrus.Logger
 }
 
 // New assembles a worker on rdb, which it shares and does not close. Only
@@ -105,22 +128,29 @@ func New(rdb redis.UniversalClient, opts Options) (*Worker, error) {
 	}
 	hot := streamed(rdb)
 	store := outcome.NewStore(hot, outcome.Options{Retention: opts.Retention, Clock: opts.Clock})
-	pauseMax := opts.PauseMax
+	pauseMax, probe := opts.PauseMax, opts.OutageProbe
 	if pauseMax == 0 {
 		pauseMax = -1 // ratelimit's zero is its default
 	}
+	if probe == 0 {
+		probe = -1
+	}
 	trouble := rate.Sometimes{Interval: 10 * time.Second}
 	limiter := ratelimit.New(hot, ratelimit.Options{
-		Rate:        opts.APIRate,
-		MaxCoolDown: pauseMax,
-		Clock:       opts.Clock,
+		Rate: opts.APIRate, ProjectRates: opts.APIRateProjects, MaxRate: opts.APIRateMax, NoAdaptive: opts.NoAdaptiveRate,
+		MaxCoolDown:   pauseMax,
+		ProbeInterval: probe, OutageWindow: opts.OutageWindow,
+		OutageThreshold: opts.OutageThreshold, OutageMinFailures: opts.OutageMinFailures,
+		Clock: opts.Clock,
 		OnError: func(err error) {
-			trouble.Do(func() { opts.Log.WithError(err).Warn("rate limiting: Redis failed; calls go ahead") })
+			trouble.Do(func() { opts.Log.WithError(err).Warn("flow control: Redis failed; calls go ahead") })
 		},
+		OnEvent: flowLog(opts.Log, opts.Observer),
 	})
 	h := &Handler{
 		API: api, Outcomes: store, Log: opts.Log, Observer: opts.Observer, Limiter: limiter, Clock: opts.Clock,
 		Backoff: opts.Backoff, MaxAttempts: opts.MaxAttempts, RateLimitMaxWait: opts.RateLimitMaxWait,
+		OutageMaxWait: opts.OutageMaxWait,
 	}
 	srv := NewServer(hot, h, Config{
 		Concurrency:     opts.Concurrency,
@@ -128,15 +158,39 @@ func New(rdb redis.UniversalClient, opts Options) (*Worker, error) {
 		ShutdownTimeout: orDur(opts.ShutdownTimeout, httpTimeout+shutdownMargin),
 		Logger:          opts.Log,
 	})
-	return &Worker{Outcomes: store, server: srv, limiter: limiter, log: opts.Log}, nil
+	return &Worker{Outcomes: store, Limiter: limiter, server: srv, log: opts.Log}, nil
 }
+
+// flowLog logs the changes of flow control this worker makes, once each
+// fleet-wide, and tells the observer.
+func flowLog(log *logrus.Logger, obs Observer) func(ratelimit.Event) {
+	return func(e ratelimit.Event) {
+		if obs != nil {
+			obs.Flow(e)
+		}
+		f := logrus.Fields{"project_id": e.Project}
+		switch e.Kind {
+		case ratelimit.CircuitOpened:
+			f["failures"], f["calls"] = e.Failures, e.Calls
+			log.WithFields(f).Warn("Login API outage: calls for the project held back on every worker, one probe at a time")
+		case ratelimit.CircuitClosed:
+			f["open_for"] = e.Open.Round(time.Millisecond).String()
+			log.WithFields(f).Warn("Login API outage over: a probe succeeded; held resends go out again")
+		case ratelimit.RateChanged:
+			f["rate"], f["was"] = round2(e.Rate), round2(e.Was)
+			log.WithFields(f).Info("Login API rate for the project adapted across the fleet (calls per second)")
+		}
+	}
+}
+
+func round2(f float64) float64 { return float64(int64(f*100+0.5)) / 100 }
 
 // Run processes tasks until ctx is done, then shuts down gracefully. On the
 // side it hears of other workers' rate-limit pauses and trims outcome
 // records past their retention, every hour.
 func (w *Worker) Run(ctx context.Context) error {
 	// Before any task: a worker started during a rate-limit pause keeps it.
-	if err := w.limiter.Start(ctx); err != nil {
+	if err := w.Limiter.Start(ctx); err != nil {
 		return err
 	}
 	go w.Outcomes.RunRetention(ctx, time.Hour, func(removed int, err error) {

@@ -267,6 +267,25 @@ func ParseQueues(s string) (map[string]int, error) {
 	return out, nil
 }
 
+// ParseProjectRates parses fixed rates of projects written as
+// "PROJECT_ID=N" (calls per second, N ≥ 1), one a string.
+func ParseProjectRates(specs []string) (map[string]int, error) {
+	out := map[string]int{}
+	for _, spec := range specs {
+		id, v, ok := strings.Cut(strings.TrimSpace(spec), "=")
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		id = strings.TrimSpace(id)
+		switch {
+		case !ok || err != nil || n < 1:
+			return nil, fmt.Errorf("%q: want PROJECT_ID=N with N ≥ 1 calls per second", spec)
+		case !tasks.IsUUID(id):
+			return nil, fmt.Errorf("%q: %q is not a project ID (a UUID)", spec, id)
+		}
+		out[id] = n
+	}
+	return out, nil
+}
+
 // FormatQueues writes queue weights the way ParseQueues reads them.
 func FormatQueues(q map[string]int) string {
 	names := make([]string, 0, len(q))

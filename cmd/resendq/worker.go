@@ -9,7 +9,9 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/resendq/resendq/loginapi"
+	"github.com/resendq/resendq/metrics"
 	"github.com/resendq/resendq/outcome"
+	"github.com/resendq/resendq/ratelimit"
 	"github.com/resendq/resendq/tasks"
 	"github.com/resendq/resendq/worker"
 )
@@ -26,7 +28,15 @@ type workerFlags struct {
 	retention        time.Duration
 	queueWeights     string
 	apiRate          int
+	apiRateProjects  []string
+	apiRateMax       int
+	apiRateAdaptive  bool
 	pauseMax         time.Duration
+	outageProbe      time.Duration
+	outageMaxWait    time.Duration
+	outageWindow     time.Duration
+	outageThreshold  float64
+	outageMinFails   int
 }
 
 func (w *workerFlags) register(fs *pflag.FlagSet) {
@@ -36,11 +46,19 @@ func (w *workerFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&w.httpTimeout, "http-timeout", loginapi.DefaultTimeout, "timeout of one call to the Login API")
 	fs.DurationVar(&w.backoffInitial, "backoff-initial", time.Second, "first retry delay; doubled on each retry, with jitter")
 	fs.DurationVar(&w.backoffMax, "backoff-max", 5*time.Minute, "longest retry delay")
-	fs.DurationVar(&w.rateLimitMaxWait, "rate-limit-max-wait", worker.DefaultRateLimitMaxWait, "how long after its own first 429 a task that keeps getting 429s is dead-lettered as rate_limited; time held back by its project's pause or --api-rate (the fleet's to wait out) does not count")
+	fs.DurationVar(&w.rateLimitMaxWait, "rate-limit-max-wait", worker.DefaultRateLimitMaxWait, "a task whose own 429s ask for more waits than this in total is dead-lettered as rate_limited; time held back by its project's pause, rate or outage (the fleet's to wait out) does not count")
 	fs.DurationVar(&w.retention, "outcome-retention", outcome.DefaultRetention, "how long outcome records are kept")
 	fs.StringVar(&w.queueWeights, "queue-weights", worker.FormatQueues(worker.DefaultQueues()), "queues served and their weights")
 	fs.DurationVar(&w.pauseMax, "rate-limit-pause-max", worker.DefaultPauseMax, "longest pause of a project's calls on every worker after a 429 (its Retry-After or backoff, capped at this; 0: a 429 delays only its own task)")
-	fs.IntVar(&w.apiRate, "api-rate", 0, "most calls per second to the Login API for one project, across every worker on this Redis (0: no limit)")
+	fs.IntVar(&w.apiRate, "api-rate", 0, "a fixed rate for every project: most calls per second to the Login API for one project, across every worker on this Redis (0: none; each project's rate adapts)")
+	fs.StringArrayVar(&w.apiRateProjects, "api-rate-project", nil, "a fixed rate for one project, as PROJECT_ID=N calls per second (repeatable); the others adapt")
+	fs.IntVar(&w.apiRateMax, "api-rate-max", 0, "most calls per second an adaptive rate may grow to (0: no cap)")
+	fs.BoolVar(&w.apiRateAdaptive, "api-rate-adaptive", true, "learn each project's rate from its 429s (AIMD) unless it has a fixed one; false: no rate but the fixed ones")
+	fs.DurationVar(&w.outageProbe, "outage-probe", ratelimit.DefaultProbeInterval, "while a project's calls fail (its circuit open), one probe call every this long, fleet-wide; the other resends wait without spending an attempt (0: no circuit)")
+	fs.DurationVar(&w.outageMaxWait, "outage-max-wait", worker.DefaultOutageMaxWait, "a resend held back by outages longer than this in total is dead-lettered as outage")
+	fs.DurationVar(&w.outageWindow, "outage-window", ratelimit.DefaultOutageWindow, "how far back the fleet's calls count when the circuit decides")
+	fs.Float64Var(&w.outageThreshold, "outage-threshold", ratelimit.DefaultOutageThreshold, "share of transient failures (5xx, 408, timeouts, connection errors) among the window's calls that opens a project's circuit")
+	fs.IntVar(&w.outageMinFails, "outage-min-failures", ratelimit.DefaultOutageMinFailures, "transient failures the window must hold before a project's circuit may open")
 }
 
 func (w *workerFlags) validate() error {
@@ -58,9 +76,24 @@ func (w *workerFlags) validate() error {
 	case w.pauseMax < 0:
 		return fmt.Errorf("--rate-limit-pause-max %s: must not be negative (0 turns the pauses off)", w.pauseMax)
 	case w.apiRate < 0:
-		return fmt.Errorf("--api-rate %d: must be 0 (no limit) or more", w.apiRate)
+		return fmt.Errorf("--api-rate %d: must be 0 (none) or more", w.apiRate)
+	case w.apiRateMax < 0:
+		return fmt.Errorf("--api-rate-max %d: must be 0 (no cap) or more", w.apiRateMax)
+	case w.outageProbe < 0:
+		return fmt.Errorf("--outage-probe %s: must not be negative (0 turns the circuit off)", w.outageProbe)
+	case w.outageMaxWait <= 0:
+		return fmt.Errorf("--outage-max-wait %s: must be positive", w.outageMaxWait)
+	case w.outageWindow < time.Second:
+		return fmt.Errorf("--outage-window %s: must be at least 1s", w.outageWindow)
+	case w.outageThreshold <= 0 || w.outageThreshold > 1:
+		return fmt.Errorf("--outage-threshold %g: must be above 0 and at most 1", w.outageThreshold)
+	case w.outageMinFails < 1:
+		return fmt.Errorf("--outage-min-failures %d: must be at least 1", w.outageMinFails)
 	case w.retention < time.Hour:
 		return fmt.Errorf("--outcome-retention %s: must be at least 1h", w.retention)
+	}
+	if _, err := worker.ParseProjectRates(w.apiRateProjects); err != nil {
+		return fmt.Errorf("--api-rate-project: %w", err)
 	}
 	_, err := worker.ParseQueues(w.queueWeights)
 	return err
@@ -79,6 +112,10 @@ func (w *workerFlags) build(a *app, rdb redis.UniversalClient) (*workerProc, err
 	if err != nil {
 		return nil, usageErr(err)
 	}
+	rates, err := worker.ParseProjectRates(w.apiRateProjects)
+	if err != nil {
+		return nil, usageErr(fmt.Errorf("--api-rate-project: %w", err))
+	}
 	m, err := newProcMetrics(a, rdb)
 	if err != nil {
 		return nil, err
@@ -87,11 +124,17 @@ func (w *workerFlags) build(a *app, rdb redis.UniversalClient) (*workerProc, err
 		APIBase: w.apiBase, UserAgent: "resendq/" + version, HTTPTimeout: w.httpTimeout,
 		Concurrency: w.concurrency, Queues: queues,
 		MaxAttempts: w.maxAttempts, Backoff: worker.Backoff{Initial: w.backoffInitial, Max: w.backoffMax},
-		RateLimitMaxWait: w.rateLimitMaxWait, PauseMax: w.pauseMax, APIRate: w.apiRate,
+		RateLimitMaxWait: w.rateLimitMaxWait, PauseMax: w.pauseMax,
+		APIRate: w.apiRate, APIRateProjects: rates, APIRateMax: w.apiRateMax, NoAdaptiveRate: !w.apiRateAdaptive,
+		OutageProbe: w.outageProbe, OutageMaxWait: w.outageMaxWait, OutageWindow: w.outageWindow,
+		OutageThreshold: w.outageThreshold, OutageMinFailures: w.outageMinFails,
 		Retention: w.retention, Observer: m.observer, Log: a.log,
 	})
 	if err != nil {
 		return nil, usageErr(fmt.Errorf("--api-base: %w", err))
+	}
+	if err := m.registry.Register(metrics.NewFlowCollector(wk.Limiter.Local)); err != nil {
+		return nil, err
 	}
 	return &workerProc{Worker: wk, rdb: rdb, metrics: m}, nil
 }

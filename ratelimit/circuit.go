@@ -1,0 +1,312 @@
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// probeSettle is how long after the next probe's slot a held-back call
+// comes back: time for the probe's answer to arrive first.
+const probeSettle = 500 * time.Millisecond
+
+// window counts this worker's calls of one project in slots of 100ms,
+// over the outage window.
+type window struct {
+	slots      []int64 // which 100ms period (Unix ms / 100) each slot counts
+	succ, fail []int32
+}
+
+const slotMs = 100
+
+func newWindow(w time.Duration) window {
+	n := max(int(w.Milliseconds()/slotMs), 10)
+	return window{slots: make([]int64, n), succ: make([]int32, n), fail: make([]int32, n)}
+}
+
+// add counts one call at now.
+func (w *window) add(now time.Time, failed bool) {
+	period := now.UnixMilli() / slotMs
+	i := int(period % int64(len(w.slots)))
+	if w.slots[i] != period {
+		w.slots[i], w.succ[i], w.fail[i] = period, 0, 0
+	}
+	if failed {
+		w.fail[i]++
+	} else {
+		w.succ[i]++
+	}
+}
+
+// counts returns the successes of the last second, and the successes and
+// failures of the whole window, as of now.
+func (w *window) counts(now time.Time) (s1, sw, fw int) {
+	period := now.UnixMilli() / slotMs
+	for i, p := range w.slots {
+		age := period - p
+		if age < 0 || age >= int64(len(w.slots)) {
+			continue
+		}
+		sw += int(w.succ[i])
+		fw += int(w.fail[i])
+		if age < 1000/slotMs {
+			s1 += int(w.succ[i])
+		}
+	}
+	return s1, sw, fw
+}
+
+// report sends this worker's counts of p to Redis, where the circuit
+// decides and an adaptive rate may grow, and takes in the answer.
+func (l *Limiter) report(ctx context.Context, p *project) (Verdict, error) {
+	now := l.opts.Clock.Now()
+	p.mu.Lock()
+	s1, sw, fw := p.window.counts(now)
+	waited := p.waited
+	p.waited = false
+	p.mu.Unlock()
+	k := l.keys
+	res, err := reportScript.Run(ctx, l.rdb,
+		[]string{k.circuits, k.watch, k.rates, k.counts(p.name), k.probe(p.name)},
+		p.name, l.opts.WorkerID, s1, sw, fw, btoi(waited),
+		l.opts.OutageWindow.Milliseconds(), l.opts.OutageMinFailures, int(l.opts.OutageThreshold*1000),
+		l.opts.SettleTime.Milliseconds(), max(l.opts.ProbeInterval, 0).Milliseconds(),
+		btoi(l.adaptive(p.name)), l.opts.MaxRate, int(l.opts.Increase*1000), rateQuiet.Milliseconds(), k.channel,
+	).StringSlice()
+	if err == nil && len(res) != 8 {
+		err = fmt.Errorf("unexpected reply %v", res)
+	}
+	if err != nil {
+		return Verdict{}, fmt.Errorf("rate limiting: report the calls of project %s: %w", p.name, err)
+	}
+	n := make([]float64, len(res))
+	for i, v := range res {
+		n[i], _ = strconv.ParseFloat(v, 64)
+	}
+	open, opened, age, probe := n[0] == 1, n[1] == 1, ms(n[2]), ms(n[3])
+	var was float64
+	l.update(p, func(now time.Time) {
+		switch {
+		case open && p.openAt.IsZero():
+			p.openAt, p.nextProbe = now.Add(-age), now.Add(probe)
+		case !open:
+			p.openAt = time.Time{}
+		}
+		if n[4]+n[5] > 0 || fw > 0 {
+			p.watchUntil = now.Add(l.opts.OutageWindow)
+		}
+		if n[7] == 1 {
+			was = p.rate
+			p.rate = l.capped(n[6])
+		}
+	})
+	if opened {
+		l.event(Event{Kind: CircuitOpened, Project: p.name, Failures: int(n[4]), Calls: int(n[5])})
+	}
+	if n[7] == 1 {
+		l.toldRate(p, was, false)
+	}
+	if !open {
+		return Verdict{}, nil
+	}
+	return Verdict{Outage: true, NextProbe: probe}, nil
+}
+
+// reportWatched reports the counts of every project the fleet watches (a
+// recent failure somewhere) or that has an adaptive rate, when this worker
+// called it within the window.
+func (l *Limiter) reportWatched(ctx context.Context) {
+	now := l.opts.Clock.Now()
+	l.projects.Range(func(_, v any) bool {
+		p := v.(*project)
+		p.mu.Lock()
+		_, sw, fw := p.window.counts(now)
+		due := sw+fw > 0 && (p.watchUntil.After(now) || p.rate > 0 && l.adaptive(p.name))
+		p.mu.Unlock()
+		if due {
+			if _, err := l.report(ctx, p); err != nil && ctx.Err() == nil {
+				l.fail(err)
+			}
+		}
+		return true
+	})
+}
+
+// close closes the circuit of p after a call was answered, if it is open.
+func (l *Limiter) close(ctx context.Context, p *project) error {
+	res, err := closeScript.Run(ctx, l.rdb, []string{l.keys.circuits, l.keys.probe(p.name)}, p.name, l.keys.channel).Int64Slice()
+	if err == nil && len(res) != 2 {
+		err = fmt.Errorf("unexpected reply %v", res)
+	}
+	if err != nil {
+		return fmt.Errorf("rate limiting: close the circuit of project %s: %w", p.name, err)
+	}
+	l.update(p, func(time.Time) { p.openAt = time.Time{} })
+	if res[0] == 1 {
+		l.event(Event{Kind: CircuitClosed, Project: p.name, Open: time.Duration(res[1]) * time.Millisecond})
+	}
+	return nil
+}
+
+// probe decides a call of p while its circuit is open: the fleet's one
+// probe of this ProbeInterval, or held back until the next.
+func (l *Limiter) probe(ctx context.Context, p *project, now time.Time) (Permit, error) {
+	p.mu.Lock()
+	wait := p.nextProbe.Sub(now)
+	p.mu.Unlock()
+	if wait > 0 {
+		return Permit{Later: wait + probeSettle, Hold: HoldOutage}, nil
+	}
+	res, err := probeScript.Run(ctx, l.rdb, []string{l.keys.circuits, l.keys.probe(p.name)},
+		p.name, l.opts.WorkerID, l.opts.ProbeInterval.Milliseconds()).Int64Slice()
+	if err == nil && len(res) != 2 {
+		err = fmt.Errorf("unexpected reply %v", res)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return Permit{}, ctx.Err()
+		}
+		l.fail(fmt.Errorf("rate limiting: probe of project %s: %w", p.name, err))
+		return Permit{Later: l.opts.ProbeInterval + probeSettle, Hold: HoldOutage}, nil
+	}
+	next := time.Duration(res[1]) * time.Millisecond
+	switch res[0] {
+	case 2: // closed meanwhile
+		l.update(p, func(time.Time) { p.openAt = time.Time{} })
+		return Permit{}, nil
+	case 1:
+		l.update(p, func(now time.Time) { p.nextProbe = now.Add(next) })
+		return Permit{Probe: true}, nil
+	}
+	l.update(p, func(now time.Time) { p.nextProbe = now.Add(next) })
+	return Permit{Later: next + probeSettle, Hold: HoldOutage}, nil
+}
+
+func ms(v float64) time.Duration { return time.Duration(v) * time.Millisecond }
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// countsLua stores a worker's counts of a project in its counts hash
+// (KEYS[c]) and sums the fresh counts of every worker: sw and fw over the
+// window (ARGV w, in ms), s1 and waited over the last 1.5s. Its entries:
+// worker → "at s1 sw fw waited".
+const countsLua = `
+local function counts(key, worker, s1, sw, fw, waited, w)
+  redis.call('HSET', key, worker, now .. ' ' .. s1 .. ' ' .. sw .. ' ' .. fw .. ' ' .. waited)
+  redis.call('PEXPIRE', key, 6 * w)
+  local S1, SW, FW, WT = 0, 0, 0, 0
+  local all = redis.call('HGETALL', key)
+  for i = 1, #all, 2 do
+    local at, a, b, c, d = string.match(all[i + 1], '^(%d+) (%d+) (%d+) (%d+) (%d)$')
+    at = tonumber(at)
+    if not at or now - at > w then
+      redis.call('HDEL', key, all[i])
+    else
+      SW, FW = SW + tonumber(b), FW + tonumber(c)
+      if now - at <= 1500 then
+        S1 = S1 + tonumber(a)
+        if d == '1' then WT = 1 end
+      end
+    end
+  end
+  return S1, SW, FW, WT
+end
+`
+
+// reportScript takes a worker's counts of a project: it opens the circuit
+// when the fleet's failures dominate, keeps the project under watch while
+// failures come, and grows an adaptive rate that calls wait for.
+//
+// KEYS: 1 circuits, 2 watches, 3 rates, 4 the project's counts, 5 its probe
+// lease. ARGV: 1 project, 2 worker, 3 s1, 4 sw, 5 fw, 6 waited (0/1),
+// 7 window ms, 8 min failures, 9 threshold per mille, 10 settle ms,
+// 11 probe interval ms (0: no circuit), 12 adaptive (0/1), 13 max rate
+// (0: none), 14 increase per mille a second (times the 5s since the last
+// decrease, up to doubling), 15 quiet ms after a decrease, 16 channel.
+// Returns strings: open (0/1), opened by this report (0/1), ms open, ms to
+// the next probe, the window's failures, its calls, the adaptive rate,
+// whether this report changed it (0/1).
+var reportScript = redis.NewScript(nowMs + countsLua + `
+local P, W = ARGV[1], tonumber(ARGV[7])
+local S1, SW, FW, WT = counts(KEYS[4], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], W)
+local from, untilMs = 0, 0
+local wv = redis.call('HGET', KEYS[2], P)
+if wv then
+  local a, b = string.match(wv, '^(%d+) (%d+)$')
+  from, untilMs = tonumber(a) or 0, tonumber(b) or 0
+end
+if tonumber(ARGV[5]) > 0 then
+  if untilMs < now then
+    from = now
+    redis.call('PUBLISH', ARGV[16], 'watch ' .. P .. ' ' .. W)
+  end
+  untilMs = now + W
+  redis.call('HSET', KEYS[2], P, from .. ' ' .. untilMs)
+end
+local openAt, opened = nil, 0
+local cv = redis.call('HGET', KEYS[1], P)
+if cv then openAt = tonumber(string.match(cv, '^(%d+)')) end
+local probe = tonumber(ARGV[11])
+if not openAt and probe > 0 and FW >= tonumber(ARGV[8]) and FW * 1000 >= tonumber(ARGV[9]) * (SW + FW)
+    and untilMs >= now and now - from >= tonumber(ARGV[10]) then
+  openAt, opened = now, 1
+  redis.call('HSET', KEYS[1], P, now .. ' ' .. FW .. ' ' .. (SW + FW))
+  redis.call('SET', KEYS[5], ARGV[2], 'PX', probe)
+  redis.call('PUBLISH', ARGV[16], 'open ' .. P)
+end
+local rate, changed = 0, 0
+if ARGV[12] == '1' then
+  local rv = redis.call('HGET', KEYS[3], P)
+  if rv then
+    local r, at, dec, learn = string.match(rv, '^(%S+) (%d+) (%d+) (%d+)$')
+    rate, at, dec = tonumber(r) or 0, tonumber(at) or 0, tonumber(dec) or 0
+    if rate > 0 and not openAt and WT == 1 and now - dec >= tonumber(ARGV[15]) and now - at >= 1000 then
+      -- The longer since the last 429, the faster it grows: from Increase a
+      -- second, plus as much again every 5s, to doubling.
+      rate = rate * (1 + math.min(1, tonumber(ARGV[14]) / 1000 * math.max(1, (now - dec) / 5000)))
+      local cap = tonumber(ARGV[13])
+      if cap > 0 and rate > cap then rate = cap end
+      redis.call('HSET', KEYS[3], P, string.format('%.3f', rate) .. ' ' .. now .. ' ' .. dec .. ' 0')
+      redis.call('PUBLISH', ARGV[16], 'rate ' .. P .. ' ' .. string.format('%.3f', rate))
+      changed = 1
+    end
+  end
+end
+local left = 0
+if openAt then left = math.max(redis.call('PTTL', KEYS[5]), 0) end
+return {tostring(openAt and 1 or 0), tostring(opened), tostring(openAt and now - openAt or 0), tostring(left),
+  tostring(FW), tostring(SW + FW), string.format('%.3f', rate), tostring(changed)}
+`)
+
+// closeScript closes a project's circuit, if it is open, and publishes it.
+//
+// KEYS: 1 circuits, 2 the probe lease. ARGV: 1 project, 2 channel.
+// Returns {1, ms it was open} when it closed it, {0, 0} otherwise.
+var closeScript = redis.NewScript(nowMs + `
+local cv = redis.call('HGET', KEYS[1], ARGV[1])
+if not cv then return {0, 0} end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+redis.call('PUBLISH', ARGV[2], 'close ' .. ARGV[1])
+return {1, now - (tonumber(string.match(cv, '^(%d+)')) or now)}
+`)
+
+// probeScript takes the probe lease of an open circuit for the interval.
+//
+// KEYS: 1 circuits, 2 the probe lease. ARGV: 1 project, 2 worker,
+// 3 interval ms.
+// Returns {1, interval} when this call is the probe, {0, ms until the lease
+// ends} when another call is, {2, 0} when the circuit is closed.
+var probeScript = redis.NewScript(`
+if not redis.call('HGET', KEYS[1], ARGV[1]) then return {2, 0} end
+if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {1, tonumber(ARGV[3])} end
+return {0, math.max(redis.call('PTTL', KEYS[2]), 0)}
+`)

@@ -1,0 +1,206 @@
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/redis/go-redis/v9"
+)
+
+const (
+	// learnTime is how long the workers have to report their calls after
+	// a project's first 429, before its rate is set from them.
+	learnTime = 200 * time.Millisecond
+	// rateGap is the least time between two decreases of a rate: the 429s
+	// of one wave lower it once.
+	rateGap = time.Second
+	// rateQuiet is how long after a decrease a rate stays as it is.
+	rateQuiet = 2 * time.Second
+)
+
+// limitOf is the GCRA limit of a rate in calls per second: spaced evenly,
+// with a burst of a twentieth of a second's calls.
+func limitOf(rate float64) redis_rate.Limit {
+	return redis_rate.Limit{
+		Rate:   max(1, int(math.Round(rate*10))),
+		Period: 10 * time.Second,
+		Burst:  max(1, int(rate/20)),
+	}
+}
+
+// capped is an adaptive rate within MaxRate.
+func (l *Limiter) capped(r float64) float64 {
+	if l.opts.MaxRate > 0 && r > float64(l.opts.MaxRate) {
+		return float64(l.opts.MaxRate)
+	}
+	return r
+}
+
+// decrease lowers the adaptive rate of p after a 429, or, for a project
+// without a rate yet, starts learning one.
+func (l *Limiter) decrease(ctx context.Context, p *project) error {
+	now := l.opts.Clock.Now()
+	p.mu.Lock()
+	s1, sw, fw := p.window.counts(now)
+	p.mu.Unlock()
+	k := l.keys
+	res, err := decreaseScript.Run(ctx, l.rdb, []string{k.rates, k.counts(p.name)},
+		p.name, l.opts.WorkerID, s1, sw, fw, int(l.opts.Decrease*1000), MinRate, l.opts.MaxRate,
+		rateGap.Milliseconds(), learnTime.Milliseconds(), k.channel, l.opts.OutageWindow.Milliseconds(),
+	).StringSlice()
+	if err == nil && len(res) != 2 {
+		err = fmt.Errorf("unexpected reply %v", res)
+	}
+	if err != nil {
+		return fmt.Errorf("rate limiting: lower the rate of project %s: %w", p.name, err)
+	}
+	l.setRate(p, res)
+	return nil
+}
+
+// learn is a worker's part in learning the rate of p after its first 429:
+// report the calls it got through, and a moment later set the rate from
+// every worker's report (once, fleet-wide).
+func (l *Limiter) learn(ctx context.Context, p *project) {
+	p.mu.Lock()
+	if p.learning || p.rate > 0 {
+		p.mu.Unlock()
+		return
+	}
+	p.learning = true
+	s1, sw, fw := p.window.counts(l.opts.Clock.Now())
+	p.mu.Unlock()
+	if s1+sw+fw > 0 {
+		if _, err := l.report(ctx, p); err != nil && ctx.Err() == nil {
+			l.fail(err)
+		}
+	}
+	l.opts.Clock.AfterFunc(learnTime, func() {
+		if ctx.Err() != nil {
+			return
+		}
+		res, err := settleScript.Run(ctx, l.rdb, []string{l.keys.rates, l.keys.counts(p.name)},
+			p.name, int(l.opts.Decrease*1000), MinRate, l.opts.MaxRate, l.keys.channel, l.opts.OutageWindow.Milliseconds(),
+		).StringSlice()
+		if err == nil && len(res) != 2 {
+			err = fmt.Errorf("unexpected reply %v", res)
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				l.fail(fmt.Errorf("rate limiting: set the rate of project %s: %w", p.name, err))
+			}
+			l.update(p, func(time.Time) { p.learning = false })
+			return
+		}
+		l.setRate(p, res)
+	})
+}
+
+// setRate takes in the reply {rate, changed} of the decrease and settle
+// scripts: changed is 1 when this worker set the rate, 2 when it started
+// learning one.
+func (l *Limiter) setRate(p *project, res []string) {
+	rate, _ := strconv.ParseFloat(res[0], 64)
+	var was float64
+	l.update(p, func(time.Time) {
+		was = p.rate
+		if rate > 0 {
+			p.rate, p.learning = l.capped(rate), false
+		}
+	})
+	if res[1] == "1" {
+		l.toldRate(p, was, true)
+	}
+}
+
+// toldRate tells OnEvent of p's new rate when this worker set it: always
+// after a 429 (force), after growth only once it is a quarter above the
+// rate last told of.
+func (l *Limiter) toldRate(p *project, was float64, force bool) {
+	p.mu.Lock()
+	rate := p.rate
+	tell := force || rate >= 1.25*p.told
+	if tell {
+		p.told = rate
+	}
+	p.mu.Unlock()
+	if tell {
+		l.event(Event{Kind: RateChanged, Project: p.name, Rate: rate, Was: was})
+	}
+}
+
+// decreaseScript lowers a project's adaptive rate after a 429: to the lower
+// of the rate and what the fleet got through in the last second, times the
+// decrease, at most once a gap. A project without a rate starts learning
+// one: every worker is asked to report, and settleScript sets it.
+//
+// KEYS: 1 rates, 2 the project's counts. ARGV: 1 project, 2 worker, 3 s1,
+// 4 sw, 5 fw, 6 decrease per mille, 7 least rate, 8 max rate (0: none),
+// 9 gap ms, 10 learn ms, 11 channel, 12 window ms.
+// Returns strings {the rate (0: none yet), 1 when this call changed it, 2
+// when it started learning, else 0}. A rate entry is "rate changed_at
+// decreased_at learn_until".
+var decreaseScript = redis.NewScript(nowMs + countsLua + `
+local P = ARGV[1]
+local S1 = counts(KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5], '0', tonumber(ARGV[12]))
+local rv = redis.call('HGET', KEYS[1], P)
+local rate, dec, learn = 0, 0, 0
+if rv then
+  local r, at, d, l = string.match(rv, '^(%S+) (%d+) (%d+) (%d+)$')
+  rate, dec, learn = tonumber(r) or 0, tonumber(d) or 0, tonumber(l) or 0
+end
+if rate <= 0 then
+  if rv and now <= learn + 5000 then return {'0', '0'} end -- learning (or a learning left unsettled a while ago: start again)
+  redis.call('HSET', KEYS[1], P, '0 ' .. now .. ' 0 ' .. (now + tonumber(ARGV[10])))
+  redis.call('PUBLISH', ARGV[11], 'learn ' .. P)
+  return {'0', '2'}
+end
+if now - dec < tonumber(ARGV[9]) then return {string.format('%.3f', rate), '0'} end
+local base = rate
+if S1 > 0 and S1 < base then base = S1 end
+local new = math.max(tonumber(ARGV[7]), base * tonumber(ARGV[6]) / 1000)
+local cap = tonumber(ARGV[8])
+if cap > 0 and new > cap then new = cap end
+redis.call('HSET', KEYS[1], P, string.format('%.3f', new) .. ' ' .. now .. ' ' .. now .. ' 0')
+redis.call('PUBLISH', ARGV[11], 'rate ' .. P .. ' ' .. string.format('%.3f', new))
+return {string.format('%.3f', new), '1'}
+`)
+
+// settleScript sets a project's rate once it has learned: what the fleet
+// got through in the last second, times the decrease. When nothing got
+// through, it sets none.
+//
+// KEYS: 1 rates, 2 the project's counts. ARGV: 1 project, 2 decrease per
+// mille, 3 least rate, 4 max rate (0: none), 5 channel, 6 window ms.
+// Returns strings {the rate (0: not yet), 1 when this call set it, else 0}.
+var settleScript = redis.NewScript(nowMs + `
+local P = ARGV[1]
+local rv = redis.call('HGET', KEYS[1], P)
+if not rv then return {'0', '0'} end
+local r, at, dec, learn = string.match(rv, '^(%S+) (%d+) (%d+) (%d+)$')
+local rate = tonumber(r) or 0
+if rate > 0 then return {string.format('%.3f', rate), '0'} end
+if now < (tonumber(learn) or 0) then return {'0', '0'} end
+local S1 = 0
+local all = redis.call('HGETALL', KEYS[2])
+for i = 1, #all, 2 do
+  local t, a = string.match(all[i + 1], '^(%d+) (%d+)')
+  if tonumber(t) and now - tonumber(t) <= 1500 then S1 = S1 + tonumber(a) end
+end
+if S1 == 0 then
+  -- Nothing got through before the 429: nothing to learn from; the next
+  -- 429 starts over.
+  redis.call('HDEL', KEYS[1], P)
+  return {'0', '0'}
+end
+local new = math.max(tonumber(ARGV[3]), S1 * tonumber(ARGV[2]) / 1000)
+local cap = tonumber(ARGV[4])
+if cap > 0 and new > cap then new = cap end
+redis.call('HSET', KEYS[1], P, string.format('%.3f', new) .. ' ' .. now .. ' ' .. now .. ' 0')
+redis.call('PUBLISH', ARGV[5], 'rate ' .. P .. ' ' .. string.format('%.3f', new))
+return {string.format('%.3f', new), '1'}
+`)
