@@ -86,7 +86,7 @@ func (l *Limiter) report(ctx context.Context, p *project) (Verdict, error) {
 	for i, v := range res {
 		n[i], _ = strconv.ParseFloat(v, 64)
 	}
-	open, opened, age, probe := n[0] == 1, n[1] == 1, ms(n[2]), ms(n[3])
+	open, dominate, opened, age, probe := n[0] == 1, n[0] == 2, n[1] == 1, ms(n[2]), ms(n[3])
 	var was float64
 	l.update(p, func(now time.Time) {
 		switch {
@@ -109,10 +109,15 @@ func (l *Limiter) report(ctx context.Context, p *project) (Verdict, error) {
 	if n[7] == 1 {
 		l.toldRate(p, was, false)
 	}
-	if !open {
-		return Verdict{}, nil
+	switch {
+	case open:
+		return Verdict{Outage: true, NextProbe: probe}, nil
+	case dominate:
+		// Most likely an outage, about to be declared once every worker
+		// has reported: the failure spends no attempt of its task.
+		return Verdict{Outage: true, NextProbe: l.opts.ProbeInterval}, nil
 	}
-	return Verdict{Outage: true, NextProbe: probe}, nil
+	return Verdict{}, nil
 }
 
 // reportWatched reports the counts of every project the fleet watches (a
@@ -137,18 +142,30 @@ func (l *Limiter) reportWatched(ctx context.Context) {
 
 // close closes the circuit of p after a call was answered, if it is open.
 func (l *Limiter) close(ctx context.Context, p *project) error {
-	res, err := closeScript.Run(ctx, l.rdb, []string{l.keys.circuits, l.keys.probe(p.name)}, p.name, l.keys.channel).Int64Slice()
+	k := l.keys
+	res, err := closeScript.Run(ctx, l.rdb, []string{k.circuits, k.probe(p.name), k.counts(p.name), k.watch}, p.name, k.channel).Int64Slice()
 	if err == nil && len(res) != 2 {
 		err = fmt.Errorf("unexpected reply %v", res)
 	}
 	if err != nil {
 		return fmt.Errorf("rate limiting: close the circuit of project %s: %w", p.name, err)
 	}
-	l.update(p, func(time.Time) { p.openAt = time.Time{} })
 	if res[0] == 1 {
+		l.closed(p)
 		l.event(Event{Kind: CircuitClosed, Project: p.name, Open: time.Duration(res[1]) * time.Millisecond})
+	} else {
+		l.update(p, func(time.Time) { p.openAt = time.Time{} })
 	}
 	return nil
+}
+
+// closed takes in that the circuit of p closed: the failures counted
+// before are forgotten, so that they do not open it again.
+func (l *Limiter) closed(p *project) {
+	l.update(p, func(time.Time) {
+		p.openAt, p.watchUntil = time.Time{}, time.Time{}
+		p.window = newWindow(l.opts.OutageWindow)
+	})
 }
 
 // probe decides a call of p while its circuit is open: the fleet's one
@@ -231,9 +248,10 @@ end
 // 11 probe interval ms (0: no circuit), 12 adaptive (0/1), 13 max rate
 // (0: none), 14 increase per mille a second (times the 5s since the last
 // decrease, up to doubling), 15 quiet ms after a decrease, 16 channel.
-// Returns strings: open (0/1), opened by this report (0/1), ms open, ms to
-// the next probe, the window's failures, its calls, the adaptive rate,
-// whether this report changed it (0/1).
+// Returns strings: the circuit (0 closed, 1 open, 2 closed but failures
+// dominate: it opens once the watch has settled), opened by this report
+// (0/1), ms open, ms to the next probe, the window's failures, its calls,
+// the adaptive rate, whether this report changed it (0/1).
 var reportScript = redis.NewScript(nowMs + countsLua + `
 local P, W = ARGV[1], tonumber(ARGV[7])
 local S1, SW, FW, WT = counts(KEYS[4], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], W)
@@ -255,8 +273,8 @@ local openAt, opened = nil, 0
 local cv = redis.call('HGET', KEYS[1], P)
 if cv then openAt = tonumber(string.match(cv, '^(%d+)')) end
 local probe = tonumber(ARGV[11])
-if not openAt and probe > 0 and FW >= tonumber(ARGV[8]) and FW * 1000 >= tonumber(ARGV[9]) * (SW + FW)
-    and untilMs >= now and now - from >= tonumber(ARGV[10]) then
+local dominate = probe > 0 and FW >= tonumber(ARGV[8]) and FW * 1000 >= tonumber(ARGV[9]) * (SW + FW) and untilMs >= now
+if not openAt and dominate and now - from >= tonumber(ARGV[10]) then
   openAt, opened = now, 1
   redis.call('HSET', KEYS[1], P, now .. ' ' .. FW .. ' ' .. (SW + FW))
   redis.call('SET', KEYS[5], ARGV[2], 'PX', probe)
@@ -282,19 +300,24 @@ if ARGV[12] == '1' then
 end
 local left = 0
 if openAt then left = math.max(redis.call('PTTL', KEYS[5]), 0) end
-return {tostring(openAt and 1 or 0), tostring(opened), tostring(openAt and now - openAt or 0), tostring(left),
+local state = 0
+if openAt then state = 1 elseif dominate then state = 2 end
+return {tostring(state), tostring(opened), tostring(openAt and now - openAt or 0), tostring(left),
   tostring(FW), tostring(SW + FW), string.format('%.3f', rate), tostring(changed)}
 `)
 
-// closeScript closes a project's circuit, if it is open, and publishes it.
+// closeScript closes a project's circuit, if it is open, forgets the
+// counts and the watch that opened it, and publishes it.
 //
-// KEYS: 1 circuits, 2 the probe lease. ARGV: 1 project, 2 channel.
+// KEYS: 1 circuits, 2 the probe lease, 3 the project's counts, 4 watches.
+// ARGV: 1 project, 2 channel.
 // Returns {1, ms it was open} when it closed it, {0, 0} otherwise.
 var closeScript = redis.NewScript(nowMs + `
 local cv = redis.call('HGET', KEYS[1], ARGV[1])
 if not cv then return {0, 0} end
 redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('DEL', KEYS[2])
+redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('PUBLISH', ARGV[2], 'close ' .. ARGV[1])
 return {1, now - (tonumber(string.match(cv, '^(%d+)')) or now)}
 `)

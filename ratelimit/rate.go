@@ -52,7 +52,7 @@ func (l *Limiter) decrease(ctx context.Context, p *project) error {
 		p.name, l.opts.WorkerID, s1, sw, fw, int(l.opts.Decrease*1000), MinRate, l.opts.MaxRate,
 		rateGap.Milliseconds(), learnTime.Milliseconds(), k.channel, l.opts.OutageWindow.Milliseconds(),
 	).StringSlice()
-	if err == nil && len(res) != 2 {
+	if err == nil && len(res) != 3 {
 		err = fmt.Errorf("unexpected reply %v", res)
 	}
 	if err != nil {
@@ -86,7 +86,7 @@ func (l *Limiter) learn(ctx context.Context, p *project) {
 		res, err := settleScript.Run(ctx, l.rdb, []string{l.keys.rates, l.keys.counts(p.name)},
 			p.name, int(l.opts.Decrease*1000), MinRate, l.opts.MaxRate, l.keys.channel, l.opts.OutageWindow.Milliseconds(),
 		).StringSlice()
-		if err == nil && len(res) != 2 {
+		if err == nil && len(res) != 3 {
 			err = fmt.Errorf("unexpected reply %v", res)
 		}
 		if err != nil {
@@ -100,14 +100,13 @@ func (l *Limiter) learn(ctx context.Context, p *project) {
 	})
 }
 
-// setRate takes in the reply {rate, changed} of the decrease and settle
-// scripts: changed is 1 when this worker set the rate, 2 when it started
-// learning one.
+// setRate takes in the reply {rate, changed, rate before} of the decrease
+// and settle scripts: changed is 1 when this worker set the rate, 2 when
+// it started learning one.
 func (l *Limiter) setRate(p *project, res []string) {
 	rate, _ := strconv.ParseFloat(res[0], 64)
-	var was float64
+	was, _ := strconv.ParseFloat(res[2], 64)
 	l.update(p, func(time.Time) {
-		was = p.rate
 		if rate > 0 {
 			p.rate, p.learning = l.capped(rate), false
 		}
@@ -142,7 +141,7 @@ func (l *Limiter) toldRate(p *project, was float64, force bool) {
 // 4 sw, 5 fw, 6 decrease per mille, 7 least rate, 8 max rate (0: none),
 // 9 gap ms, 10 learn ms, 11 channel, 12 window ms.
 // Returns strings {the rate (0: none yet), 1 when this call changed it, 2
-// when it started learning, else 0}. A rate entry is "rate changed_at
+// when it started learning, else 0; the rate before}. A rate entry is "rate changed_at
 // decreased_at learn_until".
 var decreaseScript = redis.NewScript(nowMs + countsLua + `
 local P = ARGV[1]
@@ -154,12 +153,12 @@ if rv then
   rate, dec, learn = tonumber(r) or 0, tonumber(d) or 0, tonumber(l) or 0
 end
 if rate <= 0 then
-  if rv and now <= learn + 5000 then return {'0', '0'} end -- learning (or a learning left unsettled a while ago: start again)
+  if rv and now <= learn + 5000 then return {'0', '0', '0'} end -- learning (or a learning left unsettled a while ago: start again)
   redis.call('HSET', KEYS[1], P, '0 ' .. now .. ' 0 ' .. (now + tonumber(ARGV[10])))
   redis.call('PUBLISH', ARGV[11], 'learn ' .. P)
-  return {'0', '2'}
+  return {'0', '2', '0'}
 end
-if now - dec < tonumber(ARGV[9]) then return {string.format('%.3f', rate), '0'} end
+if now - dec < tonumber(ARGV[9]) then return {string.format('%.3f', rate), '0', string.format('%.3f', rate)} end
 local base = rate
 if S1 > 0 and S1 < base then base = S1 end
 local new = math.max(tonumber(ARGV[7]), base * tonumber(ARGV[6]) / 1000)
@@ -167,7 +166,7 @@ local cap = tonumber(ARGV[8])
 if cap > 0 and new > cap then new = cap end
 redis.call('HSET', KEYS[1], P, string.format('%.3f', new) .. ' ' .. now .. ' ' .. now .. ' 0')
 redis.call('PUBLISH', ARGV[11], 'rate ' .. P .. ' ' .. string.format('%.3f', new))
-return {string.format('%.3f', new), '1'}
+return {string.format('%.3f', new), '1', string.format('%.3f', rate)}
 `)
 
 // settleScript sets a project's rate once it has learned: what the fleet
@@ -176,15 +175,16 @@ return {string.format('%.3f', new), '1'}
 //
 // KEYS: 1 rates, 2 the project's counts. ARGV: 1 project, 2 decrease per
 // mille, 3 least rate, 4 max rate (0: none), 5 channel, 6 window ms.
-// Returns strings {the rate (0: not yet), 1 when this call set it, else 0}.
+// Returns strings {the rate (0: not yet), 1 when this call set it, else 0;
+// the rate before}.
 var settleScript = redis.NewScript(nowMs + `
 local P = ARGV[1]
 local rv = redis.call('HGET', KEYS[1], P)
-if not rv then return {'0', '0'} end
+if not rv then return {'0', '0', '0'} end
 local r, at, dec, learn = string.match(rv, '^(%S+) (%d+) (%d+) (%d+)$')
 local rate = tonumber(r) or 0
-if rate > 0 then return {string.format('%.3f', rate), '0'} end
-if now < (tonumber(learn) or 0) then return {'0', '0'} end
+if rate > 0 then return {string.format('%.3f', rate), '0', string.format('%.3f', rate)} end
+if now < (tonumber(learn) or 0) then return {'0', '0', '0'} end
 local S1 = 0
 local all = redis.call('HGETALL', KEYS[2])
 for i = 1, #all, 2 do
@@ -195,12 +195,12 @@ if S1 == 0 then
   -- Nothing got through before the 429: nothing to learn from; the next
   -- 429 starts over.
   redis.call('HDEL', KEYS[1], P)
-  return {'0', '0'}
+  return {'0', '0', '0'}
 end
 local new = math.max(tonumber(ARGV[3]), S1 * tonumber(ARGV[2]) / 1000)
 local cap = tonumber(ARGV[4])
 if cap > 0 and new > cap then new = cap end
 redis.call('HSET', KEYS[1], P, string.format('%.3f', new) .. ' ' .. now .. ' ' .. now .. ' 0')
 redis.call('PUBLISH', ARGV[5], 'rate ' .. P .. ' ' .. string.format('%.3f', new))
-return {string.format('%.3f', new), '1'}
+return {string.format('%.3f', new), '1', '0'}
 `)

@@ -252,7 +252,8 @@ const (
 // Verdict is what Done says of a call.
 type Verdict struct {
 	// Outage: the project's circuit is open (perhaps opened by this very
-	// call): a failed call is the fleet's to wait out, not its task's.
+	// call), or the fleet's failures dominate and it is about to open: a
+	// failed call is the fleet's to wait out, not its task's.
 	Outage bool
 	// NextProbe is when the next probe may go, when Outage.
 	NextProbe time.Duration
@@ -643,8 +644,7 @@ func (l *Limiter) hear(ctx context.Context, msg string) {
 			})
 		}
 	case "close":
-		p := l.project(name)
-		l.update(p, func(time.Time) { p.openAt = time.Time{} })
+		l.closed(l.project(name))
 	case "watch":
 		if ms, ok := arg(); ok {
 			p := l.project(name)
