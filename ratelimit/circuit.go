@@ -98,6 +98,9 @@ func (l *Limiter) report(ctx context.Context, p *project) (Verdict, error) {
 		if n[4]+n[5] > 0 || fw > 0 {
 			p.watchUntil = now.Add(l.opts.OutageWindow)
 		}
+		if dominate {
+			p.suspect = now.Add(l.opts.SettleTime)
+		}
 		if n[7] == 1 {
 			was = p.rate
 			p.rate = l.capped(n[6])
@@ -114,8 +117,9 @@ func (l *Limiter) report(ctx context.Context, p *project) (Verdict, error) {
 		return Verdict{Outage: true, NextProbe: probe}, nil
 	case dominate:
 		// Most likely an outage, about to be declared once every worker
-		// has reported: the failure spends no attempt of its task.
-		return Verdict{Outage: true, NextProbe: l.opts.ProbeInterval}, nil
+		// has reported: the failure spends no attempt of its task, and this
+		// worker holds its calls back until then.
+		return Verdict{Outage: true, NextProbe: l.opts.SettleTime}, nil
 	}
 	return Verdict{}, nil
 }
@@ -163,7 +167,7 @@ func (l *Limiter) close(ctx context.Context, p *project) error {
 // before are forgotten, so that they do not open it again.
 func (l *Limiter) closed(p *project) {
 	l.update(p, func(time.Time) {
-		p.openAt, p.watchUntil = time.Time{}, time.Time{}
+		p.openAt, p.watchUntil, p.suspect = time.Time{}, time.Time{}, time.Time{}
 		p.window = newWindow(l.opts.OutageWindow)
 	})
 }

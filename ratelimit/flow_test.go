@@ -48,10 +48,25 @@ func failUntilOpen(t *testing.T, l *Limiter) Verdict {
 		if n++; err != nil || v.Outage != (n >= 3) {
 			t.Fatalf("failure %d: %+v, %v", n, v, err)
 		}
+		// Once the failures dominate, the failing worker holds its calls
+		// back, before the circuit settles open.
+		if held := l.Check(p1, false); v.Outage && held.Hold != HoldOutage {
+			t.Fatalf("failure %d dominates, yet the worker's calls go ahead: %+v", n, held)
+		}
 		time.Sleep(10 * time.Millisecond) // failures come one after the other
-		return l.Check(p1, false).Hold == HoldOutage
+		return isOpen(l, p1)
 	})
 	return v
+}
+
+// isOpen reports whether l knows the circuit of project is open.
+func isOpen(l *Limiter, project string) bool {
+	for _, st := range l.Local() {
+		if st.Project == project {
+			return st.Open
+		}
+	}
+	return false
 }
 
 // TestTwoWorkersShareACircuit: the failures of one worker open the
@@ -75,7 +90,7 @@ func TestTwoWorkersShareACircuit(t *testing.T) {
 			if opened := ea.of(CircuitOpened); len(opened) != 1 || opened[0].Failures < 3 || opened[0].Project != p1 {
 				t.Errorf("opened events %+v", opened)
 			}
-			waitUntil(t, "b to hear of it", func() bool { return b.Check(p1, false).Hold == HoldOutage })
+			waitUntil(t, "b to hear of it", func() bool { return isOpen(b, p1) })
 			permit, err := b.Wait(context.Background(), p1)
 			if err != nil || permit.Hold != HoldOutage || permit.Later <= 0 || permit.Probe {
 				t.Fatalf("b.Wait during the outage = %+v, %v; want held back", permit, err)

@@ -29,7 +29,10 @@
 // until the window has passed without a failure, so that the decision sees
 // the whole fleet's successes, not only the failing worker's. The circuit
 // opens only once the watch has lasted SettleTime, so that one worker cut
-// off from the API cannot open it for the others on its own.
+// off from the API cannot open it for the others on its own. Meanwhile a
+// worker whose failure report finds the failures dominating holds its own
+// calls of the project back until then: an outage costs the API a few calls
+// per worker, not a storm.
 //
 // A 429 pauses the project (CoolDown) and, for an adaptive project, lowers
 // its rate: the first 429 of a project without a rate makes every worker
@@ -85,7 +88,7 @@ const (
 	DefaultMaxCoolDown       = 5 * time.Minute
 	DefaultMaxWait           = time.Second
 	DefaultSyncInterval      = 10 * time.Second
-	DefaultReportInterval    = 500 * time.Millisecond
+	DefaultReportInterval    = 100 * time.Millisecond
 	DefaultProbeInterval     = 2 * time.Second
 	DefaultOutageWindow      = 10 * time.Second
 	DefaultOutageThreshold   = 0.5
@@ -140,7 +143,7 @@ type Options struct {
 	OutageMinFailures int
 	// ReportInterval is how often a worker reports its counts of a project
 	// the fleet watches (a recent failure, or an adaptive rate). Default
-	// 500ms.
+	// 100ms.
 	ReportInterval time.Duration
 	// SettleTime is how long a project must have been watched before its
 	// circuit may open, so that every worker has reported. Default twice the
@@ -235,6 +238,8 @@ type Permit struct {
 	// Probe: the call is the fleet's probe of an open circuit. Tell Done
 	// what came of it.
 	Probe bool
+
+	suspect bool // held because failures dominate, before the circuit opens
 }
 
 // Result is what became of a call, as flow control sees it.
@@ -357,6 +362,7 @@ type project struct {
 	waited     bool      // a call waited for the rate since the last report
 	pauseUntil time.Time // on this worker's clock
 	openAt     time.Time // when the circuit opened, as far as known here; zero: closed
+	suspect    time.Time // until when this worker holds calls back: failures dominate, the circuit may open
 	nextProbe  time.Time
 	watchUntil time.Time
 	rate       float64 // the adaptive rate; 0: none (yet)
@@ -402,7 +408,7 @@ func (p *project) setFlags(now time.Time) {
 	if p.pauseUntil.After(now) {
 		f |= flagPaused
 	}
-	if !p.openAt.IsZero() {
+	if !p.openAt.IsZero() || p.suspect.After(now) {
 		f |= flagOpen
 	}
 	if p.rate > 0 {
@@ -445,7 +451,7 @@ func (l *Limiter) Wait(ctx context.Context, name string) (Permit, error) {
 					}
 					continue
 				}
-				if hold.Hold == HoldOutage {
+				if hold.Hold == HoldOutage && !hold.suspect {
 					return l.probe(ctx, p, now)
 				}
 				return hold, nil
@@ -494,7 +500,7 @@ func (l *Limiter) Check(name string, probe bool) Permit {
 		return Permit{}
 	}
 	hold := l.check(p, l.opts.Clock.Now())
-	if probe && hold.Hold == HoldOutage {
+	if probe && hold.Hold == HoldOutage && !hold.suspect {
 		return Permit{}
 	}
 	return hold
@@ -511,6 +517,9 @@ func (l *Limiter) check(p *project, now time.Time) Permit {
 	}
 	if !p.openAt.IsZero() {
 		return Permit{Later: max(p.nextProbe.Sub(now), 0) + probeSettle, Hold: HoldOutage}
+	}
+	if d := p.suspect.Sub(now); d > 0 {
+		return Permit{Later: d + probeSettle, Hold: HoldOutage, suspect: true}
 	}
 	return Permit{}
 }

@@ -244,6 +244,9 @@ func (h *Handler) holdBack(ctx context.Context, a attempt, permit ratelimit.Perm
 		rec := h.record(a, outcome.StatusDeadLetter, outcome.ReasonOutage, status, callErr)
 		rec.Attempts = a.retried + btoi(callErr != nil || status != 0)
 		msg := fmt.Sprintf("held for %s by an outage of the Login API, over the %s cap", held.Round(time.Second), limit)
+		if rec.ErrorDescription == "" {
+			rec.ErrorDescription = msg
+		}
 		return h.finish(ctx, rec, &deadLetterError{msg: msg, cause: errOutage})
 	}
 	h.observer().Retry(outcome.CauseOutage)
