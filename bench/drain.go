@@ -227,8 +227,13 @@ func (e *env) startWorker(side string, concurrency int, logPath string, prof pro
 	default:
 		return nil, fmt.Errorf("unknown worker %q", side)
 	}
-	// The worker runs with its defaults, as a user would start it: no
-	// RESENDQ_* variable of the caller's environment leaks in.
+	return startProcess(cmd, logPath)
+}
+
+// startProcess starts a worker's command with its output going to logPath.
+// The worker runs with its defaults, as a user would start it: no
+// RESENDQ_* variable of the caller's environment leaks in.
+func startProcess(cmd *exec.Cmd, logPath string) (*workerProc, error) {
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "RESENDQ_") {
 			cmd.Env = append(cmd.Env, kv)

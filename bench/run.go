@@ -54,6 +54,8 @@ type results struct {
 	enqErr    string                     // why the batch enqueue row is missing
 	latency   *latencySpec               // the signup-latency figure, when run
 	latencies map[string][]latencyResult // side → runs
+	fleet     []fleetSpec                // the flow-control figures, when run
+	fleetRuns map[string][]fleetResult   // spec id → runs
 	profiles  []profileTop
 	quick     bool // a -quick run: too small for its figures to mean anything
 }
@@ -77,7 +79,7 @@ func run(ctx context.Context, o options) error {
 	res := &results{
 		machine: describeMachine(ctx, e.rdb), runs: o.runs, quick: o.quick,
 		drain: map[string]map[string][]drainResult{}, enqueue: map[string][]float64{}, rows: rows,
-		latencies: map[string][]latencyResult{},
+		latencies: map[string][]latencyResult{}, fleetRuns: map[string][]fleetResult{},
 	}
 	fmt.Println(res.machine.text())
 	for _, spec := range drains {
@@ -94,6 +96,12 @@ func run(ctx context.Context, o options) error {
 			spec = quickLatency
 		}
 		if err := e.latencyFigure(ctx, spec, o.runs, res); err != nil {
+			return err
+		}
+	}
+	if want("fleet") {
+		runs := min(o.runs, 3) // each run drains for half a minute or more
+		if err := e.fleetFigures(ctx, fleetSpecs(o.quick), runs, res); err != nil {
 			return err
 		}
 	}
@@ -117,6 +125,7 @@ func run(ctx context.Context, o options) error {
 	}
 	fmt.Println()
 	fmt.Println(res.table())
+	fmt.Println(res.fleetTable())
 	if o.doc != "" && !o.quick {
 		if err := writeDoc(o.doc, res.markdown()); err != nil {
 			return err

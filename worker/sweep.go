@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -41,9 +42,16 @@ func (s *Server) sweep(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	cutoff := s.h.clock().Now().Add(-sweepLookback)
+	existing, err := s.ins.Queues() // a queue that never held a task does not exist yet
+	if err != nil {
+		return 0, err
+	}
 	n := 0
 	var errs []error
 	for q := range orQueues(s.cfg.Queues) {
+		if !slices.Contains(existing, q) {
+			continue
+		}
 		found, err := s.sweepQueue(ctx, q, cutoff)
 		n += found
 		errs = append(errs, err)
@@ -55,10 +63,7 @@ func (s *Server) sweep(ctx context.Context) (int, error) {
 // cutoff.
 func (s *Server) sweepQueue(ctx context.Context, queue string, cutoff time.Time) (int, error) {
 	info, err := s.ins.GetQueueInfo(queue)
-	if errors.Is(err, asynq.ErrQueueNotFound) || err == nil && info.Archived == 0 {
-		return 0, nil
-	}
-	if err != nil {
+	if err != nil || info.Archived == 0 {
 		return 0, err
 	}
 	n := 0

@@ -88,7 +88,8 @@ type API struct {
 	limiter atomic.Pointer[rate.Limiter]
 	outages atomic.Pointer[map[string]int] // project ("" for all) → status answered
 
-	limited atomic.Int64 // calls answered 429 by the global rate limit
+	limited  atomic.Int64      // calls answered 429 by the global rate limit
+	byStatus [600]atomic.Int64 // calls answered, by status
 
 	usersMu sync.RWMutex
 	users   map[string]*user
@@ -201,6 +202,15 @@ func (a *API) outage(project string) int {
 // RateLimited returns how many calls the global rate limit answered 429.
 func (a *API) RateLimited() int64 { return a.limited.Load() }
 
+// Answered returns how many calls were answered with status (204: emails
+// sent), rejected ones included.
+func (a *API) Answered(status int) int64 {
+	if status < 0 || status >= len(a.byStatus) {
+		return 0
+	}
+	return a.byStatus[status].Load()
+}
+
 // Calls returns the most recent calls, oldest first, at most MaxCalls.
 func (a *API) Calls() []Call {
 	a.callsMu.Lock()
@@ -245,6 +255,9 @@ func (a *API) Reset() {
 	a.limiter.Store(nil)
 	a.outages.Store(nil)
 	a.limited.Store(0)
+	for i := range a.byStatus {
+		a.byStatus[i].Store(0)
+	}
 }
 
 // ServeHTTP answers one call: contract checks first, then an outage, then
@@ -281,6 +294,9 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ans.write(w)
 	c.Status = ans.status
+	if ans.status >= 0 && ans.status < len(a.byStatus) {
+		a.byStatus[ans.status].Add(1)
+	}
 	a.record(c)
 }
 

@@ -253,8 +253,8 @@ func TestGlobalRateLimit(t *testing.T) {
 	if got := b.send(t, http.MethodGet, path, "", ""); got.status != 405 {
 		t.Errorf("invalid call under the limit: %d, want the contract's 405", got.status)
 	}
-	if n := b.api.RateLimited(); n != 1 {
-		t.Errorf("RateLimited() = %d, want 1", n)
+	if n := b.api.RateLimited(); n != 1 || b.api.Answered(429) != 1 || b.api.Answered(204) != 2 {
+		t.Errorf("RateLimited() = %d, Answered(429) = %d, Answered(204) = %d; want 1, 1, 2", n, b.api.Answered(429), b.api.Answered(204))
 	}
 	b.api.SetRateLimit(0, 0)
 	if got := b.resend(t, "ann"); got.status != 204 {
