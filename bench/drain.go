@@ -62,14 +62,15 @@ type drainResult struct {
 
 // env is what every run shares: one Redis, one API, the binaries.
 type env struct {
-	redis *redisServer
-	rdb   *redis.Client // the driver's own client: polling and INFO
-	own   *ownCommands
-	api   *api
-	ours  string // path of bin/resendq
-	naive string // path of the naive worker
-	vs    string // when set, a resendq build run in place of the naive worker
-	tmp   string
+	verbose bool
+	redis   *redisServer
+	rdb     *redis.Client // the driver's own client: polling and INFO
+	own     *ownCommands
+	api     *api
+	ours    string // path of bin/resendq
+	naive   string // path of the naive worker
+	vs      string // when set, a resendq build run in place of the naive worker
+	tmp     string
 }
 
 // profiles are the files a profiled drain writes; empty fields: none.

@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/resendq/resendq/loginapi/fake"
@@ -65,7 +67,10 @@ func (r fleetResult) limitedShare() float64 {
 
 // The Login API double of the fleet figures: every call takes fleetLatency,
 // and the global limit allows a burst of a fifth of a second's calls.
-const fleetLatency = 20 * time.Millisecond
+const (
+	fleetLatency  = 20 * time.Millisecond
+	fleetBurstDiv = 5
+)
 
 // fleetAPI serves the Login API double with its limit and outage switch.
 type fleetAPI struct {
@@ -99,7 +104,7 @@ func (e *env) fleetRun(ctx context.Context, fa *fleetAPI, spec fleetSpec, run in
 	}
 	fa.api.Reset()
 	fa.api.SetDefault(fake.Behavior{Latency: fleetLatency})
-	fa.api.SetRateLimit(spec.limit, max(1, int(spec.limit/5)))
+	fa.api.SetRateLimit(spec.limit, max(1, int(spec.limit/fleetBurstDiv)))
 	var procs []*workerProc
 	defer func() {
 		for _, p := range procs {
@@ -166,6 +171,27 @@ func (e *env) fleetRun(ctx context.Context, fa *fleetAPI, spec fleetSpec, run in
 			}
 		}
 	}
+	if e.verbose {
+		perSecond := map[int][2]int{}
+		for _, c := range fa.api.Calls() {
+			sec := int(c.At.Sub(start).Seconds())
+			v := perSecond[sec]
+			if c.Status == http.StatusNoContent {
+				v[0]++
+			} else {
+				v[1]++
+			}
+			perSecond[sec] = v
+		}
+		fmt.Print("sends (and other answers) per second from the start:")
+		for sec := 0; sec <= int(res.elapsed.Seconds()); sec++ {
+			fmt.Printf(" %d", perSecond[sec][0])
+			if perSecond[sec][1] > 0 {
+				fmt.Printf("(%d)", perSecond[sec][1])
+			}
+		}
+		fmt.Println()
+	}
 	if spec.side == ours {
 		st, err := outcome.NewStore(e.rdb, outcome.Options{}).Stats(ctx)
 		if err != nil {
@@ -223,17 +249,23 @@ func (e *env) fleetFigures(ctx context.Context, specs []fleetSpec, runs int, res
 // id names a spec among the fleet figures.
 func (s fleetSpec) id() string { return fmt.Sprintf("%s-%d", s.key, s.workers) }
 
-// fleetSpecs are the fleet figures: full size, or quick.
-func fleetSpecs(quick bool) []fleetSpec {
-	const limit = 100.0
+// fleetSpecs are the fleet figures: full size, or quick, as o selects.
+func fleetSpecs(o options) []fleetSpec {
+	limit := 50.0
 	n, outage, after := 2000, 25*time.Second, 300
-	if quick {
+	if o.quick {
 		n, outage, after = 300, 3*time.Second, 50
+	}
+	if o.fleetTasks > 0 {
+		n = o.fleetTasks
+	}
+	if o.fleetLimit > 0 {
+		limit = o.fleetLimit
 	}
 	var specs []fleetSpec
 	for _, w := range []int{2, 4} {
 		specs = append(specs,
-			fleetSpec{key: "fixed", side: ours, workers: w, tasks: n, limit: limit, apiRate: int(limit * 0.96)},
+			fleetSpec{key: "fixed", side: ours, workers: w, tasks: n, limit: limit, apiRate: int(limit) - 1},
 			fleetSpec{key: "adaptive", side: ours, workers: w, tasks: n, limit: limit},
 		)
 	}
@@ -241,5 +273,14 @@ func fleetSpecs(quick bool) []fleetSpec {
 	for _, w := range []int{2, 4} {
 		specs = append(specs, fleetSpec{key: "outage", side: ours, workers: w, tasks: n, limit: limit, outage: outage, after: after})
 	}
-	return specs
+	if o.fleetOnly == "" {
+		return specs
+	}
+	var picked []fleetSpec
+	for _, s := range specs {
+		if slices.Contains(strings.Split(o.fleetOnly, ","), s.id()) {
+			picked = append(picked, s)
+		}
+	}
+	return picked
 }

@@ -275,7 +275,7 @@ func (r *results) markdown() string {
 	if ft := r.fleetTable(); ft != "" {
 		fmt.Fprintf(&b, "\n## Flow control: results\n\n"+
 			"Worker processes drain a backlog in the `bulk` queue through the Login API double (`loginapi/fake`: %s per call, "+
-			"a global limit of 100 calls/s with a burst of 20, answering 429 with `Retry-After: 1` beyond it), every worker at "+
+			"a global limit with a burst of a fifth of a second's calls, answering 429 with `Retry-After: 1` beyond it), every worker at "+
 			"`--concurrency 20`. Timed as an operator sees it: from the start of the worker processes to the API's last 204. "+
 			"Each figure is the median of %d runs.\n\n", ms(fleetLatency), len(r.fleetRuns[r.fleet[0].id()]))
 		b.WriteString(ft)

@@ -23,6 +23,9 @@ type options struct {
 	verbose       bool
 	vs            string
 	profileFigure string
+	fleetOnly     string
+	fleetTasks    int
+	fleetLimit    float64
 }
 
 // The figures of the suite, full size and quick.
@@ -101,7 +104,7 @@ func run(ctx context.Context, o options) error {
 	}
 	if want("fleet") {
 		runs := min(o.runs, 3) // each run drains for half a minute or more
-		if err := e.fleetFigures(ctx, fleetSpecs(o.quick), runs, res); err != nil {
+		if err := e.fleetFigures(ctx, fleetSpecs(o), runs, res); err != nil {
 			return err
 		}
 	}
@@ -199,7 +202,7 @@ func setup(o options) (*env, func(), error) {
 	rdb.AddHook(own)
 	oursAbs, _ := filepath.Abs(o.ours)
 	naiveAbs, _ := filepath.Abs(o.naive)
-	e := &env{redis: srv, rdb: rdb, own: own, api: a, ours: oursAbs, naive: naiveAbs, tmp: tmp}
+	e := &env{redis: srv, rdb: rdb, own: own, api: a, ours: oursAbs, naive: naiveAbs, tmp: tmp, verbose: o.verbose}
 	if o.vs != "" {
 		e.vs, _ = filepath.Abs(o.vs)
 	}

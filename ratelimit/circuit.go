@@ -41,10 +41,14 @@ func (w *window) add(now time.Time, failed bool) {
 	}
 }
 
-// counts returns the successes of the last second, and the successes and
-// failures of the whole window, as of now.
+// counts returns this worker's success rate over the last second or so
+// (the successes of the last ten slots and the current one, per second of
+// the time they cover), and the successes and failures of the whole
+// window, as of now.
 func (w *window) counts(now time.Time) (s1, sw, fw int) {
-	period := now.UnixMilli() / slotMs
+	ms := now.UnixMilli()
+	period := ms / slotMs
+	recent := 0
 	for i, p := range w.slots {
 		age := period - p
 		if age < 0 || age >= int64(len(w.slots)) {
@@ -52,11 +56,12 @@ func (w *window) counts(now time.Time) (s1, sw, fw int) {
 		}
 		sw += int(w.succ[i])
 		fw += int(w.fail[i])
-		if age < 1000/slotMs {
-			s1 += int(w.succ[i])
+		if age <= 1000/slotMs {
+			recent += int(w.succ[i])
 		}
 	}
-	return s1, sw, fw
+	covered := 1000 + ms%slotMs // ten whole slots and the current one so far
+	return int(float64(recent) * 1000 / float64(covered)), sw, fw
 }
 
 // report sends this worker's counts of p to Redis, where the circuit
@@ -217,8 +222,8 @@ func btoi(b bool) int {
 
 // countsLua stores a worker's counts of a project in its counts hash
 // (KEYS[c]) and sums the fresh counts of every worker: sw and fw over the
-// window (ARGV w, in ms), s1 and waited over the last 1.5s. Its entries:
-// worker → "at s1 sw fw waited".
+// window (ARGV w, in ms), s1 (the successes of the last second) and waited
+// over the last 1.5s. Its entries: worker → "at s1 sw fw waited".
 const countsLua = `
 local function counts(key, worker, s1, sw, fw, waited, w)
   redis.call('HSET', key, worker, now .. ' ' .. s1 .. ' ' .. sw .. ' ' .. fw .. ' ' .. waited)
@@ -250,13 +255,16 @@ end
 // lease. ARGV: 1 project, 2 worker, 3 s1, 4 sw, 5 fw, 6 waited (0/1),
 // 7 window ms, 8 min failures, 9 threshold per mille, 10 settle ms,
 // 11 probe interval ms (0: no circuit), 12 adaptive (0/1), 13 max rate
-// (0: none), 14 increase per mille a second (times the 5s since the last
-// decrease, up to doubling), 15 quiet ms after a decrease, 16 channel.
+// (0: none), 14 increase per mille a second (times the 10s since the last
+// decrease, up to doubling), 15 quiet ms after a decrease, 16 channel. While calls wait for a rate it grows: three times
+// a second in slow start; else back toward 97% of its ceiling (a quarter of
+// the gap every 250ms), where it stays until 10s have passed without a
+// 429; then by the increase, more the longer since.
 // Returns strings: the circuit (0 closed, 1 open, 2 closed but failures
 // dominate: it opens once the watch has settled), opened by this report
 // (0/1), ms open, ms to the next probe, the window's failures, its calls,
 // the adaptive rate, whether this report changed it (0/1).
-var reportScript = redis.NewScript(nowMs + countsLua + `
+var reportScript = redis.NewScript(nowMs + countsLua + rateLua + `
 local P, W = ARGV[1], tonumber(ARGV[7])
 local S1, SW, FW, WT = counts(KEYS[4], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], W)
 local from, untilMs = 0, 0
@@ -286,19 +294,27 @@ if not openAt and dominate and now - from >= tonumber(ARGV[10]) then
 end
 local rate, changed = 0, 0
 if ARGV[12] == '1' then
-  local rv = redis.call('HGET', KEYS[3], P)
-  if rv then
-    local r, at, dec, learn = string.match(rv, '^(%S+) (%d+) (%d+) (%d+)$')
-    rate, at, dec = tonumber(r) or 0, tonumber(at) or 0, tonumber(dec) or 0
-    if rate > 0 and not openAt and WT == 1 and now - dec >= tonumber(ARGV[15]) and now - at >= 1000 then
-      -- The longer since the last 429, the faster it grows: from Increase a
-      -- second, plus as much again every 5s, to doubling.
-      rate = rate * (1 + math.min(1, tonumber(ARGV[14]) / 1000 * math.max(1, (now - dec) / 5000)))
+  local r = readRate(KEYS[3], P)
+  if r then
+    rate = r.rate
+    if rate > 0 and not openAt and WT == 1 and now - r.dec >= tonumber(ARGV[15]) then
+      local target = r.ceil * 0.97
+      if r.ss == 1 and now - r.at >= 250 then
+        rate = rate * 1.32 -- slow start: three times a second
+      elseif r.ss ~= 1 and rate < target and now - r.at >= 250 then
+        rate = math.min(target, rate + math.max(target - rate, 0.4) * 0.25) -- back toward 97% of what got through before the last 429
+      elseif r.ss ~= 1 and now - r.dec >= 10000 and now - r.at >= 1000 then
+        -- 10s without a 429: probe above it, Increase a second, and more
+        -- every 10s
+        rate = rate * (1 + math.min(1, tonumber(ARGV[14]) / 1000 * (now - r.dec) / 10000))
+      end
       local cap = tonumber(ARGV[13])
       if cap > 0 and rate > cap then rate = cap end
-      redis.call('HSET', KEYS[3], P, string.format('%.3f', rate) .. ' ' .. now .. ' ' .. dec .. ' 0')
-      redis.call('PUBLISH', ARGV[16], 'rate ' .. P .. ' ' .. string.format('%.3f', rate))
-      changed = 1
+      if rate ~= r.rate then
+        r.rate, r.at = rate, now
+        writeRate(KEYS[3], P, r, ARGV[16])
+        changed = 1
+      end
     end
   end
 end

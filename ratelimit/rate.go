@@ -132,59 +132,78 @@ func (l *Limiter) toldRate(p *project, was float64, force bool) {
 	}
 }
 
+// rateLua reads and writes a project's entry of the rates hash: "rate
+// changed_at decreased_at learn_until ceiling slow_start", times in ms on
+// Redis's clock. rate 0 with learn_until set: being learned. ceiling: what
+// got through when the last 429 came, which the rate climbs back toward
+// after it; slow_start 1: learned, not yet lowered, the rate grows fast.
+const rateLua = `
+local function readRate(key, p)
+  local v = redis.call('HGET', key, p)
+  if not v then return nil end
+  local f = {}
+  for x in string.gmatch(v, '%S+') do f[#f + 1] = tonumber(x) or 0 end
+  return {rate = f[1] or 0, at = f[2] or 0, dec = f[3] or 0, learn = f[4] or 0, ceil = f[5] or 0, ss = f[6] or 0}
+end
+local function writeRate(key, p, r, channel)
+  redis.call('HSET', key, p, string.format('%.3f', r.rate) .. ' ' .. r.at .. ' ' .. r.dec .. ' ' .. r.learn .. ' ' ..
+    string.format('%.3f', r.ceil) .. ' ' .. r.ss)
+  if r.rate > 0 then redis.call('PUBLISH', channel, 'rate ' .. p .. ' ' .. string.format('%.3f', r.rate)) end
+end
+local function fmt(x) return string.format('%.3f', x) end
+`
+
 // decreaseScript lowers a project's adaptive rate after a 429: to the lower
-// of the rate and what the fleet got through in the last second, times the
-// decrease, at most once a gap. A project without a rate starts learning
-// one: every worker is asked to report, and settleScript sets it.
+// of the rate and what the fleet got through in the last second (which
+// becomes its ceiling), times the decrease, at most once a gap; it ends the
+// slow start. A project without a rate starts learning one: every worker
+// is asked to report, and settleScript sets it.
 //
 // KEYS: 1 rates, 2 the project's counts. ARGV: 1 project, 2 worker, 3 s1,
 // 4 sw, 5 fw, 6 decrease per mille, 7 least rate, 8 max rate (0: none),
 // 9 gap ms, 10 learn ms, 11 channel, 12 window ms.
 // Returns strings {the rate (0: none yet), 1 when this call changed it, 2
-// when it started learning, else 0; the rate before}. A rate entry is "rate changed_at
-// decreased_at learn_until".
-var decreaseScript = redis.NewScript(nowMs + countsLua + `
+// when it started learning, else 0; the rate before}.
+var decreaseScript = redis.NewScript(nowMs + countsLua + rateLua + `
 local P = ARGV[1]
 local S1 = counts(KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5], '0', tonumber(ARGV[12]))
-local rv = redis.call('HGET', KEYS[1], P)
-local rate, dec, learn = 0, 0, 0
-if rv then
-  local r, at, d, l = string.match(rv, '^(%S+) (%d+) (%d+) (%d+)$')
-  rate, dec, learn = tonumber(r) or 0, tonumber(d) or 0, tonumber(l) or 0
-end
-if rate <= 0 then
-  if rv and now <= learn + 5000 then return {'0', '0', '0'} end -- learning (or a learning left unsettled a while ago: start again)
-  redis.call('HSET', KEYS[1], P, '0 ' .. now .. ' 0 ' .. (now + tonumber(ARGV[10])))
+local r = readRate(KEYS[1], P)
+if not r or r.rate <= 0 then
+  if r and now <= r.learn + 5000 then return {'0', '0', '0'} end -- learning (or a learning left unsettled a while ago: start again)
+  writeRate(KEYS[1], P, {rate = 0, at = now, dec = 0, learn = now + tonumber(ARGV[10]), ceil = 0, ss = 0}, ARGV[11])
   redis.call('PUBLISH', ARGV[11], 'learn ' .. P)
   return {'0', '2', '0'}
 end
-if now - dec < tonumber(ARGV[9]) then return {string.format('%.3f', rate), '0', string.format('%.3f', rate)} end
-local base = rate
+if now - r.dec < tonumber(ARGV[9]) then return {fmt(r.rate), '0', fmt(r.rate)} end
+local was, base = r.rate, r.rate
 if S1 > 0 and S1 < base then base = S1 end
-local new = math.max(tonumber(ARGV[7]), base * tonumber(ARGV[6]) / 1000)
+local factor = tonumber(ARGV[6]) / 1000
+if r.ss == 1 then
+  -- The end of the slow start: the last second ramped up to the limit,
+  -- so what got through is a little below it.
+  factor = (1 + factor) / 2
+end
+local new = math.max(tonumber(ARGV[7]), base * factor)
 local cap = tonumber(ARGV[8])
 if cap > 0 and new > cap then new = cap end
-redis.call('HSET', KEYS[1], P, string.format('%.3f', new) .. ' ' .. now .. ' ' .. now .. ' 0')
-redis.call('PUBLISH', ARGV[11], 'rate ' .. P .. ' ' .. string.format('%.3f', new))
-return {string.format('%.3f', new), '1', string.format('%.3f', rate)}
+writeRate(KEYS[1], P, {rate = new, at = now, dec = now, learn = 0, ceil = base, ss = 0}, ARGV[11])
+return {fmt(new), '1', fmt(was)}
 `)
 
 // settleScript sets a project's rate once it has learned: what the fleet
-// got through in the last second, times the decrease. When nothing got
-// through, it sets none.
+// got through in the last second, times the decrease, in slow start. When
+// nothing got through, it sets none.
 //
 // KEYS: 1 rates, 2 the project's counts. ARGV: 1 project, 2 decrease per
 // mille, 3 least rate, 4 max rate (0: none), 5 channel, 6 window ms.
 // Returns strings {the rate (0: not yet), 1 when this call set it, else 0;
 // the rate before}.
-var settleScript = redis.NewScript(nowMs + `
+var settleScript = redis.NewScript(nowMs + rateLua + `
 local P = ARGV[1]
-local rv = redis.call('HGET', KEYS[1], P)
-if not rv then return {'0', '0', '0'} end
-local r, at, dec, learn = string.match(rv, '^(%S+) (%d+) (%d+) (%d+)$')
-local rate = tonumber(r) or 0
-if rate > 0 then return {string.format('%.3f', rate), '0', string.format('%.3f', rate)} end
-if now < (tonumber(learn) or 0) then return {'0', '0', '0'} end
+local r = readRate(KEYS[1], P)
+if not r then return {'0', '0', '0'} end
+if r.rate > 0 then return {fmt(r.rate), '0', fmt(r.rate)} end
+if now < r.learn then return {'0', '0', '0'} end
 local S1 = 0
 local all = redis.call('HGETALL', KEYS[2])
 for i = 1, #all, 2 do
@@ -200,7 +219,6 @@ end
 local new = math.max(tonumber(ARGV[3]), S1 * tonumber(ARGV[2]) / 1000)
 local cap = tonumber(ARGV[4])
 if cap > 0 and new > cap then new = cap end
-redis.call('HSET', KEYS[1], P, string.format('%.3f', new) .. ' ' .. now .. ' ' .. now .. ' 0')
-redis.call('PUBLISH', ARGV[5], 'rate ' .. P .. ' ' .. string.format('%.3f', new))
-return {string.format('%.3f', new), '1', '0'}
+writeRate(KEYS[1], P, {rate = new, at = now, dec = 0, learn = 0, ceil = 0, ss = 1}, ARGV[5])
+return {fmt(new), '1', '0'}
 `)

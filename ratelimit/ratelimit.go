@@ -35,16 +35,18 @@
 // per worker, not a storm.
 //
 // A 429 pauses the project (CoolDown) and, for an adaptive project, lowers
-// its rate: the first 429 of a project without a rate makes every worker
-// report how many calls it got through in the last second, and the rate
-// becomes Decrease times their sum; a later 429 takes the lower of the
-// current rate and what the fleet got through in the last second, times
-// Decrease. While some worker's calls wait for the rate, the rate grows by
-// Increase a second, and faster the longer since the last 429 (Increase
-// more every 5s, up to doubling a second), so that a rate learned from a
-// slow moment catches up with a backlog. The learned rate is kept in Redis (RateMemory) and
-// read by every worker that starts, so a restarted fleet does not learn it
-// again.
+// its rate (AIMD). What the fleet gets through is the sum of the successes
+// of every worker's last second. The first 429 of a project without a rate
+// makes every worker report; the rate becomes Decrease times what the
+// fleet got through, and then grows three times a second (slow start)
+// while calls wait for it. A later 429 takes what the fleet got through (or
+// the rate, if lower) as the project's ceiling, and sets the rate to
+// Decrease times it; while calls wait, the rate climbs back to 97% of the
+// ceiling and stays there. After 10s without a 429 it probes above, by
+// Increase a second, and more every 10s it goes on, so that a limit the API
+// raised, or a rate learned in a slow moment, is found again. The learned
+// rate is kept in Redis (RateMemory) and read by every worker that starts,
+// so a restarted fleet does not learn it again.
 //
 // Workers hear of pauses, circuits and rates over Pub/Sub at once, and read
 // them all when they start and every SyncInterval.
@@ -94,7 +96,7 @@ const (
 	DefaultOutageThreshold   = 0.5
 	DefaultOutageMinFailures = 5
 	DefaultDecrease          = 0.9
-	DefaultIncrease          = 0.02
+	DefaultIncrease          = 0.005
 	DefaultRateMemory        = 24 * time.Hour
 	// MinRate is the lowest adaptive rate, in calls a second.
 	MinRate = 0.1
@@ -116,9 +118,10 @@ type Options struct {
 	// Decrease is what an adaptive rate is multiplied by after a 429.
 	// Default 0.9.
 	Decrease float64
-	// Increase is how much an adaptive rate grows per second while calls
-	// wait for it, as a share of the rate, in the 5s after a 429 (then
-	// faster). Default 0.02.
+	// Increase is how much an adaptive rate grows per second, as a share of
+	// the rate, while calls wait for it, once 10s have passed without a 429;
+	// faster the longer since (Increase more every 10s, up to doubling a
+	// second). Default 0.005.
 	Increase float64
 	// RateMemory is how long a learned rate is kept after its last change.
 	// Default 24h.

@@ -365,11 +365,12 @@ func (h *Handler) rateLimited(ctx context.Context, a attempt, status int, callEr
 		return h.transient(ctx, a, status, fmt.Errorf("%w (rate-limit state unavailable: %v)", callErr, err), outcome.CauseRateLimited)
 	}
 	delay := h.Backoff.Delay(state.Calls - 1)
+	pause := delay // the project's pause: the API's Retry-After, or else the backoff
 	var apiErr *loginapi.Error
-	if errors.As(callErr, &apiErr) && apiErr.RetryAfter > delay {
-		delay = apiErr.RetryAfter
+	if errors.As(callErr, &apiErr) && apiErr.RetryAfter > 0 {
+		pause, delay = apiErr.RetryAfter, max(delay, apiErr.RetryAfter)
 	}
-	h.coolDown(ctx, a, delay)
+	h.coolDown(ctx, a, pause)
 	if a.maxRetry > 0 && a.retried >= a.maxRetry {
 		// asynq archives a task at its MaxRetry whatever the error says.
 		delay = h.rateLimitMaxWait()
@@ -393,8 +394,9 @@ func (h *Handler) rateLimited(ctx context.Context, a attempt, status int, callEr
 	return &retryError{err: callErr, delay: delay, failure: false}
 }
 
-// coolDown pauses the calls of a's project on every worker for d, the wait
-// the 429 asked of this task, and logs it when this 429 started the pause.
+// coolDown pauses the calls of a's project on every worker for d (the
+// 429's Retry-After, or the task's backoff when it has none), and logs it
+// when this 429 started the pause.
 func (h *Handler) coolDown(ctx context.Context, a attempt, d time.Duration) {
 	if h.Limiter == nil {
 		return
