@@ -243,7 +243,7 @@ func (h *Handler) holdBack(ctx context.Context, a attempt, permit ratelimit.Perm
 	if limit := h.outageMaxWait(); held > limit {
 		rec := h.record(a, outcome.StatusDeadLetter, outcome.ReasonOutage, status, callErr)
 		rec.Attempts = a.retried + btoi(callErr != nil || status != 0)
-		msg := fmt.Sprintf("held for %s by an outage of the Login API, over the %s cap", held.Round(time.Second), limit)
+		msg := fmt.Sprintf("held for %s by an outage of the Login API, over the %s cap", held.Round(100*time.Millisecond), limit)
 		if rec.ErrorDescription == "" {
 			rec.ErrorDescription = msg
 		}
