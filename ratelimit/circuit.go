@@ -9,9 +9,21 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// probeSettle is how long after the next probe's slot a held-back call
-// comes back: time for the probe's answer to arrive first.
-const probeSettle = 500 * time.Millisecond
+// probeLead is how long before the next probe's slot a held-back call is
+// asked to come back (at most half the ProbeInterval): asynq brings a retry
+// back on a whole second and its forwarder's next round, up to 1.5s after
+// it is due, so the calls of an outage come back before the slot, and one
+// of them waits in its worker for it, so that the probe goes out on time.
+const probeLead = 1500 * time.Millisecond
+
+// lead is the probeLead of l.
+func (l *Limiter) lead() time.Duration { return min(probeLead, l.opts.ProbeInterval/2) }
+
+// holdFor is the Permit of a call held back by an outage whose next probe
+// is wait away: come back a lead before it.
+func (l *Limiter) holdFor(wait time.Duration) Permit {
+	return Permit{Later: max(wait-l.lead(), time.Millisecond), Hold: HoldOutage}
+}
 
 // window counts this worker's calls of one project in slots of 100ms,
 // over the outage window.
@@ -41,27 +53,32 @@ func (w *window) add(now time.Time, failed bool) {
 	}
 }
 
-// counts returns this worker's success rate over the last second or so
-// (the successes of the last ten slots and the current one, per second of
-// the time they cover), and the successes and failures of the whole
-// window, as of now.
-func (w *window) counts(now time.Time) (s1, sw, fw int) {
+// tally is what a worker's window says: its successes and failures a
+// second over the last second or so (the last ten slots and the current
+// one, per second of the time they cover), and over the whole window.
+type tally struct{ s1, f1, sw, fw int }
+
+// counts returns the window's tally as of now.
+func (w *window) counts(now time.Time) tally {
 	ms := now.UnixMilli()
 	period := ms / slotMs
-	recent := 0
+	var t tally
 	for i, p := range w.slots {
 		age := period - p
 		if age < 0 || age >= int64(len(w.slots)) {
 			continue
 		}
-		sw += int(w.succ[i])
-		fw += int(w.fail[i])
+		t.sw += int(w.succ[i])
+		t.fw += int(w.fail[i])
 		if age <= 1000/slotMs {
-			recent += int(w.succ[i])
+			t.s1 += int(w.succ[i])
+			t.f1 += int(w.fail[i])
 		}
 	}
-	covered := 1000 + ms%slotMs // ten whole slots and the current one so far
-	return int(float64(recent) * 1000 / float64(covered)), sw, fw
+	covered := float64(1000 + ms%slotMs) // ten whole slots and the current one so far
+	t.s1 = int(float64(t.s1) * 1000 / covered)
+	t.f1 = int(float64(t.f1) * 1000 / covered)
+	return t
 }
 
 // report sends this worker's counts of p to Redis, where the circuit
@@ -69,17 +86,17 @@ func (w *window) counts(now time.Time) (s1, sw, fw int) {
 func (l *Limiter) report(ctx context.Context, p *project) (Verdict, error) {
 	now := l.opts.Clock.Now()
 	p.mu.Lock()
-	s1, sw, fw := p.window.counts(now)
+	t := p.window.counts(now)
 	waited := p.waited
 	p.waited = false
 	p.mu.Unlock()
 	k := l.keys
 	res, err := reportScript.Run(ctx, l.rdb,
 		[]string{k.circuits, k.watch, k.rates, k.counts(p.name), k.probe(p.name)},
-		p.name, l.opts.WorkerID, s1, sw, fw, btoi(waited),
+		p.name, l.opts.WorkerID, t.s1, t.sw, t.fw, btoi(waited),
 		l.opts.OutageWindow.Milliseconds(), l.opts.OutageMinFailures, int(l.opts.OutageThreshold*1000),
 		l.opts.SettleTime.Milliseconds(), max(l.opts.ProbeInterval, 0).Milliseconds(),
-		btoi(l.adaptive(p.name)), l.opts.MaxRate, int(l.opts.Increase*1000), rateQuiet.Milliseconds(), k.channel,
+		btoi(l.adaptive(p.name)), l.opts.MaxRate, int(l.opts.Increase*1000), rateQuiet.Milliseconds(), k.channel, t.f1,
 	).StringSlice()
 	if err == nil && len(res) != 8 {
 		err = fmt.Errorf("unexpected reply %v", res)
@@ -100,7 +117,7 @@ func (l *Limiter) report(ctx context.Context, p *project) (Verdict, error) {
 		case !open:
 			p.openAt = time.Time{}
 		}
-		if n[4]+n[5] > 0 || fw > 0 {
+		if n[4]+n[5] > 0 || t.fw > 0 {
 			p.watchUntil = now.Add(l.opts.OutageWindow)
 		}
 		if dominate {
@@ -119,12 +136,12 @@ func (l *Limiter) report(ctx context.Context, p *project) (Verdict, error) {
 	}
 	switch {
 	case open:
-		return Verdict{Outage: true, NextProbe: probe}, nil
+		return Verdict{Outage: true, Later: l.holdFor(probe).Later}, nil
 	case dominate:
 		// Most likely an outage, about to be declared once every worker
 		// has reported: the failure spends no attempt of its task, and this
 		// worker holds its calls back until then.
-		return Verdict{Outage: true, NextProbe: l.opts.SettleTime}, nil
+		return Verdict{Outage: true, Later: l.holdFor(l.opts.SettleTime + l.opts.ProbeInterval).Later}, nil
 	}
 	return Verdict{}, nil
 }
@@ -137,8 +154,8 @@ func (l *Limiter) reportWatched(ctx context.Context) {
 	l.projects.Range(func(_, v any) bool {
 		p := v.(*project)
 		p.mu.Lock()
-		_, sw, fw := p.window.counts(now)
-		due := sw+fw > 0 && (p.watchUntil.After(now) || p.rate > 0 && l.adaptive(p.name))
+		t := p.window.counts(now)
+		due := t.sw+t.fw > 0 && (p.watchUntil.After(now) || p.rate > 0 && l.adaptive(p.name))
 		p.mu.Unlock()
 		if due {
 			if _, err := l.report(ctx, p); err != nil && ctx.Err() == nil {
@@ -178,13 +195,28 @@ func (l *Limiter) closed(p *project) {
 }
 
 // probe decides a call of p while its circuit is open: the fleet's one
-// probe of this ProbeInterval, or held back until the next.
+// probe of this ProbeInterval, or held back until a lead before the next.
+// The first call of this worker to come within a lead of the next probe
+// waits for it in its slot (the worker's probe waiter); the others go back
+// at once, for the probe after.
 func (l *Limiter) probe(ctx context.Context, p *project, now time.Time) (Permit, error) {
 	p.mu.Lock()
 	wait := p.nextProbe.Sub(now)
+	waiter := wait > 0 && wait <= l.lead() && !p.probeWaiter
+	if waiter {
+		p.probeWaiter = true
+	}
 	p.mu.Unlock()
-	if wait > 0 {
-		return Permit{Later: wait + probeSettle, Hold: HoldOutage}, nil
+	switch {
+	case waiter:
+		defer l.update(p, func(time.Time) { p.probeWaiter = false })
+		if err := l.sleep(ctx, wait); err != nil {
+			return Permit{}, err
+		}
+	case wait > l.lead():
+		return l.holdFor(wait), nil
+	case wait > 0: // another call of this worker waits for this probe
+		return l.holdFor(wait + l.opts.ProbeInterval), nil
 	}
 	res, err := probeScript.Run(ctx, l.rdb, []string{l.keys.circuits, l.keys.probe(p.name)},
 		p.name, l.opts.WorkerID, l.opts.ProbeInterval.Milliseconds()).Int64Slice()
@@ -196,7 +228,7 @@ func (l *Limiter) probe(ctx context.Context, p *project, now time.Time) (Permit,
 			return Permit{}, ctx.Err()
 		}
 		l.fail(fmt.Errorf("rate limiting: probe of project %s: %w", p.name, err))
-		return Permit{Later: l.opts.ProbeInterval + probeSettle, Hold: HoldOutage}, nil
+		return l.holdFor(l.opts.ProbeInterval), nil
 	}
 	next := time.Duration(res[1]) * time.Millisecond
 	switch res[0] {
@@ -208,7 +240,7 @@ func (l *Limiter) probe(ctx context.Context, p *project, now time.Time) (Permit,
 		return Permit{Probe: true}, nil
 	}
 	l.update(p, func(now time.Time) { p.nextProbe = now.Add(next) })
-	return Permit{Later: next + probeSettle, Hold: HoldOutage}, nil
+	return l.holdFor(next), nil
 }
 
 func ms(v float64) time.Duration { return time.Duration(v) * time.Millisecond }
@@ -220,30 +252,30 @@ func btoi(b bool) int {
 	return 0
 }
 
-// countsLua stores a worker's counts of a project in its counts hash
-// (KEYS[c]) and sums the fresh counts of every worker: sw and fw over the
-// window (ARGV w, in ms), s1 (the successes of the last second) and waited
-// over the last 1.5s. Its entries: worker → "at s1 sw fw waited".
+// countsLua stores a worker's tally of a project in its counts hash (KEYS
+// c) and sums the fresh tallies of every worker: SW and FW over the window
+// (ARGV w, in ms); S1, F1 (calls a second over the last second) and waited
+// over the last 1.5s. Its entries: worker → "at s1 sw fw waited f1".
 const countsLua = `
-local function counts(key, worker, s1, sw, fw, waited, w)
-  redis.call('HSET', key, worker, now .. ' ' .. s1 .. ' ' .. sw .. ' ' .. fw .. ' ' .. waited)
+local function counts(key, worker, s1, sw, fw, waited, f1, w)
+  redis.call('HSET', key, worker, now .. ' ' .. s1 .. ' ' .. sw .. ' ' .. fw .. ' ' .. waited .. ' ' .. f1)
   redis.call('PEXPIRE', key, 6 * w)
-  local S1, SW, FW, WT = 0, 0, 0, 0
+  local S1, SW, FW, WT, F1 = 0, 0, 0, 0, 0
   local all = redis.call('HGETALL', key)
   for i = 1, #all, 2 do
-    local at, a, b, c, d = string.match(all[i + 1], '^(%d+) (%d+) (%d+) (%d+) (%d)$')
+    local at, a, b, c, d, e = string.match(all[i + 1], '^(%d+) (%d+) (%d+) (%d+) (%d) (%d+)$')
     at = tonumber(at)
     if not at or now - at > w then
       redis.call('HDEL', key, all[i])
     else
       SW, FW = SW + tonumber(b), FW + tonumber(c)
       if now - at <= 1500 then
-        S1 = S1 + tonumber(a)
+        S1, F1 = S1 + tonumber(a), F1 + tonumber(e)
         if d == '1' then WT = 1 end
       end
     end
   end
-  return S1, SW, FW, WT
+  return S1, SW, FW, WT, F1
 end
 `
 
@@ -252,7 +284,7 @@ end
 // failures come, and grows an adaptive rate that calls wait for.
 //
 // KEYS: 1 circuits, 2 watches, 3 rates, 4 the project's counts, 5 its probe
-// lease. ARGV: 1 project, 2 worker, 3 s1, 4 sw, 5 fw, 6 waited (0/1),
+// lease. ARGV: 1 project, 2 worker, 3 s1, 4 sw, 5 fw, 6 waited (0/1), 17 f1,
 // 7 window ms, 8 min failures, 9 threshold per mille, 10 settle ms,
 // 11 probe interval ms (0: no circuit), 12 adaptive (0/1), 13 max rate
 // (0: none), 14 increase per mille a second (times the 10s since the last
@@ -266,7 +298,7 @@ end
 // the adaptive rate, whether this report changed it (0/1).
 var reportScript = redis.NewScript(nowMs + countsLua + rateLua + `
 local P, W = ARGV[1], tonumber(ARGV[7])
-local S1, SW, FW, WT = counts(KEYS[4], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], W)
+local S1, SW, FW, WT, F1 = counts(KEYS[4], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[17], W)
 local from, untilMs = 0, 0
 local wv = redis.call('HGET', KEYS[2], P)
 if wv then
@@ -285,7 +317,12 @@ local openAt, opened = nil, 0
 local cv = redis.call('HGET', KEYS[1], P)
 if cv then openAt = tonumber(string.match(cv, '^(%d+)')) end
 local probe = tonumber(ARGV[11])
-local dominate = probe > 0 and FW >= tonumber(ARGV[8]) and FW * 1000 >= tonumber(ARGV[9]) * (SW + FW) and untilMs >= now
+local minF, thr = tonumber(ARGV[8]), tonumber(ARGV[9])
+-- The failures dominate the window's calls, or those of the last second
+-- (an outage of a busy project shows at once, not when its failures
+-- outnumber the window's earlier successes).
+local dominate = probe > 0 and untilMs >= now and
+  ((FW >= minF and FW * 1000 >= thr * (SW + FW)) or (F1 >= minF and F1 * 1000 >= thr * (S1 + F1)))
 if not openAt and dominate and now - from >= tonumber(ARGV[10]) then
   openAt, opened = now, 1
   redis.call('HSET', KEYS[1], P, now .. ' ' .. FW .. ' ' .. (SW + FW))
@@ -297,7 +334,7 @@ if ARGV[12] == '1' then
   local r = readRate(KEYS[3], P)
   if r then
     rate = r.rate
-    if rate > 0 and not openAt and WT == 1 and now - r.dec >= tonumber(ARGV[15]) then
+    if rate > 0 and not openAt and FW == 0 and WT == 1 and now - r.dec >= tonumber(ARGV[15]) then
       local target = r.ceil * 0.97
       if r.ss == 1 and now - r.at >= 250 then
         rate = rate * 1.32 -- slow start: three times a second

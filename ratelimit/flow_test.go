@@ -84,8 +84,8 @@ func TestTwoWorkersShareACircuit(t *testing.T) {
 			run(t, b)
 
 			v := failUntilOpen(t, a)
-			if v.NextProbe <= 0 || v.NextProbe > 300*time.Millisecond {
-				t.Errorf("verdict %+v: want the next probe within the probe interval", v)
+			if v.Later <= 0 || v.Later > 300*time.Millisecond {
+				t.Errorf("verdict %+v: want the task back within the probe interval", v)
 			}
 			if opened := ea.of(CircuitOpened); len(opened) != 1 || opened[0].Failures < 3 || opened[0].Project != p1 {
 				t.Errorf("opened events %+v", opened)
@@ -209,7 +209,7 @@ func TestAdaptiveRateIsLearnedLoweredAndRemembered(t *testing.T) {
 	waitUntil(t, "the rate to be learned", func() bool { return rateOf(a) > 0 && rateOf(b) > 0 })
 	// Each worker counts the successes of its last second and the slot of
 	// 100ms under way, per second of that: 90 calls over 1 to 1.1s.
-	if r := rateOf(b); r < 73 || r > 82 {
+	if r := rateOf(b); r < 72 || r > 82 {
 		t.Errorf("learned rate %.1f, want 0.9 × the fleet's 90 calls in the last second", r)
 	}
 	learned := ev.of(RateChanged)
@@ -217,9 +217,9 @@ func TestAdaptiveRateIsLearnedLoweredAndRemembered(t *testing.T) {
 		t.Errorf("events %+v, want the one that learned it", learned)
 	}
 	// A 429 a second later: the lower of the rate and what got through in
-	// the last second (a's 10; b's older), times 0.9.
+	// the last second (a's 50; b's older), times 0.9.
 	time.Sleep(rateGap)
-	for range 10 {
+	for range 50 {
 		if _, err := a.Done(ctx, p1, Answered, false); err != nil {
 			t.Fatal(err)
 		}
@@ -230,9 +230,20 @@ func TestAdaptiveRateIsLearnedLoweredAndRemembered(t *testing.T) {
 	if _, _, err := b.CoolDown(ctx, p1, 50*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the rate to be lowered", func() bool { return rateOf(a) < 30 })
-	if r := rateOf(a); r < 7 || r > 10 {
-		t.Errorf("lowered rate %.1f, want 0.9 × the 10 calls that got through", r)
+	waitUntil(t, "the rate to be lowered", func() bool { return rateOf(a) < 60 })
+	if r := rateOf(a); r < 40 || r > 48 { // b's report, up to 1.5s old, may still count a few
+		t.Errorf("lowered rate %.1f, want 0.9 × the 50 calls that got through", r)
+	}
+	// A 429 when far fewer calls got through than the rate allows (a burst
+	// after a pause) lowers the rate itself, not to what got through.
+	time.Sleep(2 * rateGap) // a's calls are more than a second old
+	was := rateOf(a)
+	if _, _, err := b.CoolDown(ctx, p1, 50*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the rate to be lowered again", func() bool { return rateOf(a) < was })
+	if r := rateOf(a); r < 0.89*was || r > 0.91*was {
+		t.Errorf("lowered again to %.1f from %.1f, want 0.9 × the rate", r, was)
 	}
 	late := New(srv.Client(t), quick(&ev))
 	run(t, late)

@@ -45,12 +45,12 @@ func (l *Limiter) capped(r float64) float64 {
 func (l *Limiter) decrease(ctx context.Context, p *project) error {
 	now := l.opts.Clock.Now()
 	p.mu.Lock()
-	s1, sw, fw := p.window.counts(now)
+	t := p.window.counts(now)
 	p.mu.Unlock()
 	k := l.keys
 	res, err := decreaseScript.Run(ctx, l.rdb, []string{k.rates, k.counts(p.name)},
-		p.name, l.opts.WorkerID, s1, sw, fw, int(l.opts.Decrease*1000), MinRate, l.opts.MaxRate,
-		rateGap.Milliseconds(), learnTime.Milliseconds(), k.channel, l.opts.OutageWindow.Milliseconds(),
+		p.name, l.opts.WorkerID, t.s1, t.sw, t.fw, int(l.opts.Decrease*1000), MinRate, l.opts.MaxRate,
+		rateGap.Milliseconds(), learnTime.Milliseconds(), k.channel, l.opts.OutageWindow.Milliseconds(), t.f1,
 	).StringSlice()
 	if err == nil && len(res) != 3 {
 		err = fmt.Errorf("unexpected reply %v", res)
@@ -72,9 +72,9 @@ func (l *Limiter) learn(ctx context.Context, p *project) {
 		return
 	}
 	p.learning = true
-	s1, sw, fw := p.window.counts(l.opts.Clock.Now())
+	t := p.window.counts(l.opts.Clock.Now())
 	p.mu.Unlock()
-	if s1+sw+fw > 0 {
+	if t.s1+t.sw+t.fw > 0 {
 		if _, err := l.report(ctx, p); err != nil && ctx.Err() == nil {
 			l.fail(err)
 		}
@@ -155,18 +155,19 @@ local function fmt(x) return string.format('%.3f', x) end
 
 // decreaseScript lowers a project's adaptive rate after a 429: to the lower
 // of the rate and what the fleet got through in the last second (which
-// becomes its ceiling), times the decrease, at most once a gap; it ends the
-// slow start. A project without a rate starts learning one: every worker
+// becomes its ceiling; unless that was less than half the rate: then the
+// fleet was not sending at its rate, and the rate is the ceiling), times
+// the decrease, at most once a gap; it ends the slow start. A project without a rate starts learning one: every worker
 // is asked to report, and settleScript sets it.
 //
 // KEYS: 1 rates, 2 the project's counts. ARGV: 1 project, 2 worker, 3 s1,
 // 4 sw, 5 fw, 6 decrease per mille, 7 least rate, 8 max rate (0: none),
-// 9 gap ms, 10 learn ms, 11 channel, 12 window ms.
+// 9 gap ms, 10 learn ms, 11 channel, 12 window ms, 13 f1.
 // Returns strings {the rate (0: none yet), 1 when this call changed it, 2
 // when it started learning, else 0; the rate before}.
 var decreaseScript = redis.NewScript(nowMs + countsLua + rateLua + `
 local P = ARGV[1]
-local S1 = counts(KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5], '0', tonumber(ARGV[12]))
+local S1 = counts(KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5], '0', ARGV[13], tonumber(ARGV[12]))
 local r = readRate(KEYS[1], P)
 if not r or r.rate <= 0 then
   if r and now <= r.learn + 5000 then return {'0', '0', '0'} end -- learning (or a learning left unsettled a while ago: start again)
@@ -176,7 +177,10 @@ if not r or r.rate <= 0 then
 end
 if now - r.dec < tonumber(ARGV[9]) then return {fmt(r.rate), '0', fmt(r.rate)} end
 local was, base = r.rate, r.rate
-if S1 > 0 and S1 < base then base = S1 end
+-- What got through is the ceiling only if the fleet was sending at about
+-- its rate; far less means the 429 met a burst (held calls coming back
+-- after a pause or an outage), and the rate itself is lowered.
+if S1 >= base / 2 and S1 < base then base = S1 end
 local factor = tonumber(ARGV[6]) / 1000
 if r.ss == 1 then
   -- The end of the slow start: the last second ramped up to the limit,

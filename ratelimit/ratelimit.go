@@ -23,7 +23,9 @@
 // of successes and failures). Nothing goes to Redis while a project's calls
 // succeed and it has no rate. A transient failure is reported at once
 // (Done), with the worker's counts: Redis sums the fresh counts of every
-// worker that reported and decides whether the failures dominate. The
+// worker that reported and decides whether the failures dominate, among the
+// calls of the last second (a busy project's outage shows at once) or of
+// the whole window (a quiet project's does too). The
 // first failure also puts the project under watch (Pub/Sub), and every
 // worker with calls for it then reports its counts every ReportInterval
 // until the window has passed without a failure, so that the decision sees
@@ -92,7 +94,7 @@ const (
 	DefaultSyncInterval      = 10 * time.Second
 	DefaultReportInterval    = 100 * time.Millisecond
 	DefaultProbeInterval     = 2 * time.Second
-	DefaultOutageWindow      = 10 * time.Second
+	DefaultOutageWindow      = 30 * time.Second
 	DefaultOutageThreshold   = 0.5
 	DefaultOutageMinFailures = 5
 	DefaultDecrease          = 0.9
@@ -136,7 +138,8 @@ type Options struct {
 	// fleet-wide. Default 2s; negative: no circuit at all.
 	ProbeInterval time.Duration
 	// OutageWindow is how far back the fleet's calls count when the circuit
-	// decides. Default 10s.
+	// decides (besides the last second, where an outage of a busy project
+	// shows at once). Default 30s.
 	OutageWindow time.Duration
 	// OutageThreshold is the share of transient failures among the window's
 	// calls that opens the circuit. Default 0.5.
@@ -263,8 +266,9 @@ type Verdict struct {
 	// call), or the fleet's failures dominate and it is about to open: a
 	// failed call is the fleet's to wait out, not its task's.
 	Outage bool
-	// NextProbe is when the next probe may go, when Outage.
-	NextProbe time.Duration
+	// Later is how much later the call's task should come back, when
+	// Outage: a little before the next probe.
+	Later time.Duration
 }
 
 // Limiter is the flow control of one worker process. It is safe for
@@ -360,17 +364,18 @@ type project struct {
 	name  string
 	flags atomic.Uint32 // what Wait must look at: some of flagPaused, flagOpen, flagRate
 
-	mu         sync.Mutex
-	window     window    // this worker's calls
-	waited     bool      // a call waited for the rate since the last report
-	pauseUntil time.Time // on this worker's clock
-	openAt     time.Time // when the circuit opened, as far as known here; zero: closed
-	suspect    time.Time // until when this worker holds calls back: failures dominate, the circuit may open
-	nextProbe  time.Time
-	watchUntil time.Time
-	rate       float64 // the adaptive rate; 0: none (yet)
-	told       float64 // the rate last told of in an Event
-	learning   bool    // a first 429 is being learned from
+	mu          sync.Mutex
+	window      window    // this worker's calls
+	waited      bool      // a call waited for the rate since the last report
+	pauseUntil  time.Time // on this worker's clock
+	openAt      time.Time // when the circuit opened, as far as known here; zero: closed
+	suspect     time.Time // until when this worker holds calls back: failures dominate, the circuit may open
+	probeWaiter bool      // a call of this worker waits for the next probe
+	nextProbe   time.Time
+	watchUntil  time.Time
+	rate        float64 // the adaptive rate; 0: none (yet)
+	told        float64 // the rate last told of in an Event
+	learning    bool    // a first 429 is being learned from
 }
 
 const (
@@ -455,7 +460,7 @@ func (l *Limiter) Wait(ctx context.Context, name string) (Permit, error) {
 					continue
 				}
 				if hold.Hold == HoldOutage && !hold.suspect {
-					return l.probe(ctx, p, now)
+					return l.probe(ctx, p, now) // one call may go, as the probe
 				}
 				return hold, nil
 			}
@@ -519,10 +524,12 @@ func (l *Limiter) check(p *project, now time.Time) Permit {
 		return Permit{Later: d, Hold: HoldPaused}
 	}
 	if !p.openAt.IsZero() {
-		return Permit{Later: max(p.nextProbe.Sub(now), 0) + probeSettle, Hold: HoldOutage}
+		return l.holdFor(max(p.nextProbe.Sub(now), 0) + l.lead())
 	}
 	if d := p.suspect.Sub(now); d > 0 {
-		return Permit{Later: d + probeSettle, Hold: HoldOutage, suspect: true}
+		hold := l.holdFor(d + l.lead())
+		hold.suspect = true
+		return hold
 	}
 	return Permit{}
 }
@@ -573,7 +580,7 @@ func (l *Limiter) Done(ctx context.Context, name string, r Result, probe bool) (
 	}
 	v, err := l.report(ctx, p)
 	if err != nil && open {
-		return Verdict{Outage: true, NextProbe: l.opts.ProbeInterval}, err
+		return Verdict{Outage: true, Later: l.holdFor(l.opts.ProbeInterval).Later}, err
 	}
 	return v, err
 }

@@ -197,7 +197,7 @@ func (h *Handler) process(ctx context.Context, a attempt, payload []byte) error 
 		if action == Retry && v.Outage {
 			// The project's circuit is open: the failure is the fleet's to
 			// wait out, not the task's.
-			return h.holdBack(ctx, a, ratelimit.Permit{Later: v.NextProbe + outageSettle, Hold: ratelimit.HoldOutage}, c.status, c.err)
+			return h.holdBack(ctx, a, ratelimit.Permit{Later: v.Later, Hold: ratelimit.HoldOutage}, c.status, c.err)
 		}
 	}
 	switch action {
@@ -212,10 +212,6 @@ func (h *Handler) process(ctx context.Context, a attempt, payload []byte) error 
 		return h.transient(ctx, a, c.status, c.err, cause)
 	}
 }
-
-// outageSettle is how long after the next probe a task held for an outage
-// comes back: time for the probe's answer to arrive first.
-const outageSettle = 500 * time.Millisecond
 
 // errHeldBack is the error of a task handed back without a call: its
 // project is paused or over the fleet's rate, or the worker is stopping.
