@@ -9,9 +9,11 @@ import (
 	"net/url"
 
 	"github.com/jonboulle/clockwork"
+	"github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
 
 	"github.com/resendq/resendq/outcome"
+	"github.com/resendq/resendq/ratelimit"
 )
 
 // outcomesAPI serves the read-only JSON API over the outcome records.
@@ -110,4 +112,27 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
+}
+
+// flowAPI answers GET /api/v1/flow with the object printed by `resendq
+// status --json`: {"projects":[...]}, each a ratelimit.State.
+type flowAPI struct {
+	rdb redis.UniversalClient
+	log logrus.FieldLogger
+}
+
+func (f flowAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	for name := range r.URL.Query() {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("unknown parameter %q: /api/v1/flow takes none", name))
+		return
+	}
+	states, err := ratelimit.Status(r.Context(), f.rdb, "")
+	if err != nil {
+		f.log.WithError(err).WithField("path", r.URL.Path).Error("api: cannot read the fleet's flow control")
+		writeError(w, http.StatusServiceUnavailable, "cannot read the fleet's flow control: Redis unavailable")
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Projects []ratelimit.State `json:"projects"`
+	}{append([]ratelimit.State{}, states...)})
 }

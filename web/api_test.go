@@ -14,6 +14,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/resendq/resendq/outcome"
+	"github.com/resendq/resendq/ratelimit"
 	"github.com/resendq/resendq/web"
 )
 
@@ -211,5 +212,32 @@ func TestAPIAnswersAreNotStored(t *testing.T) {
 	}
 	if got := resp.Header.Get("Content-Type"); got != "application/json; charset=utf-8" {
 		t.Errorf("Content-Type %q", got)
+	}
+}
+
+func TestFlowIsTheStatusObject(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	status, body := b.get(t, "/api/v1/flow", bearer())
+	if status != http.StatusOK || strings.TrimSpace(body) != `{"projects":[]}` {
+		t.Fatalf("GET /api/v1/flow of a quiet fleet: %d %s", status, body)
+	}
+	l := ratelimit.New(b.rdb, ratelimit.Options{})
+	if _, _, err := l.CoolDown(context.Background(), projectID, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	status, body = b.get(t, "/api/v1/flow", bearer())
+	var got struct{ Projects []ratelimit.State }
+	if err := json.Unmarshal([]byte(body), &got); status != http.StatusOK || err != nil || len(got.Projects) != 1 ||
+		got.Projects[0].Project != projectID || got.Projects[0].PausedSeconds <= 0 || got.Projects[0].Open {
+		t.Errorf("GET /api/v1/flow during a pause: %d %s (%v)", status, body, err)
+	}
+	if status, _ := b.get(t, "/api/v1/flow", ""); status != http.StatusUnauthorized {
+		t.Errorf("GET /api/v1/flow without the token: %d", status)
+	}
+	b.redis.Stop()
+	status, body = b.get(t, "/api/v1/flow", bearer())
+	if status != http.StatusServiceUnavailable || !strings.Contains(body, "Redis unavailable") {
+		t.Errorf("with Redis stopped: %d %s", status, body)
 	}
 }

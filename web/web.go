@@ -8,6 +8,7 @@
 //	/metrics                   Prometheus text format (Options.Metrics)
 //	GET /api/v1/outcomes       outcome records, newest first, with filters and a cursor
 //	GET /api/v1/outcomes/stats outcome counts by status, reason and error code
+//	GET /api/v1/flow           the fleet's flow control per Login project: open circuits, pauses, learned rates
 //	/                          redirects to /monitoring/
 //
 // The UI and the API show users' email addresses. With Options.Token set,
@@ -114,6 +115,7 @@ func New(opts Options) (http.Handler, error) {
 	api := &outcomesAPI{store: opts.Outcomes, log: opts.Log, clock: opts.Clock}
 	private.HandleFunc("GET /api/v1/outcomes", api.list)
 	private.HandleFunc("GET /api/v1/outcomes/stats", api.stats)
+	private.Handle("GET /api/v1/flow", flowAPI{rdb: opts.Redis, log: opts.Log})
 	private.HandleFunc("/api/", apiNotFound)
 	private.Handle("GET /{$}", http.RedirectHandler(UIPath, http.StatusFound))
 
@@ -128,12 +130,12 @@ func New(opts Options) (http.Handler, error) {
 
 // apiNotFound answers, in JSON, requests to the API that match no endpoint.
 func apiNotFound(w http.ResponseWriter, r *http.Request) {
-	if p := r.URL.Path; p == "/api/v1/outcomes" || p == "/api/v1/outcomes/stats" {
+	if p := r.URL.Path; p == "/api/v1/outcomes" || p == "/api/v1/outcomes/stats" || p == "/api/v1/flow" {
 		w.Header().Set("Allow", "GET, HEAD")
 		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: the API is read-only; use GET", r.Method, p))
 		return
 	}
-	writeError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint %s %s; see GET /api/v1/outcomes and GET /api/v1/outcomes/stats", r.Method, r.URL.Path))
+	writeError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint %s %s; see GET /api/v1/outcomes, GET /api/v1/outcomes/stats and GET /api/v1/flow", r.Method, r.URL.Path))
 }
 
 // sharedRedis hands asynqmon the worker's Redis client instead of a new
