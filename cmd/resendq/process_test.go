@@ -21,6 +21,7 @@ import (
 	"github.com/resendq/resendq/internal/redistest"
 	"github.com/resendq/resendq/loginapi/fake"
 	"github.com/resendq/resendq/outcome"
+	"github.com/resendq/resendq/ratelimit"
 	"github.com/resendq/resendq/tasks"
 )
 
@@ -199,3 +200,62 @@ func enqueueUsers(t *testing.T, rdb redis.UniversalClient, n int) {
 		}
 	}
 }
+
+// TestTwoWorkerProcessesRideOutAnOutage: two real worker processes drain a
+// backlog through an API that answers 503 to everything for a while, far
+// longer than a task's own retries (3 attempts, 100ms apart) last. They
+// share the project's circuit: once one opens it, neither calls but for a
+// probe a second, and no resend is dead-lettered; after the outage every
+// resend is sent, once.
+func TestTwoWorkerProcessesRideOutAnOutage(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	api := fake.New()
+	api.SetDefault(fake.Behavior{Latency: 10 * time.Millisecond})
+	api.SetOutage("", 503)
+	httpSrv := httptest.NewServer(api)
+	defer httpSrv.Close()
+	const n = 60
+	enqueueUsers(t, rdb, n)
+	var logs [2]lockedBuffer
+	for i := range logs {
+		cmd := exec.Command(binary(t), "worker", "--redis-url", srv.URL, "--api-base", httpSrv.URL+"/api", "--concurrency", "10",
+			"--log-format", "json", "--max-attempts", "3", "--backoff-initial", "100ms", "--backoff-max", "200ms", "--outage-probe", "1s")
+		cmd.Stdout, cmd.Stderr = &logs[i], &logs[i]
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+	}
+	waitUntil(t, 30*time.Second, func() bool {
+		st, err := ratelimit.Status(context.Background(), rdb, "")
+		return err == nil && len(st) == 1 && st[0].Open
+	}, "the circuit to open")
+	time.Sleep(time.Second) // calls under way when it opened come back
+	opened := api.Total()
+	time.Sleep(4 * time.Second)
+	if during := api.Total() - opened; during > 5 {
+		t.Errorf("%d calls in 4s of an open circuit, want a probe a second", during)
+	}
+	store := outcome.NewStore(rdb, outcome.Options{})
+	if st, _ := store.Stats(context.Background()); st.DeadLetter != 0 {
+		t.Fatalf("dead letters during the outage: %+v", st)
+	}
+	api.EndOutage("")
+	waitUntil(t, 60*time.Second, func() bool {
+		st, err := store.Stats(context.Background())
+		return err == nil && st.Sent == n
+	}, "every resend sent after the outage")
+	if sent := api.Answered(204); sent != n {
+		t.Errorf("%d emails sent for %d resends", sent, n)
+	}
+	opens := 0
+	for i := range logs {
+		opens += strings.Count(logs[i].String(), "Login API outage: calls for the project held back")
+	}
+	if opens != 1 {
+		t.Errorf("the outage was logged %d times, want once for the fleet", opens)
+	}
+}
+
