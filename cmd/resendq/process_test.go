@@ -258,4 +258,3 @@ func TestTwoWorkerProcessesRideOutAnOutage(t *testing.T) {
 		t.Errorf("the outage was logged %d times, want once for the fleet", opens)
 	}
 }
-
