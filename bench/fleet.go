@@ -44,6 +44,7 @@ func (s fleetSpec) String() string {
 // fleetResult is what one fleet run measured.
 type fleetResult struct {
 	elapsed    time.Duration // from the workers' start to the last send
+	stopped    bool          // the run was stopped before the last send (the naive worker, after naiveLimit)
 	sent       int
 	calls      int64
 	limited    int64         // calls answered 429
@@ -64,6 +65,11 @@ func (r fleetResult) limitedShare() float64 {
 	}
 	return float64(r.limited) / float64(r.calls)
 }
+
+// naiveLimit is how long a run of the naive worker may go on: it retries a
+// 429 after asynq's default delay (15s and more), and would take many
+// minutes to drain; its figure is then what it sent in that time.
+const naiveLimit = 2 * time.Minute
 
 // The Login API double of the fleet figures: every call takes fleetLatency,
 // and the global limit allows a burst of a fifth of a second's calls.
@@ -154,13 +160,14 @@ func (e *env) fleetRun(ctx context.Context, fa *fleetAPI, spec fleetSpec, run in
 			res.duringRate = float64(fa.api.Total()-callsAtOutage) / spec.outage.Seconds()
 			outageDone = true
 		}
-		if outageDone && sent >= spec.tasks {
-			res.elapsed, res.sent, res.calls, res.limited = time.Since(start), sent, total, limited
+		stop := spec.side == naive && time.Since(start) > naiveLimit
+		if outageDone && sent >= spec.tasks || stop {
+			res.elapsed, res.sent, res.calls, res.limited, res.stopped = time.Since(start), sent, total, limited, stop
 			break
 		}
 	}
 	time.Sleep(50 * time.Millisecond) // a second send of a task would show now
-	if sent := int(fa.api.Answered(http.StatusNoContent)); sent != spec.tasks {
+	if sent := int(fa.api.Answered(http.StatusNoContent)); sent != res.sent || !res.stopped && sent != spec.tasks {
 		return fleetResult{}, fmt.Errorf("%s: %d sends for %d tasks", spec, sent, spec.tasks)
 	}
 	if spec.outage > 0 {
@@ -237,6 +244,9 @@ func (e *env) fleetFigures(ctx context.Context, specs []fleetSpec, runs int, res
 			}
 			res.fleetRuns[spec.id()] = append(res.fleetRuns[spec.id()], r)
 			fmt.Printf("run %d  %5.1fs  %.2f of the limit  %d of %d calls answered 429 (%.1f%%)", i+1, r.elapsed.Seconds(), r.share(spec.limit), r.limited, r.calls, 100*r.limitedShare())
+			if r.stopped {
+				fmt.Printf("  stopped after %s with %d of %d sent", naiveLimit, r.sent, spec.tasks)
+			}
 			if spec.outage > 0 {
 				fmt.Printf("  %d dead letters  %.1f calls/s during the outage  first send %.2fs after it", r.dead, r.duringRate, r.firstSend.Seconds())
 			}

@@ -140,7 +140,11 @@ func (r *results) fleetTable() string {
 		for _, f := range runs {
 			worstDead = max(worstDead, float64(f.dead))
 		}
-		row := fmt.Sprintf("| %s | %.2f | %.1f%% |", spec, share, limited)
+		name := spec.String()
+		if runs[0].stopped {
+			name += fmt.Sprintf(" (stopped after %s: the share is what it sent by then)", naiveLimit)
+		}
+		row := fmt.Sprintf("| %s | %.2f | %.1f%% |", name, share, limited)
 		goal := ""
 		switch spec.key {
 		case "fixed":
