@@ -72,14 +72,14 @@ func minTime(a, b time.Time) time.Time {
 // sync reads the state of every project from Redis: pauses, circuits,
 // watches and adaptive rates, as what remains of each on Redis's clock.
 func (l *Limiter) sync(ctx context.Context) error {
-	res, err := syncScript.Run(ctx, l.rdb,
+	res, err := stateScript.Run(ctx, l.rdb,
 		[]string{l.keys.cooldown, l.keys.circuits, l.keys.watch, l.keys.rates},
 		l.opts.RateMemory.Milliseconds()).StringSlice()
 	if err != nil {
 		return fmt.Errorf("rate limiting: read the fleet's state: %w", err)
 	}
 	open := map[string]time.Duration{}
-	for i := 0; i+2 < len(res); i += 3 {
+	for i := 0; i+4 < len(res); i += 5 {
 		kind, name := res[i], res[i+1]
 		v, err := strconv.ParseFloat(res[i+2], 64)
 		if err != nil {
@@ -95,7 +95,7 @@ func (l *Limiter) sync(ctx context.Context) error {
 			p := l.project(name)
 			l.update(p, func(now time.Time) { p.watchUntil = now.Add(ms) })
 		case "rate":
-			if l.adaptive(name) {
+			if v > 0 && l.adaptive(name) {
 				p := l.project(name)
 				l.update(p, func(time.Time) { p.rate = l.capped(v) })
 			}
@@ -149,39 +149,4 @@ end
 redis.call('PEXPIRE', KEYS[1], last - now)
 redis.call('PUBLISH', ARGV[3], 'pause ' .. ARGV[1] .. ' ' .. ARGV[2])
 return {1, tonumber(ARGV[2])}
-`)
-
-// syncScript lists the state of every project: what remains of its pause
-// and watch, how long its circuit has been open, its adaptive rate. It
-// forgets the adaptive rates that have not changed for the memory period.
-//
-// KEYS: 1 pauses, 2 circuits, 3 watches, 4 rates. ARGV: 1 rate memory (ms).
-// Returns a flat list of kind, project, value: "pause" and ms left, "open"
-// and ms open, "watch" and ms left, "rate" and calls per second.
-var syncScript = redis.NewScript(nowMs + `
-local out = {}
-local function add(kind, p, v) out[#out + 1] = kind; out[#out + 1] = p; out[#out + 1] = tostring(v) end
-local all = redis.call('HGETALL', KEYS[1])
-for i = 1, #all, 2 do
-  local u = tonumber(all[i + 1]) or 0
-  if u > now then add('pause', all[i], u - now) end
-end
-all = redis.call('HGETALL', KEYS[2])
-for i = 1, #all, 2 do
-  local at = tonumber(string.match(all[i + 1], '^(%d+)'))
-  if at then add('open', all[i], now - at) end
-end
-all = redis.call('HGETALL', KEYS[3])
-for i = 1, #all, 2 do
-  local u = tonumber(string.match(all[i + 1], ' (%d+)$'))
-  if u and u > now then add('watch', all[i], u - now) elseif u then redis.call('HDEL', KEYS[3], all[i]) end
-end
-all = redis.call('HGETALL', KEYS[4])
-for i = 1, #all, 2 do
-  local rate, changed = string.match(all[i + 1], '^(%S+) (%d+)')
-  rate, changed = tonumber(rate), tonumber(changed)
-  if changed and now - changed > tonumber(ARGV[1]) then redis.call('HDEL', KEYS[4], all[i])
-  elseif rate and rate > 0 then add('rate', all[i], rate) end
-end
-return out
 `)

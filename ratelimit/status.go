@@ -72,7 +72,7 @@ func (l *Limiter) Local() []State {
 // KeyPrefix ("" for the default).
 func Status(ctx context.Context, rdb redis.UniversalClient, prefix string) ([]State, error) {
 	k := keysFor(prefix)
-	res, err := statusScript.Run(ctx, rdb, []string{k.cooldown, k.circuits, k.watch, k.rates}).StringSlice()
+	res, err := stateScript.Run(ctx, rdb, []string{k.cooldown, k.circuits, k.watch, k.rates}, DefaultRateMemory.Milliseconds()).StringSlice()
 	if err != nil {
 		return nil, fmt.Errorf("flow control: read the fleet's state: %w", err)
 	}
@@ -109,13 +109,16 @@ func Status(ctx context.Context, rdb redis.UniversalClient, prefix string) ([]St
 	return out, nil
 }
 
-// statusScript lists every project's flow control on Redis's clock.
+// stateScript lists the flow control of every project, on Redis's clock,
+// and forgets the watches that ended and the adaptive rates that have not
+// changed for the memory period: what a starting worker reads (sync), and
+// an operator (Status).
 //
-// KEYS: 1 pauses, 2 circuits, 3 watches, 4 rates.
+// KEYS: 1 pauses, 2 circuits, 3 watches, 4 rates. ARGV: 1 rate memory (ms).
 // Returns a flat list of kind, project and three values: "pause" and ms
 // left; "open", ms open, the failures and calls it opened on; "watch" and
-// ms left; "rate" and the rate (0: learning).
-var statusScript = redis.NewScript(nowMs + `
+// ms left; "rate" and the rate (0: being learned).
+var stateScript = redis.NewScript(nowMs + `
 local out = {}
 local function add(kind, p, a, b, c)
   out[#out + 1] = kind; out[#out + 1] = p
@@ -134,12 +137,14 @@ end
 all = redis.call('HGETALL', KEYS[3])
 for i = 1, #all, 2 do
   local u = tonumber(string.match(all[i + 1], ' (%d+)$'))
-  if u and u > now then add('watch', all[i], u - now) end
+  if u and u > now then add('watch', all[i], u - now) elseif u then redis.call('HDEL', KEYS[3], all[i]) end
 end
 all = redis.call('HGETALL', KEYS[4])
 for i = 1, #all, 2 do
-  local r = string.match(all[i + 1], '^(%S+)')
-  add('rate', all[i], r)
+  local rate, changed = string.match(all[i + 1], '^(%S+) (%d+)')
+  rate, changed = tonumber(rate), tonumber(changed)
+  if changed and now - changed > tonumber(ARGV[1]) then redis.call('HDEL', KEYS[4], all[i])
+  elseif rate then add('rate', all[i], rate) end
 end
 return out
 `)
