@@ -29,6 +29,7 @@ type fleetSpec struct {
 	apiRate int           // --api-rate, for fixed
 	outage  time.Duration // the API answers 503 to every call for this long...
 	after   int           // ...once this many resends were sent
+	stop    time.Duration // the naive worker's run stops after this long
 }
 
 func (s fleetSpec) String() string {
@@ -44,7 +45,7 @@ func (s fleetSpec) String() string {
 // fleetResult is what one fleet run measured.
 type fleetResult struct {
 	elapsed    time.Duration // from the workers' start to the last send
-	stopped    bool          // the run was stopped before the last send (the naive worker, after naiveLimit)
+	stopped    bool          // the run was stopped before the last send (the naive worker, after spec.stop)
 	sent       int
 	calls      int64
 	limited    int64         // calls answered 429
@@ -65,11 +66,6 @@ func (r fleetResult) limitedShare() float64 {
 	}
 	return float64(r.limited) / float64(r.calls)
 }
-
-// naiveLimit is how long a run of the naive worker may go on: it retries a
-// 429 after asynq's default delay (15s and more), and would take many
-// minutes to drain; its figure is then what it sent in that time.
-const naiveLimit = 2 * time.Minute
 
 // The Login API double of the fleet figures: every call takes fleetLatency,
 // and the global limit allows a burst of a fifth of a second's calls.
@@ -160,7 +156,7 @@ func (e *env) fleetRun(ctx context.Context, fa *fleetAPI, spec fleetSpec, run in
 			res.duringRate = float64(fa.api.Total()-callsAtOutage) / spec.outage.Seconds()
 			outageDone = true
 		}
-		stop := spec.side == naive && time.Since(start) > naiveLimit
+		stop := spec.stop > 0 && time.Since(start) > spec.stop
 		if outageDone && sent >= spec.tasks || stop {
 			res.elapsed, res.sent, res.calls, res.limited, res.stopped = time.Since(start), sent, total, limited, stop
 			break
@@ -245,7 +241,7 @@ func (e *env) fleetFigures(ctx context.Context, specs []fleetSpec, runs int, res
 			res.fleetRuns[spec.id()] = append(res.fleetRuns[spec.id()], r)
 			fmt.Printf("run %d  %5.1fs  %.2f of the limit  %d of %d calls answered 429 (%.1f%%)", i+1, r.elapsed.Seconds(), r.share(spec.limit), r.limited, r.calls, 100*r.limitedShare())
 			if r.stopped {
-				fmt.Printf("  stopped after %s with %d of %d sent", naiveLimit, r.sent, spec.tasks)
+				fmt.Printf("  stopped after %s with %d of %d sent", spec.stop, r.sent, spec.tasks)
 			}
 			if spec.outage > 0 {
 				fmt.Printf("  %d dead letters  %.1f calls/s during the outage  first send %.2fs after it", r.dead, r.duringRate, r.firstSend.Seconds())
@@ -262,9 +258,12 @@ func (s fleetSpec) id() string { return fmt.Sprintf("%s-%d", s.key, s.workers) }
 // fleetSpecs are the fleet figures: full size, or quick, as o selects.
 func fleetSpecs(o options) []fleetSpec {
 	limit := 50.0
-	n, outage, after := 2000, 25*time.Second, 300
+	// The naive worker retries a 429 after asynq's default delay (15s and
+	// more) and would take many minutes to drain: its run stops, and its
+	// figure is what it sent by then.
+	n, outage, after, naiveStop := 2000, 25*time.Second, 300, 2*time.Minute
 	if o.quick {
-		n, outage, after = 300, 3*time.Second, 50
+		n, outage, after, naiveStop = 300, 3*time.Second, 50, 10*time.Second
 	}
 	if o.fleetTasks > 0 {
 		n = o.fleetTasks
@@ -279,7 +278,7 @@ func fleetSpecs(o options) []fleetSpec {
 			fleetSpec{key: "adaptive", side: ours, workers: w, tasks: n, limit: limit},
 		)
 	}
-	specs = append(specs, fleetSpec{key: "naive", side: naive, workers: 2, tasks: n, limit: limit})
+	specs = append(specs, fleetSpec{key: "naive", side: naive, workers: 2, tasks: n, limit: limit, stop: naiveStop})
 	for _, w := range []int{2, 4} {
 		specs = append(specs, fleetSpec{key: "outage", side: ours, workers: w, tasks: n, limit: limit, outage: outage, after: after})
 	}

@@ -142,7 +142,7 @@ func (r *results) fleetTable() string {
 		}
 		name := spec.String()
 		if runs[0].stopped {
-			name += fmt.Sprintf(" (stopped after %s: the share is what it sent by then)", naiveLimit)
+			name += fmt.Sprintf(" (stopped after %s: the share is what it sent by then)", spec.stop)
 		}
 		row := fmt.Sprintf("| %s | %.2f | %.1f%% |", name, share, limited)
 		goal := ""
