@@ -123,11 +123,13 @@ return false
 `)
 
 // confirmScript turns a pending claim into one naming its enqueued task,
-// held for the window (ARGV[2] ms) from now.
+// held for the window (ARGV[2] ms) from now; also when the pending claim
+// has expired meanwhile and nobody took the key. It returns the holder
+// when another task took it, else nothing.
 var confirmScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == 'pending:' .. ARGV[1] then
-  return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-end
+local held = redis.call('GET', KEYS[1])
+if held and held ~= 'pending:' .. ARGV[1] and held ~= ARGV[1] then return held end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
 `)
 
@@ -136,6 +138,11 @@ var releaseScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == 'pending:' .. ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 `)
+
+// enqueueTimeout bounds the enqueue of a task under a pending claim, well
+// within pendingTTL, so that the claim does not expire while the enqueue
+// goes on.
+const enqueueTimeout = pendingTTL / 3
 
 // pendingWait bounds how long an enqueue waits for a concurrent one of the
 // same user to finish, and pendingPoll is how often it looks.
@@ -180,31 +187,61 @@ func (e *Enqueuer) enqueueClaimed(ctx context.Context, key string, hold time.Dur
 		res.TaskID, res.Duplicate = held, held != ""
 		return res, err
 	}
-	if err := e.enqueueChecked(ctx, task, res); err != nil {
-		if rerr := e.settleClaim(ctx, releaseScript, key, res.TaskID); rerr != nil {
+	ectx, cancel := context.WithTimeout(ctx, enqueueTimeout)
+	err = e.enqueueChecked(ectx, task, res)
+	cancel()
+	if err != nil {
+		if rerr := e.release(ctx, key, res.TaskID); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("enqueue: the user's dedup claim was not released and holds up a new resend for up to %s: %w", pendingTTL, rerr))
 		}
 		return Result{}, err
 	}
-	if err := e.settleClaim(ctx, confirmScript, key, res.TaskID, hold.Milliseconds()); err != nil {
+	return e.confirmEnqueued(ctx, key, hold, res), nil
+}
+
+// confirmEnqueued confirms the claim of the enqueued task res.TaskID on
+// key for hold, and returns the enqueue's result: a duplicate naming
+// another task when that task took the key after this one's pending claim
+// expired (this one is deleted, unless a worker has taken it already).
+func (e *Enqueuer) confirmEnqueued(ctx context.Context, key string, hold time.Duration, res Result) Result {
+	held, err := e.confirm(ctx, key, res.TaskID, hold)
+	switch {
+	case err != nil:
 		// The task exists; only its hold on the window is lost once the
 		// pending claim expires.
 		res.Warnings = append(res.Warnings, fmt.Sprintf("the dedup window was not recorded (%v): a repeat for this user after %s may be enqueued again", err, pendingTTL))
+	case held != "":
+		held = strings.TrimPrefix(held, pendingMark) // its enqueue may be under way still
+		if derr := e.ins.DeleteTask(res.Queue, res.TaskID); derr == nil {
+			return Result{TaskID: held, Queue: res.Queue, Duplicate: true, Warnings: res.Warnings}
+		}
+		res.Warnings = append(res.Warnings, fmt.Sprintf("task %s was enqueued for this user while this enqueue was slow, and this one was already taken by a worker: the user may get two emails", held))
 	}
-	return res, nil
+	return res
 }
 
-// settleClaim runs the confirm or release script of a claim, trying again
-// briefly when Redis fails it. It runs even when ctx has ended.
-func (e *Enqueuer) settleClaim(ctx context.Context, script *redis.Script, key, id string, args ...any) error {
+// confirm turns the pending claim of task id on key into one held for
+// hold, trying again briefly when Redis fails it. It returns the holder
+// when another task took the key meanwhile. It runs even when ctx has ended.
+func (e *Enqueuer) confirm(ctx context.Context, key, id string, hold time.Duration) (string, error) {
 	ctx = context.WithoutCancel(ctx)
-	return e.tryAgain(func() error {
-		err := script.Run(ctx, e.rdb, []string{key}, append([]any{id}, args...)...).Err()
+	var held string
+	err := e.tryAgain(func() error {
+		var err error
+		held, err = confirmScript.Run(ctx, e.rdb, []string{key}, id, hold.Milliseconds()).Text()
 		if errors.Is(err, redis.Nil) {
-			return nil
+			held, err = "", nil
 		}
 		return err
 	})
+	return held, err
+}
+
+// release frees the pending claim of task id on key, trying again briefly
+// when Redis fails it. It runs even when ctx has ended.
+func (e *Enqueuer) release(ctx context.Context, key, id string) error {
+	ctx = context.WithoutCancel(ctx)
+	return e.tryAgain(func() error { return releaseScript.Run(ctx, e.rdb, []string{key}, id).Err() })
 }
 
 // tryAgain calls fn until it succeeds, claimTries times at most, 50ms and

@@ -289,3 +289,53 @@ func TestPendingClaimIsShortLived(t *testing.T) {
 		t.Errorf("a pending claim lives %s, want at most %s", ttl, pendingTTL)
 	}
 }
+
+// TestAClaimThatExpiredDuringASlowEnqueue: when an enqueue outlives its
+// pending claim and another enqueue of the user takes the key meanwhile,
+// the user keeps one task: the slow one is deleted and reported as a
+// duplicate of the other. A claim that merely expired is confirmed.
+func TestAClaimThatExpiredDuringASlowEnqueue(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	ctx := context.Background()
+	rdb := b.srv.Client(t)
+	r := tasks.Resend{ProjectID: project, Username: "john@example.com"}
+	task, err := tasks.NewTask(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := b.enq.dedupKey(r)
+	slow := Result{TaskID: "slow", Queue: tasks.QueueSignup}
+	if err := b.enq.enqueueChecked(ctx, task, slow); err != nil {
+		t.Fatal(err)
+	}
+	// Its claim expired, and another enqueue holds the key now.
+	if err := rdb.Set(ctx, key, "pending:other", pendingTTL).Err(); err != nil {
+		t.Fatal(err)
+	}
+	res := b.enq.confirmEnqueued(ctx, key, time.Hour, slow)
+	if !res.Duplicate || res.TaskID != "other" || len(res.Warnings) != 0 {
+		t.Errorf("result %+v, want a duplicate of the other task", res)
+	}
+	if _, err := b.ins.GetTaskInfo(tasks.QueueSignup, "slow"); !errors.Is(err, asynq.ErrTaskNotFound) {
+		t.Errorf("the slow task: %v, want it deleted", err)
+	}
+	if got := rdb.Get(ctx, key).Val(); got != "pending:other" {
+		t.Errorf("the claim holds %q, want the other task's", got)
+	}
+
+	// Nobody took the expired claim: the slow task holds the window.
+	if err := rdb.Del(ctx, key).Err(); err != nil {
+		t.Fatal(err)
+	}
+	slow.TaskID = "slow2"
+	if err := b.enq.enqueueChecked(ctx, task, slow); err != nil {
+		t.Fatal(err)
+	}
+	if res := b.enq.confirmEnqueued(ctx, key, time.Hour, slow); res.Duplicate || res.TaskID != "slow2" || len(res.Warnings) != 0 {
+		t.Errorf("result %+v, want the slow task itself", res)
+	}
+	if got, ttl := rdb.Get(ctx, key).Val(), rdb.PTTL(ctx, key).Val(); got != "slow2" || ttl <= pendingTTL {
+		t.Errorf("the claim holds %q for %s, want the slow task for the window", got, ttl)
+	}
+}
