@@ -3,11 +3,15 @@ package enqueue
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/jonboulle/clockwork"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/resendq/resendq/internal/redistest"
 	"github.com/resendq/resendq/outcome"
@@ -234,5 +238,64 @@ func TestBatchUserSpellingsAndPendingClaims(t *testing.T) {
 				t.Errorf("claim %q, want the batch's task %q", held, own)
 			}
 		})
+	}
+}
+
+// renewals counts the renewals of a batch's lock that have come back.
+type renewals struct{ n atomic.Int32 }
+
+func (r *renewals) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (r *renewals) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if name := cmd.Name(); name == "evalsha" || name == "eval" {
+			r.n.Add(1)
+		}
+		return err
+	}
+}
+func (r *renewals) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestABatchStopsBeforeItsLockCanExpire: when Redis fails to renew a
+// batch's lock, the run is stopped while the lock still holds, not once it
+// may have passed to another run.
+func TestABatchStopsBeforeItsLockCanExpire(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	var calls renewals
+	rdb.AddHook(&calls)
+	clock := clockwork.NewFakeClock()
+	e := New(rdb, Options{Clock: clock})
+	lost := make(chan error, 1)
+	unlock, err := e.lockBatch(context.Background(), "b1", func(err error) { lost <- err })
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	clock.Advance(batchLockTTL / 3) // the first renewal fails: 20s of the lock left
+	for calls.n.Load() == 0 {
+		runtime.Gosched()
+	}
+	if len(lost) != 0 {
+		t.Fatalf("stopped after one failed renewal: %v", <-lost)
+	}
+	clock.Advance(batchLockTTL / 3) // the second fails: the next would come as the lock ends
+	if err := <-lost; !strings.Contains(err.Error(), "could not be renewed") {
+		t.Errorf("lost: %v", err)
+	}
+	// The release tries three times, 50ms and 100ms apart.
+	done := make(chan error, 1)
+	go func() { done <- unlock() }()
+	for range 2 {
+		if err := clock.BlockUntilContext(context.Background(), 1); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(100 * time.Millisecond)
+	}
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "expires within") {
+		t.Errorf("unlock with Redis gone: %v, want an error", err)
 	}
 }

@@ -14,6 +14,9 @@ import (
 // renewing it (a crash, kill -9); a running batch renews it every third.
 const batchLockTTL = 30 * time.Second
 
+// renewTimeout bounds one renewal of a batch's lock.
+const renewTimeout = batchLockTTL / 6
+
 // BatchBusyError is returned by EnqueueBatch when another run of the same
 // batch ID holds the batch's lock: two runs at once could race each other
 // into sending a user two emails.
@@ -79,14 +82,20 @@ func (e *Enqueuer) lockBatch(ctx context.Context, batchID string, lost func(erro
 			case <-stop:
 				return
 			case <-t.Chan():
-				n, err := renewScript.Run(context.Background(), e.rdb, []string{key}, token, batchLockTTL.Milliseconds()).Int()
+				// The lock runs from before the renewal at least; should it
+				// fail, the run stops while the lock still holds, before the
+				// next renewal would come too late.
+				start := clock.Now()
+				rctx, cancel := context.WithTimeout(context.Background(), renewTimeout)
+				n, err := renewScript.Run(rctx, e.rdb, []string{key}, token, batchLockTTL.Milliseconds()).Int()
+				cancel()
 				switch {
 				case err == nil && n == 0:
 					lost(errors.New("the batch's lock was lost to another run; stopped"))
 					return
 				case err == nil:
-					renewed = clock.Now()
-				case clock.Since(renewed) >= batchLockTTL:
+					renewed = start
+				case clock.Since(renewed)+batchLockTTL/3 >= batchLockTTL:
 					lost(fmt.Errorf("the batch's lock could not be renewed for %s and may have passed to another run; stopped: %w", batchLockTTL, err))
 					return
 				}
