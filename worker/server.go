@@ -62,7 +62,7 @@ type Config struct {
 	// outcome. Default 15s; negative: never.
 	SweepInterval time.Duration
 	// KeyPrefix prefixes the worker's own Redis key (the sweep's lock,
-	// KeyPrefix+"sweep-lock"). Default "resendq:".
+	// KeyPrefix+"sweep-lock:{"+queue+"}"). Default "resendq:".
 	KeyPrefix string
 }
 

@@ -19,8 +19,10 @@ const (
 	DefaultSweepInterval = 15 * time.Second
 	// sweepLookback is how far back each sweep looks in the archive.
 	sweepLookback = 3 * time.Minute
-	// sweepPage is how many archived tasks one round trip lists.
-	sweepPage = 100
+	// sweepPage is how many archived tasks one round trip lists, and
+	// sweepPages how many pages of a queue one sweep looks at at most.
+	sweepPage  = 100
+	sweepPages = 10
 )
 
 // errLeaseExpired is the error text of a task asynq's recoverer archived.
@@ -33,14 +35,10 @@ var errLeaseExpired = asynq.ErrLeaseExpired.Error()
 // "asynq: task lease expired" and tells nobody. A sweep looks at the tasks
 // archived in the last few minutes of each queue served, newest first, and
 // records those that have no outcome record as dead letters, reason
-// exhausted. One worker of the fleet sweeps per interval (a Redis lock);
-// writing a record twice is harmless anyway. It returns how many it
-// recorded.
+// exhausted. One worker of the fleet sweeps a queue per interval (a Redis
+// lock per queue: workers may serve different queues); writing a record
+// twice is harmless anyway. It returns how many it recorded.
 func (s *Server) sweep(ctx context.Context) (int, error) {
-	ok, err := s.rdb.SetNX(ctx, s.sweepLock, "1", s.sweepInterval).Result()
-	if err != nil || !ok {
-		return 0, err
-	}
 	cutoff := s.h.clock().Now().Add(-sweepLookback)
 	existing, err := s.ins.Queues() // a queue that never held a task does not exist yet
 	if err != nil {
@@ -52,6 +50,11 @@ func (s *Server) sweep(ctx context.Context) (int, error) {
 		if !slices.Contains(existing, q) {
 			continue
 		}
+		ok, err := s.rdb.SetNX(ctx, s.sweepLock+":{"+q+"}", "1", s.sweepInterval).Result()
+		if err != nil || !ok {
+			errs = append(errs, err)
+			continue
+		}
 		found, err := s.sweepQueue(ctx, q, cutoff)
 		n += found
 		errs = append(errs, err)
@@ -60,30 +63,23 @@ func (s *Server) sweep(ctx context.Context) (int, error) {
 }
 
 // sweepQueue records the lost dead letters of one queue archived since
-// cutoff.
+// cutoff. The archive is in the order tasks were archived; a task's
+// LastFailedAt is when it was archived for the tasks of interest only
+// (not for one archived by hand), so the sweep stops at the first lost
+// task older than cutoff, or after sweepPages.
 func (s *Server) sweepQueue(ctx context.Context, queue string, cutoff time.Time) (int, error) {
 	info, err := s.ins.GetQueueInfo(queue)
 	if err != nil || info.Archived == 0 {
 		return 0, err
 	}
 	n := 0
-	for page := (info.Archived + sweepPage - 1) / sweepPage; page >= 1; page-- {
+	last := (info.Archived + sweepPage - 1) / sweepPage
+	for page := last; page >= 1 && page > last-sweepPages; page-- {
 		archived, err := s.ins.ListArchivedTasks(queue, asynq.PageSize(sweepPage), asynq.Page(page))
 		if err != nil {
 			return n, err
 		}
-		var lost []*asynq.TaskInfo
-		older := false
-		for i := len(archived) - 1; i >= 0; i-- { // newest first
-			t := archived[i]
-			if t.LastFailedAt.Before(cutoff) {
-				older = true
-				break
-			}
-			if t.Type == tasks.TypeResend && t.LastErr == errLeaseExpired {
-				lost = append(lost, t)
-			}
-		}
+		lost, older := lostOf(archived, cutoff)
 		found, err := s.recordLost(ctx, lost)
 		n += found
 		if err != nil || older {
@@ -91,6 +87,23 @@ func (s *Server) sweepQueue(ctx context.Context, queue string, cutoff time.Time)
 		}
 	}
 	return n, nil
+}
+
+// lostOf returns the resend tasks of a page of the archive that asynq
+// archived when their lease expired, since cutoff, newest first; older:
+// the page holds one archived before cutoff, so older pages need no look.
+func lostOf(archived []*asynq.TaskInfo, cutoff time.Time) (lost []*asynq.TaskInfo, older bool) {
+	for i := len(archived) - 1; i >= 0; i-- { // newest first
+		t := archived[i]
+		if t.Type != tasks.TypeResend || t.LastErr != errLeaseExpired {
+			continue // a dead letter the handler recorded, or a task archived by hand
+		}
+		if t.LastFailedAt.Before(cutoff) {
+			return lost, true
+		}
+		lost = append(lost, t)
+	}
+	return lost, false
 }
 
 // recordLost records those of ts that have no outcome record.
@@ -110,6 +123,9 @@ func (s *Server) recordLost(ctx context.Context, ts []*asynq.TaskInfo) (int, err
 	for i, t := range ts {
 		if exist[i] {
 			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return n, err
 		}
 		a := attempt{taskID: t.ID, queue: t.Queue, retried: t.Retried, maxRetry: t.MaxRetry}
 		a.task, _ = tasks.Decode(t.Payload)
