@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -76,8 +77,8 @@ func (w *window) counts(now time.Time) tally {
 		}
 	}
 	covered := float64(1000 + ms%slotMs) // ten whole slots and the current one so far
-	t.s1 = int(float64(t.s1) * 1000 / covered)
-	t.f1 = int(float64(t.f1) * 1000 / covered)
+	t.s1 = int(math.Round(float64(t.s1) * 1000 / covered))
+	t.f1 = int(math.Round(float64(t.f1) * 1000 / covered))
 	return t
 }
 
@@ -87,18 +88,18 @@ func (l *Limiter) report(ctx context.Context, p *project) (Verdict, error) {
 	now := l.opts.Clock.Now()
 	p.mu.Lock()
 	t := p.window.counts(now)
-	waited := p.waited
+	waited, closes := p.waited, p.closes
 	p.waited = false
 	p.mu.Unlock()
 	k := l.keys
 	res, err := reportScript.Run(ctx, l.rdb,
-		[]string{k.circuits, k.watch, k.rates, k.counts(p.name), k.probe(p.name)},
+		[]string{k.circuits, k.watch, k.rates, k.counts(p.name), k.probe(p.name), k.closes},
 		p.name, l.opts.WorkerID, t.s1, t.sw, t.fw, btoi(waited),
-		l.opts.OutageWindow.Milliseconds(), l.opts.OutageMinFailures, int(l.opts.OutageThreshold*1000),
+		l.opts.OutageWindow.Milliseconds(), l.opts.OutageMinFailures, l.opts.OutageThreshold,
 		l.opts.SettleTime.Milliseconds(), max(l.opts.ProbeInterval, 0).Milliseconds(),
-		btoi(l.adaptive(p.name)), l.opts.MaxRate, int(l.opts.Increase*1000), rateQuiet.Milliseconds(), k.channel, t.f1,
+		btoi(l.adaptive(p.name)), l.opts.MaxRate, l.opts.Increase, rateQuiet.Milliseconds(), k.channel, t.f1, closes,
 	).StringSlice()
-	if err == nil && len(res) != 8 {
+	if err == nil && len(res) != 10 {
 		err = fmt.Errorf("unexpected reply %v", res)
 	}
 	if err != nil {
@@ -109,6 +110,11 @@ func (l *Limiter) report(ctx context.Context, p *project) (Verdict, error) {
 		n[i], _ = strconv.ParseFloat(v, 64)
 	}
 	open, dominate, opened, age, probe := n[0] == 1, n[0] == 2, n[1] == 1, ms(n[2]), ms(n[3])
+	if c := int64(n[9]); c != closes {
+		// The circuit closed since this worker last heard: its counts were
+		// stale and left out, and its window starts over.
+		l.adopt(p, c)
+	}
 	var was float64
 	l.update(p, func(now time.Time) {
 		switch {
@@ -117,9 +123,7 @@ func (l *Limiter) report(ctx context.Context, p *project) (Verdict, error) {
 		case !open:
 			p.openAt = time.Time{}
 		}
-		if n[4]+n[5] > 0 || t.fw > 0 {
-			p.watchUntil = now.Add(l.opts.OutageWindow)
-		}
+		p.watchUntil = now.Add(ms(n[8]))
 		if dominate {
 			p.suspect = now.Add(l.opts.SettleTime)
 		}
@@ -154,8 +158,11 @@ func (l *Limiter) reportWatched(ctx context.Context) {
 	l.projects.Range(func(_, v any) bool {
 		p := v.(*project)
 		p.mu.Lock()
-		t := p.window.counts(now)
-		due := t.sw+t.fw > 0 && (p.watchUntil.After(now) || p.rate > 0 && l.adaptive(p.name))
+		due := now.Sub(p.lastCall) < l.opts.OutageWindow && (p.watchUntil.After(now) || p.rate > 0 && l.adaptive(p.name))
+		if due {
+			t := p.window.counts(now)
+			due = t.sw+t.fw > 0
+		}
 		p.mu.Unlock()
 		if due {
 			if _, err := l.report(ctx, p); err != nil && ctx.Err() == nil {
@@ -169,15 +176,16 @@ func (l *Limiter) reportWatched(ctx context.Context) {
 // close closes the circuit of p after a call was answered, if it is open.
 func (l *Limiter) close(ctx context.Context, p *project) error {
 	k := l.keys
-	res, err := closeScript.Run(ctx, l.rdb, []string{k.circuits, k.probe(p.name), k.counts(p.name), k.watch}, p.name, k.channel).Int64Slice()
-	if err == nil && len(res) != 2 {
+	res, err := closeScript.Run(ctx, l.rdb, []string{k.circuits, k.probe(p.name), k.counts(p.name), k.watch, k.closes},
+		p.name, k.channel).Int64Slice()
+	if err == nil && len(res) != 3 {
 		err = fmt.Errorf("unexpected reply %v", res)
 	}
 	if err != nil {
 		return fmt.Errorf("rate limiting: close the circuit of project %s: %w", p.name, err)
 	}
+	l.adopt(p, res[2])
 	if res[0] == 1 {
-		l.closed(p)
 		l.event(Event{Kind: CircuitClosed, Project: p.name, Open: time.Duration(res[1]) * time.Millisecond})
 	} else {
 		l.update(p, func(time.Time) { p.openAt = time.Time{} })
@@ -185,12 +193,17 @@ func (l *Limiter) close(ctx context.Context, p *project) error {
 	return nil
 }
 
-// closed takes in that the circuit of p closed: the failures counted
-// before are forgotten, so that they do not open it again.
-func (l *Limiter) closed(p *project) {
+// adopt takes in that the circuit of p has closed closes times: when that
+// is news to this worker, the circuit closed since it last heard, and the
+// failures counted before are forgotten, so that they do not open it
+// again.
+func (l *Limiter) adopt(p *project, closes int64) {
 	l.update(p, func(time.Time) {
-		p.openAt, p.watchUntil, p.suspect = time.Time{}, time.Time{}, time.Time{}
-		p.window = newWindow(l.opts.OutageWindow)
+		if p.closes != closes {
+			p.closes = closes
+			p.openAt, p.watchUntil, p.suspect = time.Time{}, time.Time{}, time.Time{}
+			p.window = newWindow(l.opts.OutageWindow)
+		}
 	})
 }
 
@@ -252,12 +265,16 @@ func btoi(b bool) int {
 	return 0
 }
 
-// countsLua stores a worker's tally of a project in its counts hash (KEYS
-// c) and sums the fresh tallies of every worker: SW and FW over the window
-// (ARGV w, in ms); S1, F1 (calls a second over the last second) and waited
-// over the last 1.5s. Its entries: worker → "at s1 sw fw waited f1".
+// countsLua stores a worker's tally of a project in its counts hash (key),
+// unless it is stale (its closes are not the project's: the circuit closed
+// since the worker counted, in the closes hash), and sums the fresh tallies
+// of every worker: SW and FW over the window (w, in ms); S1, F1 (calls a
+// second over the last second) and waited over the last 1.5s. Its entries:
+// worker → "at s1 sw fw waited f1". Also returns the project's closes.
 const countsLua = `
-local function counts(key, worker, s1, sw, fw, waited, f1, w)
+local function counts(key, worker, s1, sw, fw, waited, f1, w, closesKey, p, closes)
+  local C = tonumber(redis.call('HGET', closesKey, p) or '0') or 0
+  if tonumber(closes) ~= C then return 0, 0, 0, 0, 0, C, false end
   redis.call('HSET', key, worker, now .. ' ' .. s1 .. ' ' .. sw .. ' ' .. fw .. ' ' .. waited .. ' ' .. f1)
   redis.call('PEXPIRE', key, 6 * w)
   local S1, SW, FW, WT, F1 = 0, 0, 0, 0, 0
@@ -275,7 +292,7 @@ local function counts(key, worker, s1, sw, fw, waited, f1, w)
       end
     end
   end
-  return S1, SW, FW, WT, F1
+  return S1, SW, FW, WT, F1, C, true
 end
 `
 
@@ -284,28 +301,36 @@ end
 // failures come, and grows an adaptive rate that calls wait for.
 //
 // KEYS: 1 circuits, 2 watches, 3 rates, 4 the project's counts, 5 its probe
-// lease. ARGV: 1 project, 2 worker, 3 s1, 4 sw, 5 fw, 6 waited (0/1), 17 f1,
-// 7 window ms, 8 min failures, 9 threshold per mille, 10 settle ms,
-// 11 probe interval ms (0: no circuit), 12 adaptive (0/1), 13 max rate
-// (0: none), 14 increase per mille a second (times the 10s since the last
-// decrease, up to doubling), 15 quiet ms after a decrease, 16 channel. While calls wait for a rate it grows: three times
-// a second in slow start; else back toward 97% of its ceiling (a quarter of
-// the gap every 250ms), where it stays until 10s have passed without a
-// 429; then by the increase, more the longer since.
+// lease, 6 closes. ARGV: 1 project, 2 worker, 3 s1, 4 sw, 5 fw, 6 waited
+// (0/1), 7 window ms, 8 min failures, 9 threshold (a fraction of the
+// calls), 10 settle ms, 11 probe interval ms (0: no circuit), 12 adaptive
+// (0/1), 13 max rate (0: none), 14 increase a second (once the quiet time
+// has passed, and once more every 10s since, up to doubling), 15 ms after
+// a decrease before the rate climbs back, 16
+// channel, 17 f1, 18 the closes the worker counted since.
+//
+// While calls wait for a rate it grows: three times a second in slow start;
+// else back toward 97% of its ceiling (a quarter of the gap every 250ms),
+// where it stays until the quiet time has passed without a 429 (30s, twice
+// as long each time a probe found the same ceiling); then by the increase,
+// more the longer since.
+//
 // Returns strings: the circuit (0 closed, 1 open, 2 closed but failures
 // dominate: it opens once the watch has settled), opened by this report
 // (0/1), ms open, ms to the next probe, the window's failures, its calls,
-// the adaptive rate, whether this report changed it (0/1).
+// the adaptive rate, whether this report changed it (0/1), ms left of the
+// watch, the project's closes (when not the worker's, its counts were
+// stale and left out).
 var reportScript = redis.NewScript(nowMs + countsLua + rateLua + `
 local P, W = ARGV[1], tonumber(ARGV[7])
-local S1, SW, FW, WT, F1 = counts(KEYS[4], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[17], W)
+local S1, SW, FW, WT, F1, C, fresh = counts(KEYS[4], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[17], W, KEYS[6], P, ARGV[18])
 local from, untilMs = 0, 0
 local wv = redis.call('HGET', KEYS[2], P)
 if wv then
   local a, b = string.match(wv, '^(%d+) (%d+)$')
   from, untilMs = tonumber(a) or 0, tonumber(b) or 0
 end
-if tonumber(ARGV[5]) > 0 then
+if fresh and tonumber(ARGV[5]) > 0 then
   if untilMs < now then
     from = now
     redis.call('PUBLISH', ARGV[16], 'watch ' .. P .. ' ' .. W)
@@ -322,7 +347,7 @@ local minF, thr = tonumber(ARGV[8]), tonumber(ARGV[9])
 -- (an outage of a busy project shows at once, not when its failures
 -- outnumber the window's earlier successes).
 local dominate = probe > 0 and untilMs >= now and
-  ((FW >= minF and FW * 1000 >= thr * (SW + FW)) or (F1 >= minF and F1 * 1000 >= thr * (S1 + F1)))
+  ((FW >= minF and FW >= thr * (SW + FW)) or (F1 >= minF and F1 >= thr * (S1 + F1)))
 if not openAt and dominate and now - from >= tonumber(ARGV[10]) then
   openAt, opened = now, 1
   redis.call('HSET', KEYS[1], P, now .. ' ' .. FW .. ' ' .. (SW + FW))
@@ -340,10 +365,10 @@ if ARGV[12] == '1' then
         rate = rate * 1.32 -- slow start: three times a second
       elseif r.ss ~= 1 and rate < target and now - r.at >= 250 then
         rate = math.min(target, rate + math.max(target - rate, 0.4) * 0.25) -- back toward 97% of what got through before the last 429
-      elseif r.ss ~= 1 and now - r.dec >= 10000 and now - r.at >= 1000 then
-        -- 10s without a 429: probe above it, Increase a second, and more
-        -- every 10s
-        rate = rate * (1 + math.min(1, tonumber(ARGV[14]) / 1000 * (now - r.dec) / 10000))
+      elseif r.ss ~= 1 and now - r.dec >= r.q and now - r.at >= 1000 then
+        -- quiet for long enough without a 429: probe above it, Increase a
+        -- second, and more every 10s it goes on
+        rate = rate * (1 + math.min(1, tonumber(ARGV[14]) * (now - r.dec - r.q + 10000) / 10000))
       end
       local cap = tonumber(ARGV[13])
       if cap > 0 and rate > cap then rate = cap end
@@ -360,23 +385,26 @@ if openAt then left = math.max(redis.call('PTTL', KEYS[5]), 0) end
 local state = 0
 if openAt then state = 1 elseif dominate then state = 2 end
 return {tostring(state), tostring(opened), tostring(openAt and now - openAt or 0), tostring(left),
-  tostring(FW), tostring(SW + FW), string.format('%.3f', rate), tostring(changed)}
+  tostring(FW), tostring(SW + FW), string.format('%.3f', rate), tostring(changed),
+  tostring(math.max(untilMs - now, 0)), tostring(C)}
 `)
 
 // closeScript closes a project's circuit, if it is open, forgets the
-// counts and the watch that opened it, and publishes it.
+// counts and the watch that opened it, counts the close, and publishes it.
 //
-// KEYS: 1 circuits, 2 the probe lease, 3 the project's counts, 4 watches.
-// ARGV: 1 project, 2 channel.
-// Returns {1, ms it was open} when it closed it, {0, 0} otherwise.
+// KEYS: 1 circuits, 2 the probe lease, 3 the project's counts, 4 watches,
+// 5 closes. ARGV: 1 project, 2 channel.
+// Returns {1, ms it was open, closes} when it closed it, {0, 0, closes}
+// otherwise.
 var closeScript = redis.NewScript(nowMs + `
 local cv = redis.call('HGET', KEYS[1], ARGV[1])
-if not cv then return {0, 0} end
+if not cv then return {0, 0, tonumber(redis.call('HGET', KEYS[5], ARGV[1]) or '0') or 0} end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('DEL', KEYS[2], KEYS[3])
-redis.call('PUBLISH', ARGV[2], 'close ' .. ARGV[1])
-return {1, now - (tonumber(string.match(cv, '^(%d+)')) or now)}
+local c = redis.call('HINCRBY', KEYS[5], ARGV[1], 1)
+redis.call('PUBLISH', ARGV[2], 'close ' .. ARGV[1] .. ' ' .. c)
+return {1, now - (tonumber(string.match(cv, '^(%d+)')) or now), c}
 `)
 
 // probeScript takes the probe lease of an open circuit for the interval.

@@ -206,7 +206,10 @@ func TestAdaptiveRateIsLearnedLoweredAndRemembered(t *testing.T) {
 		}
 		return 0
 	}
-	waitUntil(t, "the rate to be learned", func() bool { return rateOf(a) > 0 && rateOf(b) > 0 })
+	// The worker that set it tells of it after it took the rate in.
+	waitUntil(t, "the rate to be learned", func() bool {
+		return rateOf(a) > 0 && rateOf(b) > 0 && len(ev.of(RateChanged)) > 0
+	})
 	// Each worker counts the successes of its last second and the slot of
 	// 100ms under way, per second of that: 90 calls over 1 to 1.1s.
 	if r := rateOf(b); r < 72 || r > 82 {

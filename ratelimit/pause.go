@@ -72,13 +72,21 @@ func minTime(a, b time.Time) time.Time {
 // sync reads the state of every project from Redis: pauses, circuits,
 // watches and adaptive rates, as what remains of each on Redis's clock.
 func (l *Limiter) sync(ctx context.Context) error {
-	res, err := stateScript.Run(ctx, l.rdb,
-		[]string{l.keys.cooldown, l.keys.circuits, l.keys.watch, l.keys.rates},
+	k := l.keys
+	res, err := stateScript.Run(ctx, l.rdb, []string{k.cooldown, k.circuits, k.watch, k.rates, k.closes},
 		l.opts.RateMemory.Milliseconds()).StringSlice()
 	if err != nil {
 		return fmt.Errorf("rate limiting: read the fleet's state: %w", err)
 	}
 	open := map[string]time.Duration{}
+	rates := map[string]bool{} // the projects Redis has a rate of, or learns one
+	for i := 0; i+4 < len(res); i += 5 {
+		// First the circuits that closed since this worker last heard: the
+		// failures it counted before are forgotten (not what came since).
+		if v, err := strconv.ParseInt(res[i+2], 10, 64); err == nil && res[i] == "closes" {
+			l.adopt(l.project(res[i+1]), v)
+		}
+	}
 	for i := 0; i+4 < len(res); i += 5 {
 		kind, name := res[i], res[i+1]
 		v, err := strconv.ParseFloat(res[i+2], 64)
@@ -95,19 +103,23 @@ func (l *Limiter) sync(ctx context.Context) error {
 			p := l.project(name)
 			l.update(p, func(now time.Time) { p.watchUntil = now.Add(ms) })
 		case "rate":
+			rates[name] = true
 			if v > 0 && l.adaptive(name) {
 				p := l.project(name)
 				l.update(p, func(time.Time) { p.rate = l.capped(v) })
 			}
 		}
 	}
-	if l.opts.ProbeInterval < 0 {
-		return nil
-	}
 	l.projects.Range(func(_, v any) bool {
 		p := v.(*project)
 		age, isOpen := open[p.name]
 		l.update(p, func(now time.Time) {
+			if !rates[p.name] && l.adaptive(p.name) {
+				p.rate = 0 // forgotten: the fleet learns it again at the next 429
+			}
+			if l.opts.ProbeInterval < 0 {
+				return
+			}
 			switch {
 			case isOpen && p.openAt.IsZero():
 				p.openAt, p.nextProbe = now.Add(-age), now
@@ -117,6 +129,9 @@ func (l *Limiter) sync(ctx context.Context) error {
 		})
 		return true
 	})
+	if l.opts.ProbeInterval < 0 {
+		return nil
+	}
 	for name, age := range open {
 		p := l.project(name)
 		l.update(p, func(now time.Time) {

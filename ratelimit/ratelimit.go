@@ -44,9 +44,11 @@
 // while calls wait for it. A later 429 takes what the fleet got through (or
 // the rate, if lower) as the project's ceiling, and sets the rate to
 // Decrease times it; while calls wait, the rate climbs back to 97% of the
-// ceiling and stays there. After 10s without a 429 it probes above, by
+// ceiling and stays there. After 30s without a 429 it probes above, by
 // Increase a second, and more every 10s it goes on, so that a limit the API
-// raised, or a rate learned in a slow moment, is found again. The learned
+// raised, or a rate learned in a slow moment, is found again; each probe
+// costs a 429 and its pause, so when a probe finds the ceiling where it
+// was, the next waits twice as long (up to 5 minutes). The learned
 // rate is kept in Redis (RateMemory) and read by every worker that starts,
 // so a restarted fleet does not learn it again.
 //
@@ -65,6 +67,8 @@
 // With the default prefix "resendq:": cooldowns (hash: project → end of its
 // pause, ms), flow:circuits (hash: project → when its circuit opened and
 // what it saw), flow:watch (hash: project → when its watch began and ends),
+// flow:closes (hash: project → how many times its circuit closed: counts
+// reported from before the last close are stale),
 // flow:rates (hash: project → adaptive rate and when it last changed),
 // flow:counts:{project} (hash: worker → its counts and when it reported
 // them), flow:probe:{project} (the probe's lease), rate:resendq:rate:{project}
@@ -121,9 +125,10 @@ type Options struct {
 	// Default 0.9.
 	Decrease float64
 	// Increase is how much an adaptive rate grows per second, as a share of
-	// the rate, while calls wait for it, once 10s have passed without a 429;
-	// faster the longer since (Increase more every 10s, up to doubling a
-	// second). Default 0.005.
+	// the rate, while calls wait for it, once 30s have passed without a 429
+	// (more when the last probes found the same ceiling); faster the longer
+	// since (Increase more every 10s, up to doubling a second). Default
+	// 0.005.
 	Increase float64
 	// RateMemory is how long a learned rate is kept after its last change.
 	// Default 24h.
@@ -253,11 +258,15 @@ type Result int
 
 // The results Done takes.
 const (
-	// Answered: the API answered, and not with a transient failure (2xx,
-	// 4xx, 429): it is up.
+	// Answered: the API answered, and not with a transient failure or a
+	// 429 (2xx, 4xx): it is up.
 	Answered Result = iota
 	// Failed: a transient failure (5xx, 408, a timeout, a connection error).
 	Failed
+	// RateLimited: a 429. The API is up (it closes an open circuit), but
+	// the call did not get through: it does not count toward what the
+	// fleet gets through, which an adaptive rate is learned from.
+	RateLimited
 )
 
 // Verdict is what Done says of a call.
@@ -287,6 +296,7 @@ type keys struct {
 	cooldown string // hash: project → end of its pause
 	circuits string // hash: project → "opened_at failures calls"
 	watch    string // hash: project → "from until"
+	closes   string // hash: project → how many times its circuit closed
 	rates    string // hash: project → "rate changed_at decreased_at learn_until"
 	channel  string
 	gcra     string // + project: redis_rate's key
@@ -355,7 +365,8 @@ func keysFor(p string) keys {
 	}
 	return keys{
 		prefix: p, cooldown: p + "cooldowns", circuits: p + "flow:circuits", watch: p + "flow:watch",
-		rates: p + "flow:rates", channel: p + "flow", gcra: p + "rate:",
+		closes: p + "flow:closes",
+		rates:  p + "flow:rates", channel: p + "flow", gcra: p + "rate:",
 	}
 }
 
@@ -376,6 +387,8 @@ type project struct {
 	rate        float64 // the adaptive rate; 0: none (yet)
 	told        float64 // the rate last told of in an Event
 	learning    bool    // a first 429 is being learned from
+	closes      int64   // how many times its circuit closed, as far as known here: the epoch of window
+	lastCall    time.Time
 }
 
 const (
@@ -566,10 +579,13 @@ func (l *Limiter) Done(ctx context.Context, name string, r Result, probe bool) (
 	p := l.project(name)
 	now := l.opts.Clock.Now()
 	p.mu.Lock()
-	p.window.add(now, r == Failed)
+	if r != RateLimited {
+		p.window.add(now, r == Failed)
+		p.lastCall = now
+	}
 	open := !p.openAt.IsZero()
 	p.mu.Unlock()
-	if r == Answered {
+	if r != Failed {
 		if open || probe {
 			return Verdict{}, l.close(ctx, p)
 		}
@@ -633,7 +649,7 @@ func (l *Limiter) listen(ctx context.Context, sub *redis.PubSub) {
 	}
 }
 
-// hear takes in one message: "pause P ms", "open P", "close P",
+// hear takes in one message: "pause P ms", "open P", "close P closes",
 // "watch P ms", "rate P r" or "learn P".
 func (l *Limiter) hear(ctx context.Context, msg string) {
 	f := strings.Fields(msg)
@@ -663,7 +679,9 @@ func (l *Limiter) hear(ctx context.Context, msg string) {
 			})
 		}
 	case "close":
-		l.closed(l.project(name))
+		if e, ok := arg(); ok {
+			l.adopt(l.project(name), int64(e))
+		}
 	case "watch":
 		if ms, ok := arg(); ok {
 			p := l.project(name)

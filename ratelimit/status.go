@@ -72,7 +72,7 @@ func (l *Limiter) Local() []State {
 // KeyPrefix ("" for the default).
 func Status(ctx context.Context, rdb redis.UniversalClient, prefix string) ([]State, error) {
 	k := keysFor(prefix)
-	res, err := stateScript.Run(ctx, rdb, []string{k.cooldown, k.circuits, k.watch, k.rates}, DefaultRateMemory.Milliseconds()).StringSlice()
+	res, err := stateScript.Run(ctx, rdb, []string{k.cooldown, k.circuits, k.watch, k.rates, k.closes}, 0).StringSlice()
 	if err != nil {
 		return nil, fmt.Errorf("flow control: read the fleet's state: %w", err)
 	}
@@ -85,6 +85,9 @@ func Status(ctx context.Context, rdb redis.UniversalClient, prefix string) ([]St
 	}
 	num := func(s string) float64 { v, _ := strconv.ParseFloat(s, 64); return v }
 	for i := 0; i+4 < len(res); i += 5 {
+		if res[i] == "closes" {
+			continue
+		}
 		st := get(res[i+1])
 		switch res[i] {
 		case "pause":
@@ -109,16 +112,20 @@ func Status(ctx context.Context, rdb redis.UniversalClient, prefix string) ([]St
 	return out, nil
 }
 
-// stateScript lists the flow control of every project, on Redis's clock,
-// and forgets the watches that ended and the adaptive rates that have not
-// changed for the memory period: what a starting worker reads (sync), and
-// an operator (Status).
+// stateScript lists the flow control of every project, on Redis's clock:
+// what a worker reads (sync), and an operator (Status). For a worker, it
+// also forgets the watches that ended and the adaptive rates that have not
+// changed for the worker's memory period; an operator's read changes
+// nothing.
 //
-// KEYS: 1 pauses, 2 circuits, 3 watches, 4 rates. ARGV: 1 rate memory (ms).
+// KEYS: 1 pauses, 2 circuits, 3 watches, 4 rates, 5 closes. ARGV: 1 rate
+// memory (ms; 0: read only).
 // Returns a flat list of kind, project and three values: "pause" and ms
 // left; "open", ms open, the failures and calls it opened on; "watch" and
-// ms left; "rate" and the rate (0: being learned).
+// ms left; "rate" and the rate (0: being learned); "closes" and how many
+// times its circuit closed.
 var stateScript = redis.NewScript(nowMs + `
+local memory = tonumber(ARGV[1])
 local out = {}
 local function add(kind, p, a, b, c)
   out[#out + 1] = kind; out[#out + 1] = p
@@ -137,14 +144,16 @@ end
 all = redis.call('HGETALL', KEYS[3])
 for i = 1, #all, 2 do
   local u = tonumber(string.match(all[i + 1], ' (%d+)$'))
-  if u and u > now then add('watch', all[i], u - now) elseif u then redis.call('HDEL', KEYS[3], all[i]) end
+  if u and u > now then add('watch', all[i], u - now) elseif u and memory > 0 then redis.call('HDEL', KEYS[3], all[i]) end
 end
 all = redis.call('HGETALL', KEYS[4])
 for i = 1, #all, 2 do
   local rate, changed = string.match(all[i + 1], '^(%S+) (%d+)')
   rate, changed = tonumber(rate), tonumber(changed)
-  if changed and now - changed > tonumber(ARGV[1]) then redis.call('HDEL', KEYS[4], all[i])
+  if changed and memory > 0 and now - changed > memory then redis.call('HDEL', KEYS[4], all[i])
   elseif rate then add('rate', all[i], rate) end
 end
+all = redis.call('HGETALL', KEYS[5])
+for i = 1, #all, 2 do add('closes', all[i], all[i + 1]) end
 return out
 `)
