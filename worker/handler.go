@@ -187,8 +187,11 @@ func (h *Handler) process(ctx context.Context, a attempt, payload []byte) error 
 	action, cause := Classify(c.status, c.err)
 	if h.Limiter != nil {
 		result := ratelimit.Answered
-		if action == Retry {
+		switch action {
+		case Retry:
 			result = ratelimit.Failed
+		case WaitRateLimit:
+			result = ratelimit.RateLimited
 		}
 		v, err := h.Limiter.Done(ctx, r.ProjectID, result, c.probe)
 		if err != nil {
@@ -230,7 +233,11 @@ func (h *Handler) holdBack(ctx context.Context, a attempt, permit ratelimit.Perm
 		h.observer().Retry(outcome.CausePaused)
 		h.log(h.fields(a)).WithFields(logrus.Fields{"retry_in": permit.Later.String(), "hold": permit.Hold.String()}).
 			Debug("resend handed back without a call (rate limit or shutdown), will be retried")
-		return &retryError{err: errHeldBack, delay: permit.Later, failure: false}
+		reason := outcome.ReasonRateLimited
+		if permit.Hold == ratelimit.NoHold {
+			reason = outcome.ReasonExhausted // the worker is stopping
+		}
+		return &retryError{err: errHeldBack, delay: permit.Later, failure: false, reason: reason}
 	}
 	held, err := h.Outcomes.Held(ctx, a.taskID, permit.Later)
 	if err != nil {
@@ -239,7 +246,7 @@ func (h *Handler) holdBack(ctx context.Context, a attempt, permit ratelimit.Perm
 	if limit := h.outageMaxWait(); held > limit {
 		rec := h.record(a, outcome.StatusDeadLetter, outcome.ReasonOutage, status, callErr)
 		rec.Attempts = a.retried + btoi(callErr != nil || status != 0)
-		msg := fmt.Sprintf("held for %s by an outage of the Login API, over the %s cap", held.Round(100*time.Millisecond), limit)
+		msg := fmt.Sprintf("held for %s by an outage of the Login API, over the %s cap", (held + 99*time.Millisecond).Truncate(100*time.Millisecond), limit) // rounded up: over the cap
 		if rec.ErrorDescription == "" {
 			rec.ErrorDescription = msg
 		}
@@ -248,7 +255,7 @@ func (h *Handler) holdBack(ctx context.Context, a attempt, permit ratelimit.Perm
 	h.observer().Retry(outcome.CauseOutage)
 	h.log(h.fields(a)).WithFields(logrus.Fields{"retry_in": permit.Later.String(), "held": held.String()}).
 		Debug("resend held back: the Login API is failing the project's calls")
-	return &retryError{err: errOutage, delay: permit.Later, failure: false}
+	return &retryError{err: errOutage, delay: permit.Later, failure: false, reason: outcome.ReasonOutage}
 }
 
 // callResult is what call did: held back a task (held), or made its call.
@@ -332,7 +339,7 @@ func (h *Handler) transient(ctx context.Context, a attempt, status int, callErr 
 	h.log(h.fields(a)).WithFields(logrus.Fields{
 		"cause": cause, "status": status, "retry_in": delay.String(),
 	}).Debug("resend will be retried")
-	return &retryError{err: callErr, delay: delay, failure: true}
+	return &retryError{err: callErr, delay: delay, failure: true, reason: outcome.ReasonExhausted}
 }
 
 // attemptLimit is the number of failed attempts after which a task is
@@ -367,17 +374,21 @@ func (h *Handler) rateLimited(ctx context.Context, a attempt, status int, callEr
 		pause, delay = apiErr.RetryAfter, max(delay, apiErr.RetryAfter)
 	}
 	h.coolDown(ctx, a, pause)
-	if a.maxRetry > 0 && a.retried >= a.maxRetry {
-		// asynq archives a task at its MaxRetry whatever the error says.
-		delay = h.rateLimitMaxWait()
-	}
 	// The wait as asynq will keep it: due on a whole second.
 	counted := roundUpDue(h.clock().Now(), delay)
 	waited := state.Waited
-	if capWait := h.rateLimitMaxWait(); waited+counted > capWait {
+	capWait := h.rateLimitMaxWait()
+	var msg string
+	switch {
+	case a.maxRetry > 0 && a.retried >= a.maxRetry:
+		// asynq archives a task at its MaxRetry whatever the error says.
+		msg = fmt.Sprintf("rate limited with no retry left (MaxRetry %d): %v", a.maxRetry, callErr)
+	case waited+counted > capWait:
+		msg = fmt.Sprintf("rate limited: its own 429s asked for %s of waits, over the %s cap: %v", waited.Round(time.Second), capWait, callErr)
+	}
+	if msg != "" {
 		rec := h.record(a, outcome.StatusDeadLetter, outcome.ReasonRateLimited, status, callErr)
 		rec.Attempts = a.retried // this call is counted among the task's 429s already
-		msg := fmt.Sprintf("rate limited: its own 429s asked for %s of waits, over the %s cap: %v", waited.Round(time.Second), capWait, callErr)
 		return h.finish(ctx, rec, &deadLetterError{msg: msg, cause: callErr})
 	}
 	if err := h.Outcomes.RateWait(ctx, a.taskID, counted); err != nil {
@@ -387,7 +398,7 @@ func (h *Handler) rateLimited(ctx context.Context, a attempt, status int, callEr
 	h.log(h.fields(a)).WithFields(logrus.Fields{
 		"cause": outcome.CauseRateLimited, "status": status, "retry_in": delay.String(), "rate_limited_calls": state.Calls,
 	}).Debug("resend rate limited, will be retried")
-	return &retryError{err: callErr, delay: delay, failure: false}
+	return &retryError{err: callErr, delay: delay, failure: false, reason: outcome.ReasonRateLimited}
 }
 
 // coolDown pauses the calls of a's project on every worker for d (the

@@ -327,6 +327,20 @@ func TestAttemptLimitLeavesRoomForRateLimits(t *testing.T) {
 	}
 }
 
+func TestA429WithNoRetryLeftIsADeadLetter(t *testing.T) {
+	t.Parallel()
+	b := setup(t, answer(429, "", "", 0))
+	// A task at its MaxRetry: asynq would archive it whatever the error,
+	// so the 429 ends it here, recorded.
+	err := b.h.process(context.Background(), attempt{taskID: "t", maxRetry: 3, retried: 3}, payload(t, "j@example.com"))
+	if !errors.Is(err, asynq.SkipRetry) || !strings.Contains(err.Error(), "no retry left (MaxRetry 3)") {
+		t.Fatalf("err = %v, want a dead letter", err)
+	}
+	if len(b.out.finished) != 1 || b.out.finished[0].Reason != outcome.ReasonRateLimited {
+		t.Errorf("records %+v, want one, rate_limited", b.out.finished)
+	}
+}
+
 func TestConnectionErrorsAndTimeoutsRetry(t *testing.T) {
 	t.Parallel()
 	for _, callErr := range []error{errors.New("dial tcp 127.0.0.1:1: connect: connection refused"), context.DeadlineExceeded} {
@@ -395,20 +409,34 @@ func TestOutcomeWriteFailureStillEndsTask(t *testing.T) {
 func TestHandleErrorRecordsForeignFinalFailures(t *testing.T) {
 	t.Parallel()
 	b := setup(t, answer(204, "", "", 0))
-	b.h.HandleError(context.Background(), asynq.NewTask(tasks.TypeResend, payload(t, "j@example.com")), &retryError{err: errors.New("x")})
+	held := &retryError{err: errOutage, reason: outcome.ReasonOutage}
+	b.h.recordArchived(context.Background(), attempt{taskID: "t", maxRetry: 5, retried: 2}, payload(t, "j@example.com"), held)
 	if len(b.out.finished) != 0 {
 		t.Fatal("recorded an outcome for the handler's own retry")
 	}
 	panicErr := errors.New("panic [handler.go:42]: boom")
-	b.h.recordForeignFailure(context.Background(), attempt{taskID: "t", maxRetry: 5, retried: 4}, payload(t, "j@example.com"), panicErr)
+	b.h.recordArchived(context.Background(), attempt{taskID: "t", maxRetry: 5, retried: 4}, payload(t, "j@example.com"), panicErr)
 	if len(b.out.finished) != 0 {
 		t.Fatal("recorded an outcome for a failure asynq still retries")
 	}
-	b.h.recordForeignFailure(context.Background(), attempt{taskID: "t", maxRetry: 5, retried: 5}, payload(t, "j@example.com"), panicErr)
+	b.h.recordArchived(context.Background(), attempt{taskID: "t", maxRetry: 5, retried: 5}, payload(t, "j@example.com"), &deadLetterError{msg: "x"})
+	if len(b.out.finished) != 0 {
+		t.Fatal("recorded a dead letter the handler recorded")
+	}
+	b.h.recordArchived(context.Background(), attempt{taskID: "t", maxRetry: 5, retried: 5}, payload(t, "j@example.com"), panicErr)
 	if len(b.out.finished) != 1 {
 		t.Fatal("no outcome for a task asynq archives on its own")
 	}
 	if rec := b.out.finished[0]; rec.Reason != outcome.ReasonExhausted || rec.Username != "j@example.com" || rec.ErrorDescription != panicErr.Error() {
+		t.Errorf("record = %+v", rec)
+	}
+	// A task enqueued elsewhere with MaxRetry 0, held back by an outage:
+	// asynq archives it at once, and its record says why.
+	b.h.recordArchived(context.Background(), attempt{taskID: "t0", maxRetry: 0, retried: 0}, payload(t, "j@example.com"), held)
+	if len(b.out.finished) != 2 {
+		t.Fatal("no outcome for a held-back task with no retry left")
+	}
+	if rec := b.out.finished[1]; rec.Reason != outcome.ReasonOutage || !strings.Contains(rec.ErrorDescription, "no retry left (MaxRetry 0)") {
 		t.Errorf("record = %+v", rec)
 	}
 }

@@ -178,9 +178,10 @@ func TestOutcomeTableEndToEnd(t *testing.T) {
 	for _, be := range backends {
 		t.Run(be.name, func(t *testing.T) {
 			t.Parallel()
-			// Rows answer 429 per user: the adaptive rate, which takes 429s
-			// for the project's, would slow the other rows down.
-			p := newPipeline(t, be.start, func(o *Options) { o.NoAdaptiveRate = true })
+			// Rows answer 429 and fail per user: the adaptive rate and the
+			// circuit, which take them for the project's, would slow the
+			// other rows down and hold the failing ones as an outage.
+			p := newPipeline(t, be.start, func(o *Options) { o.NoAdaptiveRate, o.OutageMinFailures = true, 1000 })
 			ids := map[string]string{}
 			for _, row := range rows {
 				p.api.Script(row.username, row.behavior)

@@ -9,6 +9,8 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/hibiken/asynq"
 	"github.com/jonboulle/clockwork"
+
+	"github.com/resendq/resendq/outcome"
 )
 
 // Backoff is the exponential backoff between retries of a transient failure
@@ -68,6 +70,9 @@ type retryError struct {
 	err     error
 	delay   time.Duration
 	failure bool
+	// reason is the dead letter's, should asynq archive the task instead
+	// (no retry left).
+	reason outcome.Reason
 }
 
 func (e *retryError) Error() string { return e.err.Error() }

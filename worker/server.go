@@ -231,25 +231,35 @@ func (s *Server) Run(ctx context.Context) error {
 
 // HandleError is the asynq ErrorHandler: it records the final outcome of a
 // task that asynq archives for a reason of its own (a deadline, an error
-// the handler did not make) so that no dead letter goes unrecorded. asynq
-// does not call it for a task whose worker died (its recoverer archives
-// such a task at its MaxRetry on its own): the Server's sweep records
-// those.
+// the handler did not make, or a retry the handler asked for when the task
+// has no retry left) so that no dead letter goes unrecorded. asynq does
+// not call it for a task whose worker died (its recoverer archives such a
+// task at its MaxRetry on its own): the Server's sweep records those.
 func (h *Handler) HandleError(ctx context.Context, t *asynq.Task, err error) {
-	var re *retryError
-	var de *deadLetterError
-	if errors.As(err, &re) || errors.As(err, &de) {
-		return // the handler decided, and recorded what was final
-	}
-	h.recordForeignFailure(ctx, attemptOf(ctx), t.Payload(), err)
+	h.recordArchived(ctx, attemptOf(ctx), t.Payload(), err)
 }
 
-func (h *Handler) recordForeignFailure(ctx context.Context, a attempt, payload []byte, err error) {
-	if a.retried < a.maxRetry && !errors.Is(err, asynq.SkipRetry) {
+// recordArchived records the final outcome of attempt a, which ended with
+// err, when asynq archives its task without the handler having recorded
+// it: asynq archives a task once its retry count reaches its MaxRetry,
+// whatever the error (a 429 or a hold-back counts no retry, but a task
+// enqueued elsewhere with MaxRetry 0 has none to begin with).
+func (h *Handler) recordArchived(ctx context.Context, a attempt, payload []byte, err error) {
+	var re *retryError
+	var de *deadLetterError
+	switch {
+	case errors.As(err, &de):
+		return // the handler decided, and recorded it
+	case a.retried < a.maxRetry && !errors.Is(err, asynq.SkipRetry):
 		return // asynq retries it
 	}
 	a.task, _ = tasks.Decode(payload)
-	h.finish(ctx, h.record(a, outcome.StatusDeadLetter, outcome.ReasonExhausted, 0, err), nil)
+	reason := outcome.ReasonExhausted
+	if errors.As(err, &re) {
+		reason = re.reason
+		err = fmt.Errorf("%w; no retry left (MaxRetry %d)", err, a.maxRetry)
+	}
+	h.finish(ctx, h.record(a, outcome.StatusDeadLetter, reason, 0, err), nil)
 }
 
 // ParseQueues parses queue weights written as "signup=8,bulk=1".
