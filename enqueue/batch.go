@@ -407,7 +407,7 @@ func (b *batchRun) processSingle(j batchJob) {
 	}
 	// As Enqueue does: the user's dedup claim first (a dead letter's may be
 	// taken over), then asynq's call.
-	res, err := b.e.enqueueClaimed(ctx, j.claim, b.e.opts.DedupWindow, true, task, Result{TaskID: j.id, Queue: b.opts.Queue})
+	res, err := b.e.enqueueClaimed(ctx, j.claim, b.e.opts.DedupWindow, true, true, task, Result{TaskID: j.id, Queue: b.opts.Queue})
 	switch {
 	case errors.Is(err, asynq.ErrTaskIDConflict), err == nil && res.Duplicate:
 		b.settle(replyAlready, nil, j.id)

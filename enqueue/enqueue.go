@@ -40,6 +40,9 @@ type Options struct {
 	Queue string
 	// KeyPrefix of resendq's own Redis keys. Default "resendq:".
 	KeyPrefix string
+	// IdempotencyWindow is how long Once keeps an idempotency key and the
+	// answer of its request. Default DefaultIdempotencyWindow.
+	IdempotencyWindow time.Duration
 	// Clock stamps EnqueuedAt, paces the waits for a concurrent enqueue of
 	// the same user and times batches. Default: the real clock.
 	Clock clockwork.Clock
@@ -90,6 +93,9 @@ func New(rdb redis.UniversalClient, opts Options) *Enqueuer {
 	}
 	if opts.KeyPrefix == "" {
 		opts.KeyPrefix = "resendq:"
+	}
+	if opts.IdempotencyWindow <= 0 {
+		opts.IdempotencyWindow = DefaultIdempotencyWindow
 	}
 	if opts.Clock == nil {
 		opts.Clock = clockwork.NewRealClock()
@@ -151,6 +157,10 @@ const (
 	pendingPoll = 20 * time.Millisecond
 )
 
+// ErrBusy is the error of an enqueue that waited pendingWait for another
+// enqueue of the same user to finish, in vain: try again.
+var ErrBusy = errors.New("enqueue: another enqueue for this user has not finished; try again")
+
 // claimTries is how many times a claim is confirmed or released (and a
 // batch's lock released) before the enqueue gives up on it: a pending claim
 // then expires after pendingTTL, a lock after batchLockTTL.
@@ -169,7 +179,43 @@ func (e *Enqueuer) Enqueue(ctx context.Context, r tasks.Resend) (Result, error) 
 		return Result{}, err
 	}
 	res := Result{TaskID: e.newID(), Queue: e.opts.Queue, Warnings: r.Warnings()}
-	return e.enqueueClaimed(ctx, e.dedupKey(r), e.opts.DedupWindow, true, task, res)
+	return e.enqueueClaimed(ctx, e.dedupKey(r), e.opts.DedupWindow, true, false, task, res)
+}
+
+// EnqueueAs is Enqueue with the task ID id (see Once): when a task of that
+// ID waits, runs or is archived, or its outcome is recorded, the result is
+// a duplicate naming it and nothing is enqueued.
+func (e *Enqueuer) EnqueueAs(ctx context.Context, r tasks.Resend, id string) (Result, error) {
+	r = r.Normalize()
+	if err := r.Validate(); err != nil {
+		return Result{}, err
+	}
+	r.EnqueuedAt = e.opts.Clock.Now().UTC()
+	return e.enqueueOwnID(ctx, r, id)
+}
+
+// enqueueOwnID enqueues the valid, normalized r as task id unless that task
+// exists or existed (its outcome record).
+func (e *Enqueuer) enqueueOwnID(ctx context.Context, r tasks.Resend, id string) (Result, error) {
+	res := Result{TaskID: id, Queue: e.opts.Queue, Warnings: r.Warnings()}
+	n, err := e.rdb.Exists(ctx, asynqTaskKey(res.Queue, id), e.outcomes.RecordKey(id)).Result()
+	if err != nil {
+		return Result{}, fmt.Errorf("enqueue: look for task %s: %w", id, err)
+	}
+	if n > 0 {
+		res.Duplicate = true
+		return res, nil
+	}
+	task, err := tasks.NewTask(r)
+	if err != nil {
+		return Result{}, err
+	}
+	res, err = e.enqueueClaimed(ctx, e.dedupKey(r), e.opts.DedupWindow, true, true, task, res)
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		// The same request, under way at the same time, enqueued it first.
+		return Result{TaskID: id, Queue: e.opts.Queue, Duplicate: true, Warnings: r.Warnings()}, nil
+	}
+	return res, err
 }
 
 // enqueueClaimed enqueues task as res.TaskID in res.Queue once it holds the
@@ -177,8 +223,11 @@ func (e *Enqueuer) Enqueue(ctx context.Context, r tasks.Resend) (Result, error) 
 // key another task holds makes the result a duplicate naming that task —
 // unless reclaimDead is set and that task ended as a dead letter, whose user
 // may be sent a new resend at once. A failed enqueue gives the claim back,
-// so that trying again can succeed.
-func (e *Enqueuer) enqueueClaimed(ctx context.Context, key string, hold time.Duration, reclaimDead bool, task *asynq.Task, res Result) (Result, error) {
+// so that trying again can succeed — unless derivedID is set (the task ID
+// names the request: a batch row, an idempotency key) and the ID is taken:
+// then a request racing with this one enqueued the same task, and the
+// claim is that one's to confirm.
+func (e *Enqueuer) enqueueClaimed(ctx context.Context, key string, hold time.Duration, reclaimDead, derivedID bool, task *asynq.Task, res Result) (Result, error) {
 	if hold <= 0 {
 		return res, e.enqueueChecked(ctx, task, res)
 	}
@@ -190,6 +239,9 @@ func (e *Enqueuer) enqueueClaimed(ctx context.Context, key string, hold time.Dur
 	ectx, cancel := context.WithTimeout(ctx, enqueueTimeout)
 	err = e.enqueueChecked(ectx, task, res)
 	cancel()
+	if derivedID && errors.Is(err, asynq.ErrTaskIDConflict) {
+		return Result{}, err
+	}
 	if err != nil {
 		if rerr := e.release(ctx, key, res.TaskID); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("enqueue: the user's dedup claim was not released and holds up a new resend for up to %s: %w", pendingTTL, rerr))
@@ -275,7 +327,7 @@ func (e *Enqueuer) claim(ctx context.Context, key string, hold time.Duration, re
 			return "", fmt.Errorf("enqueue: dedup check: %w", err)
 		case strings.HasPrefix(held, pendingMark):
 			if !clock.Now().Before(deadline) {
-				return "", errors.New("enqueue: another enqueue for this user has not finished; try again")
+				return "", ErrBusy
 			}
 			select {
 			case <-ctx.Done():

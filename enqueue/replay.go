@@ -34,7 +34,7 @@ func (e *Enqueuer) Replay(ctx context.Context, rec outcome.Record, queue string)
 	if err != nil {
 		return Result{}, err
 	}
-	res, err := e.enqueueClaimed(ctx, e.replayKey(rec), ReplayKeep, false, task, Result{TaskID: e.newID(), Queue: queue})
+	res, err := e.enqueueClaimed(ctx, e.replayKey(rec), ReplayKeep, false, false, task, Result{TaskID: e.newID(), Queue: queue})
 	if err != nil || res.Duplicate {
 		return res, err
 	}
