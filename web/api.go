@@ -29,7 +29,7 @@ type outcomesAPI struct {
 func (a *outcomesAPI) list(w http.ResponseWriter, r *http.Request) {
 	params, err := queryParams(r.URL.Query())
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		writeError(w, http.StatusBadRequest, codeInvalid, err.Error())
 		return
 	}
 	f, err := outcome.ParseFilter(params, a.clock.Now())
@@ -52,7 +52,7 @@ func (a *outcomesAPI) list(w http.ResponseWriter, r *http.Request) {
 // `resendq outcomes stats --json`.
 func (a *outcomesAPI) stats(w http.ResponseWriter, r *http.Request) {
 	for name := range r.URL.Query() {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("unknown parameter %q: /api/v1/outcomes/stats takes none", name))
+		writeFieldError(w, http.StatusBadRequest, codeInvalid, name, fmt.Sprintf("unknown parameter %q: /api/v1/outcomes/stats takes none", name))
 		return
 	}
 	st, err := a.store.Stats(r.Context())
@@ -67,7 +67,7 @@ func (a *outcomesAPI) stats(w http.ResponseWriter, r *http.Request) {
 // goes to the log, not to the client.
 func (a *outcomesAPI) fail(w http.ResponseWriter, r *http.Request, err error) {
 	a.log.WithError(err).WithField("path", r.URL.Path).Error("api: cannot read outcome records")
-	writeError(w, http.StatusServiceUnavailable, "cannot read outcome records: Redis unavailable")
+	unavailable(w, "cannot read outcome records: Redis unavailable")
 }
 
 // queryParams are the parameters of a query, each given once.
@@ -86,19 +86,53 @@ func queryParams(q url.Values) (map[string]string, error) {
 func badFilter(w http.ResponseWriter, err error) {
 	var fe *outcome.FieldError
 	if errors.As(err, &fe) {
-		writeError(w, http.StatusBadRequest, fe.Describe(fe.Field))
+		writeFieldError(w, http.StatusBadRequest, codeInvalid, fe.Field, fe.Describe(fe.Field))
 		return
 	}
-	writeError(w, http.StatusBadRequest, err.Error())
+	writeError(w, http.StatusBadRequest, codeInvalid, err.Error())
 }
 
-// errorBody is the JSON body of every API error.
+// Codes of API errors: what went wrong, for programs; the message says it
+// for people.
+const (
+	codeInvalid          = "invalid"                // a parameter or a field breaks the contract (field names it)
+	codeInvalidJSON      = "invalid_json"           // the body is not the JSON asked for
+	codeUnauthorized     = "unauthorized"           // no token, or a wrong one
+	codeForbidden        = "forbidden"              // the token may not do this
+	codeNotFound         = "not_found"              // no such endpoint, or no such resend
+	codeMethodNotAllowed = "method_not_allowed"     // the endpoint takes other methods
+	codeConflict         = "idempotency_conflict"   // the Idempotency-Key was used for another request
+	codeTooLarge         = "too_large"              // the body is over its limit
+	codeMediaType        = "unsupported_media_type" // the body is not application/json
+	codeUnavailable      = "unavailable"            // Redis fails: try again (same Idempotency-Key)
+)
+
+// apiError is the error of every API answer that is not a success.
+type apiError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	// Field names the parameter, field or header at fault, when one is.
+	Field string `json:"field,omitempty"`
+}
+
+// errorBody is the JSON body of every API error: {"error":{...}}.
 type errorBody struct {
-	Error string `json:"error"`
+	Error apiError `json:"error"`
 }
 
-func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, errorBody{Error: msg})
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, errorBody{Error: apiError{Code: code, Message: msg}})
+}
+
+func writeFieldError(w http.ResponseWriter, status int, code, field, msg string) {
+	writeJSON(w, status, errorBody{Error: apiError{Code: code, Message: msg, Field: field}})
+}
+
+// unavailable answers 503 with Retry-After: Redis fails, and the request
+// may be tried again.
+func unavailable(w http.ResponseWriter, msg string) {
+	w.Header().Set("Retry-After", "1")
+	writeError(w, http.StatusServiceUnavailable, codeUnavailable, msg)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -106,7 +140,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	if err := json.NewEncoder(&buf).Encode(v); err != nil {
 		status = http.StatusInternalServerError
 		buf.Reset()
-		_ = json.NewEncoder(&buf).Encode(errorBody{Error: "encode answer: " + err.Error()})
+		_ = json.NewEncoder(&buf).Encode(errorBody{Error: apiError{Code: "internal", Message: "encode answer: " + err.Error()}})
 	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -123,13 +157,13 @@ type flowAPI struct {
 
 func (f flowAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for name := range r.URL.Query() {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("unknown parameter %q: /api/v1/flow takes none", name))
+		writeFieldError(w, http.StatusBadRequest, codeInvalid, name, fmt.Sprintf("unknown parameter %q: /api/v1/flow takes none", name))
 		return
 	}
 	states, err := ratelimit.Status(r.Context(), f.rdb, "")
 	if err != nil {
 		f.log.WithError(err).WithField("path", r.URL.Path).Error("api: cannot read the fleet's flow control")
-		writeError(w, http.StatusServiceUnavailable, "cannot read the fleet's flow control: Redis unavailable")
+		unavailable(w, "cannot read the fleet's flow control: Redis unavailable")
 		return
 	}
 	writeJSON(w, http.StatusOK, struct {

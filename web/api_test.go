@@ -155,8 +155,10 @@ func TestListOutcomesRejectsBadParameters(t *testing.T) {
 		"status=sent&status=dead_letter": `parameter "status" is given 2 times`,
 	} {
 		status, body := b.get(t, "/api/v1/outcomes?"+query, bearer())
-		var e struct{ Error string }
-		if err := json.Unmarshal([]byte(body), &e); err != nil || status != http.StatusBadRequest || !strings.Contains(e.Error, names) {
+		var e struct {
+			Error struct{ Code, Message string }
+		}
+		if err := json.Unmarshal([]byte(body), &e); err != nil || status != http.StatusBadRequest || e.Error.Code != "invalid" || !strings.Contains(e.Error.Message, names) {
 			t.Errorf("?%s: %d %s, want 400 with an error naming %s", query, status, body, names)
 		}
 	}
@@ -189,7 +191,7 @@ func TestAPIErrorsAreJSON(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
 	status, body := b.get(t, "/api/v1/outcome", bearer())
-	if status != http.StatusNotFound || !strings.HasPrefix(body, `{"error":"no API endpoint GET /api/v1/outcome`) {
+	if status != http.StatusNotFound || !strings.HasPrefix(body, `{"error":{"code":"not_found","message":"no API endpoint GET /api/v1/outcome`) {
 		t.Errorf("GET an unknown API path: %d %s, want a JSON 404", status, body)
 	}
 	status, _ = b.do(t, http.MethodPost, "/api/v1/outcomes", bearer(), nil)
@@ -198,7 +200,7 @@ func TestAPIErrorsAreJSON(t *testing.T) {
 	}
 	b.redis.Stop()
 	status, body = b.get(t, "/api/v1/outcomes/stats", bearer())
-	if status != http.StatusServiceUnavailable || strings.TrimSpace(body) != `{"error":"cannot read outcome records: Redis unavailable"}` {
+	if status != http.StatusServiceUnavailable || strings.TrimSpace(body) != `{"error":{"code":"unavailable","message":"cannot read outcome records: Redis unavailable"}}` {
 		t.Errorf("stats with Redis stopped: %d %s, want a JSON 503 that names no address", status, body)
 	}
 }

@@ -113,14 +113,7 @@ func (b *bundle) do(t *testing.T, method, path, auth string, header http.Header)
 // enqueues a resend for each username and waits until every one is final.
 func (b *bundle) runWorker(t *testing.T, usernames ...string) {
 	t.Helper()
-	api := fake.New()
-	api.SetRules(fake.DemoRules)
-	apiSrv := httptest.NewServer(api)
-	t.Cleanup(apiSrv.Close)
-	client, err := loginapi.New(loginapi.Options{BaseURL: apiSrv.URL + "/api", HTTPClient: loginapi.NewHTTPClient(5 * time.Second)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := demoAPI(t)
 	h := &worker.Handler{
 		API: client, Outcomes: b.store, Log: quietLog(), Observer: b.obs,
 		Backoff:     worker.Backoff{Initial: 10 * time.Millisecond, Max: 10 * time.Millisecond, Jitter: -1},
@@ -173,4 +166,19 @@ func missingLines(body string, want ...string) []string {
 		}
 	}
 	return missing
+}
+
+// demoAPI is a client of a fake Login API that answers by fake.DemoRules
+// ("unknown..." 404 003-002, "down..." 500), served until the test ends.
+func demoAPI(t *testing.T) *loginapi.Client {
+	t.Helper()
+	api := fake.New()
+	api.SetRules(fake.DemoRules)
+	apiSrv := httptest.NewServer(api)
+	t.Cleanup(apiSrv.Close)
+	client, err := loginapi.New(loginapi.Options{BaseURL: apiSrv.URL + "/api", HTTPClient: loginapi.NewHTTPClient(5 * time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client
 }

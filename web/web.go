@@ -1,6 +1,7 @@
 // Package web is the HTTP surface of a worker process: the asynq web UI
 // (asynqmon) under /monitoring/, Prometheus metrics, health and readiness
-// probes, and a read-only JSON API over the outcome records.
+// probes, and a JSON API: enqueue resends and look them up, read the
+// outcome records and the fleet's flow control.
 //
 //	/healthz                   liveness: 200 while the process runs
 //	/readyz                    readiness: 200 when Redis answers PING, else 503 and why
@@ -9,12 +10,20 @@
 //	GET /api/v1/outcomes       outcome records, newest first, with filters and a cursor
 //	GET /api/v1/outcomes/stats outcome counts by status, reason and error code
 //	GET /api/v1/flow           the fleet's flow control per Login project: open circuits, pauses, learned rates
+//	POST /api/v1/resends       enqueue one resend (Idempotency-Key honoured)
+//	POST /api/v1/resends:batch enqueue up to 1000 resends together
+//	GET /api/v1/resends/{id}   where a resend stands: pending, scheduled, active, retrying, sent, dead_letter
 //	/                          redirects to /monitoring/
+//
+// api/openapi.yaml describes the API. Every API error is JSON:
+// {"error":{"code":"...","message":"...","field":"..."}}.
 //
 // The UI and the API show users' email addresses. With Options.Token set,
 // every path but /healthz and /readyz requires "Authorization: Bearer
 // <token>" or HTTP Basic with the token as the password (any user name), so
 // that a browser can open the UI; anything else gets 401 and nothing more.
+// Options.ProducerToken, when set, reaches only the three resend
+// endpoints (403 elsewhere).
 // Requests that change state and come from another origin are refused
 // (http.CrossOriginProtection), so a page elsewhere cannot drive the UI
 // through a browser's cached credentials.
@@ -36,6 +45,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
 
+	"github.com/resendq/resendq/enqueue"
 	"github.com/resendq/resendq/outcome"
 )
 
@@ -62,10 +72,18 @@ type Options struct {
 	Outcomes Outcomes
 	// Metrics is served on /metrics. Default: none, and /metrics answers 404.
 	Metrics prometheus.Gatherer
+	// Enqueuer serves the resend endpoints. Default: an Enqueuer on Redis
+	// with the default options.
+	Enqueuer *enqueue.Enqueuer
 	// Token, when set, is required on every path but /healthz and /readyz.
 	// Default: none, no authentication (for loopback listeners only; the
 	// command refuses to listen elsewhere without one).
 	Token string
+	// ProducerToken, when set, may only enqueue resends and look them up
+	// (POST /api/v1/resends, POST /api/v1/resends:batch, GET
+	// /api/v1/resends/{task_id}). It needs Token: without one, every path
+	// is open anyway.
+	ProducerToken string
 	// UIWrite lets the UI delete, run, archive and cancel tasks and pause
 	// queues. Default false: the UI is read-only and its API refuses
 	// anything but GET.
@@ -88,8 +106,14 @@ func New(opts Options) (http.Handler, error) {
 	if opts.Outcomes == nil {
 		return nil, errors.New("web: Options.Outcomes is required")
 	}
+	if opts.ProducerToken != "" && opts.Token == "" {
+		return nil, errors.New("web: Options.ProducerToken needs Options.Token: without it every path is open")
+	}
 	if opts.Log == nil {
 		opts.Log = logrus.StandardLogger()
+	}
+	if opts.Enqueuer == nil {
+		opts.Enqueuer = enqueue.New(opts.Redis, enqueue.Options{})
 	}
 	if opts.ReadyTimeout <= 0 {
 		opts.ReadyTimeout = DefaultReadyTimeout
@@ -116,6 +140,10 @@ func New(opts Options) (http.Handler, error) {
 	private.HandleFunc("GET /api/v1/outcomes", api.list)
 	private.HandleFunc("GET /api/v1/outcomes/stats", api.stats)
 	private.Handle("GET /api/v1/flow", flowAPI{rdb: opts.Redis, log: opts.Log})
+	resends := &resendsAPI{enq: opts.Enqueuer, group: opts.Enqueuer.NewGrouper(), log: opts.Log}
+	private.HandleFunc("POST /api/v1/resends", resends.create)
+	private.HandleFunc("POST /api/v1/resends:batch", resends.batch)
+	private.HandleFunc("GET /api/v1/resends/{task_id}", resends.get)
 	private.HandleFunc("/api/", apiNotFound)
 	private.Handle("GET /{$}", http.RedirectHandler(UIPath, http.StatusFound))
 
@@ -124,18 +152,26 @@ func New(opts Options) (http.Handler, error) {
 		writeText(w, http.StatusOK, "ok")
 	})
 	public.Handle("GET /readyz", ready{rdb: opts.Redis, timeout: opts.ReadyTimeout, log: opts.Log})
-	public.Handle("/", noStore(requireToken(opts.Token, private)))
+	public.Handle("/", noStore(requireToken(opts.Token, opts.ProducerToken, private)))
 	return http.NewCrossOriginProtection().Handler(public), nil
 }
 
 // apiNotFound answers, in JSON, requests to the API that match no endpoint.
 func apiNotFound(w http.ResponseWriter, r *http.Request) {
-	if p := r.URL.Path; p == "/api/v1/outcomes" || p == "/api/v1/outcomes/stats" || p == "/api/v1/flow" {
-		w.Header().Set("Allow", "GET, HEAD")
-		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: the API is read-only; use GET", r.Method, p))
+	p := r.URL.Path
+	allow := ""
+	switch {
+	case p == "/api/v1/outcomes" || p == "/api/v1/outcomes/stats" || p == "/api/v1/flow" || resendPath(p):
+		allow = "GET, HEAD"
+	case p == "/api/v1/resends" || p == "/api/v1/resends:batch":
+		allow = "POST"
+	}
+	if allow != "" {
+		w.Header().Set("Allow", allow)
+		writeError(w, http.StatusMethodNotAllowed, codeMethodNotAllowed, fmt.Sprintf("%s %s: use %s", r.Method, p, allow))
 		return
 	}
-	writeError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint %s %s; see GET /api/v1/outcomes, GET /api/v1/outcomes/stats and GET /api/v1/flow", r.Method, r.URL.Path))
+	writeError(w, http.StatusNotFound, codeNotFound, fmt.Sprintf("no API endpoint %s %s; see api/openapi.yaml", r.Method, p))
 }
 
 // sharedRedis hands asynqmon the worker's Redis client instead of a new

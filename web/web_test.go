@@ -48,8 +48,12 @@ func TestAuthRules(t *testing.T) {
 				}
 				continue
 			}
-			if status != http.StatusUnauthorized || body != "unauthorized\n" {
-				t.Errorf("GET %s with %s: %d %q, want 401 \"unauthorized\"", path, c.name, status, body)
+			want := "unauthorized\n"
+			if strings.HasPrefix(path, "/api/") { // the API's errors are JSON
+				want = `{"error":{"code":"unauthorized","message":"send the token as \"Authorization: Bearer \u003ctoken\u003e\""}}` + "\n"
+			}
+			if status != http.StatusUnauthorized || body != want {
+				t.Errorf("GET %s with %s: %d %q, want 401 %q", path, c.name, status, body, want)
 			}
 		}
 	}
