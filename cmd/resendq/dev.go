@@ -52,7 +52,7 @@ commands that work against them from another terminal. Nothing to install.`,
 				return err
 			}
 			defer env.close()
-			httpSrv, err := hf.serve(a, env.proc, true)
+			httpSrv, err := hf.serve(a, env.proc.surface(), true)
 			if err != nil {
 				return err
 			}
@@ -158,8 +158,17 @@ Try, from another terminal:
   resendq enqueue  --redis-url %s --project-id %s --username unknown@example.com
   resendq outcomes list  --redis-url %s
   resendq outcomes stats --redis-url %s
+%s
+`, url, e.apiBase, e.uiLine(), url, devProjectID, url, devProjectID, url, url, e.curlLine())
+}
 
-`, url, e.apiBase, e.uiLine(), url, devProjectID, url, devProjectID, url, url)
+// curlLine is the banner's example of the HTTP API, or "" when it is off.
+func (e *devEnv) curlLine() string {
+	if e.uiURL == "" {
+		return ""
+	}
+	base := strings.TrimSuffix(e.uiURL, web.UIPath)
+	return fmt.Sprintf("  curl -sS %s/api/v1/resends -H 'Content-Type: application/json' -d '{\"project_id\":\"%s\",\"username\":\"jane@example.com\"}'\n", base, devProjectID)
 }
 
 // uiLine is the banner line of the web UI, or "" when it is off.

@@ -18,7 +18,9 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/pflag"
 
+	"github.com/resendq/resendq/enqueue"
 	"github.com/resendq/resendq/metrics"
+	"github.com/resendq/resendq/outcome"
 	"github.com/resendq/resendq/web"
 )
 
@@ -32,22 +34,42 @@ const httpShutdownTimeout = 5 * time.Second
 // httpFlags configure the HTTP surface of a worker process (package web):
 // `resendq worker` and the worker inside `resendq dev`.
 type httpFlags struct {
-	addr     string
-	token    string
-	insecure bool
-	uiWrite  bool
+	addr          string
+	token         string
+	producerToken string
+	insecure      bool
+	uiWrite       bool
+	dedup         time.Duration
+	idempotency   time.Duration
 }
 
 func (h *httpFlags) register(fs *pflag.FlagSet, defaultAddr string) {
-	fs.StringVar(&h.addr, "http-addr", defaultAddr, "serve the asynq UI (/monitoring/), /metrics, /healthz, /readyz and /api/v1/outcomes on host:port; empty: no HTTP server")
+	fs.StringVar(&h.addr, "http-addr", defaultAddr, "serve the asynq UI (/monitoring/), /metrics, /healthz, /readyz and the API (/api/v1/: enqueue resends, look them up, outcomes) on host:port; empty: no HTTP server")
 	fs.StringVar(&h.token, "http-token", "", "token required on every HTTP path but /healthz and /readyz, as \"Authorization: Bearer <token>\" or as the password of HTTP Basic")
+	fs.StringVar(&h.producerToken, "producer-token", "", "a second token that may only enqueue resends and look them up (/api/v1/resends); needs --http-token")
+	fs.DurationVar(&h.dedup, "dedup-window", enqueue.DefaultDedupWindow, "a resend enqueued over HTTP for a user sent one within this window returns the first task (0 disables)")
+	fs.DurationVar(&h.idempotency, "idempotency-window", enqueue.DefaultIdempotencyWindow, "how long an Idempotency-Key of the HTTP API is kept: a repeat within it gets the first answer and enqueues nothing")
 	fs.BoolVar(&h.insecure, "http-insecure", false, "allow an --http-addr beyond loopback without --http-token (the UI and API show users' email addresses)")
 	fs.BoolVar(&h.uiWrite, "ui-write", false, "let the UI delete, run and archive tasks and pause queues (default: read-only)")
 }
 
 func (h *httpFlags) validate() error {
-	if h.token != "" && strings.IndexFunc(h.token, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
-		return errors.New("--http-token: must not contain spaces or control characters")
+	for name, tok := range map[string]string{"--http-token": h.token, "--producer-token": h.producerToken} {
+		if tok != "" && strings.IndexFunc(tok, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
+			return fmt.Errorf("%s: must not contain spaces or control characters", name)
+		}
+	}
+	switch {
+	case h.producerToken != "" && h.token == "":
+		return errors.New("--producer-token needs --http-token: without it every path is open to anyone")
+	case h.producerToken != "" && h.producerToken == h.token:
+		return errors.New("--producer-token must differ from --http-token")
+	case h.dedup < 0:
+		return fmt.Errorf("--dedup-window %s: must not be negative (0 disables it)", h.dedup)
+	case h.idempotency < time.Minute:
+		return fmt.Errorf("--idempotency-window %s: must be at least 1m (clients retry within it)", h.idempotency)
+	case h.idempotency > outcome.DefaultRetention:
+		return fmt.Errorf("--idempotency-window %s: at most %s, as long as outcome records are kept by default", h.idempotency, outcome.DefaultRetention)
 	}
 	if h.addr == "" {
 		return nil
@@ -102,18 +124,27 @@ type httpServer struct {
 	errLog io.Closer
 }
 
-// serve starts the HTTP surface of p on --http-addr, or nothing when it is
+// surface is what the HTTP surface serves: the Redis of the queues, the
+// outcome records and the metrics registry.
+type surface struct {
+	rdb      redis.UniversalClient
+	outcomes web.Outcomes
+	metrics  prometheus.Gatherer
+}
+
+// serve starts the HTTP surface of sf on --http-addr, or nothing when it is
 // empty. With fallback (dev mode), an address that is taken is replaced by
 // a free port on the same host. Stop it with stop.
-func (h *httpFlags) serve(a *app, p *workerProc, fallback bool) (*httpServer, error) {
+func (h *httpFlags) serve(a *app, sf surface, fallback bool) (*httpServer, error) {
 	s := &httpServer{served: make(chan struct{})}
 	if h.addr == "" {
 		close(s.served)
 		return s, nil
 	}
 	handler, err := web.New(web.Options{
-		Redis: p.rdb, Outcomes: p.Outcomes, Metrics: p.metrics.registry,
-		Token: h.token, UIWrite: h.uiWrite, Log: a.log,
+		Redis: sf.rdb, Outcomes: sf.outcomes, Metrics: sf.metrics,
+		Enqueuer: enqueue.New(sf.rdb, enqueue.Options{DedupWindow: enqueue.DedupWindowOf(h.dedup), IdempotencyWindow: h.idempotency}),
+		Token:    h.token, ProducerToken: h.producerToken, UIWrite: h.uiWrite, Log: a.log,
 	})
 	if err != nil {
 		return nil, err
@@ -142,7 +173,8 @@ func (h *httpFlags) serve(a *app, p *workerProc, fallback bool) (*httpServer, er
 		}
 	}()
 	a.log.WithFields(logrus.Fields{
-		"addr": ln.Addr().String(), "ui": s.url + web.UIPath, "token_required": h.token != "", "ui_write": h.uiWrite,
+		"addr": ln.Addr().String(), "ui": s.url + web.UIPath, "token_required": h.token != "",
+		"producer_token": h.producerToken != "", "ui_write": h.uiWrite,
 	}).Info("http server listening")
 	return s, nil
 }
@@ -167,4 +199,9 @@ func (s *httpServer) stop() {
 	}
 	<-s.served
 	s.errLog.Close()
+}
+
+// surface is the HTTP surface of a worker process.
+func (p *workerProc) surface() surface {
+	return surface{rdb: p.rdb, outcomes: p.Outcomes, metrics: p.metrics.registry}
 }

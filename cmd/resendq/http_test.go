@@ -37,6 +37,12 @@ func TestHTTPFlagValidation(t *testing.T) {
 		{"--http-addr 127.0.0.1:8080", nil, 1, "cannot reach Redis"},
 		{"--http-addr [::1]:8080", nil, 1, "cannot reach Redis"},
 		{"--http-addr localhost:8080", nil, 1, "cannot reach Redis"},
+		{"--http-addr 127.0.0.1:8080 --producer-token p0", nil, 2, "--producer-token needs --http-token"},
+		{"--http-addr 127.0.0.1:8080 --producer-token t0ken --http-token t0ken", nil, 2, "must differ"},
+		{"--http-addr 127.0.0.1:8080 --idempotency-window 10s", nil, 2, "--idempotency-window 10s"},
+		{"--http-addr 127.0.0.1:8080 --dedup-window -1s", nil, 2, "--dedup-window -1s"},
+		{"--http-addr 127.0.0.1:8080 --outcome-retention 2h", nil, 2, "must not outlast --outcome-retention 2h"},
+		{"--http-addr 127.0.0.1:8080 --producer-token p0 --http-token t0ken", nil, 1, "cannot reach Redis"},
 	} {
 		args := strings.Fields(c.args)
 		for i := range args {
@@ -137,14 +143,7 @@ func TestWorkerServesHTTP(t *testing.T) {
 	}
 
 	cancel()
-	select {
-	case code := <-exited:
-		if code != 0 {
-			t.Errorf("worker exit status %d after cancel; stderr:\n%s", code, stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("worker did not stop within 30s")
-	}
+	waitExit(t, "worker", exited, &stderr)
 	if _, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 		t.Error("the HTTP server still listens after the worker stopped")
 	}
@@ -163,5 +162,19 @@ func TestDevBannerShowsUI(t *testing.T) {
 	r = runCLI(t, nil, "dev", "--http-addr", "0.0.0.0:8080")
 	if r.code != 2 || !strings.Contains(r.stderr, "--http-token") {
 		t.Errorf("dev on all interfaces without a token: exit %d, stderr %q; want 2 naming --http-token", r.code, r.stderr)
+	}
+}
+
+// waitExit waits for the exit status of a command run in-process after its
+// context was cancelled, and fails the test unless it is 0.
+func waitExit(t *testing.T, what string, exited <-chan int, stderr *lockedBuffer) {
+	t.Helper()
+	select {
+	case code := <-exited:
+		if code != 0 {
+			t.Errorf("%s exit status %d after cancel; stderr:\n%s", what, code, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s did not stop within 30s", what)
 	}
 }

@@ -155,6 +155,11 @@ func newWorkerCmd(a *app) *cobra.Command {
 			if err := hf.validate(); err != nil {
 				return usageErr(err)
 			}
+			if hf.idempotency > wf.retention {
+				// A repeat under a key whose first try never finished finds
+				// that try's task by its outcome record.
+				return usageErr(fmt.Errorf("--idempotency-window %s: must not outlast --outcome-retention %s", hf.idempotency, wf.retention))
+			}
 			stopProfiles, err := pf.start()
 			if err != nil {
 				return err
@@ -174,7 +179,7 @@ func newWorkerCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			httpSrv, err := hf.serve(a, proc, false)
+			httpSrv, err := hf.serve(a, proc.surface(), false)
 			if err != nil {
 				return err
 			}
