@@ -301,29 +301,34 @@ func (r *results) markdown() string {
 	return b.String()
 }
 
-// writeDoc puts block into the Markdown file at path: in place of an
-// earlier generated block, else after the file's title, else into a new
-// file. Everything else in the file is kept as it is.
-func writeDoc(path, block string) error {
+// writeDoc puts block, which begins with begin and ends with end, into the
+// Markdown file at path: in place of an earlier block between the same
+// markers, else (the main block) after the file's title or (another) at
+// the end, else into a new file. Everything else in the file is kept as
+// it is.
+func writeDoc(path, begin, end, block string) error {
 	old, err := os.ReadFile(path)
 	if err != nil && !os.IsNotExist(err) {
 		return err
 	}
-	return os.WriteFile(path, []byte(spliceDoc(string(old), block)), 0o644)
+	return os.WriteFile(path, []byte(spliceDoc(string(old), begin, end, block)), 0o644)
 }
 
-func spliceDoc(doc, block string) string {
-	if i := strings.Index(doc, docBegin); i >= 0 {
-		if j := strings.Index(doc[i:], docEnd); j >= 0 {
-			end := i + j + len(docEnd)
-			if end < len(doc) && doc[end] == '\n' {
-				end++
+func spliceDoc(doc, begin, end, block string) string {
+	if i := strings.Index(doc, begin); i >= 0 {
+		if j := strings.Index(doc[i:], end); j >= 0 {
+			stop := i + j + len(end)
+			if stop < len(doc) && doc[stop] == '\n' {
+				stop++
 			}
-			return doc[:i] + block + doc[end:]
+			return doc[:i] + block + doc[stop:]
 		}
 	}
 	if strings.TrimSpace(doc) == "" {
 		return "# Benchmarks\n\n" + block
+	}
+	if begin != docBegin {
+		return strings.TrimRight(doc, "\n") + "\n\n" + block
 	}
 	if strings.HasPrefix(doc, "# ") {
 		nl := strings.IndexByte(doc, '\n')

@@ -14,7 +14,7 @@ func TestSpliceDocKeepsOtherSections(t *testing.T) {
 		{theirs, block("new") + "\n" + theirs},
 	}
 	for i, c := range cases {
-		if got := spliceDoc(c.doc, block("new")); got != c.want {
+		if got := spliceDoc(c.doc, docBegin, docEnd, block("new")); got != c.want {
 			t.Errorf("case %d:\n got %q\nwant %q", i, got, c.want)
 		}
 	}

@@ -55,6 +55,8 @@ type results struct {
 	rows      int
 	enqueue   map[string][]float64       // side → rows/s per run
 	enqErr    string                     // why the batch enqueue row is missing
+	http      map[string][]float64       // HTTP figure: side → resends/s per run
+	httpN     int                        // resends per side and run of the HTTP figure
 	latency   *latencySpec               // the signup-latency figure, when run
 	latencies map[string][]latencyResult // side → runs
 	fleet     []fleetSpec                // the flow-control figures, when run
@@ -82,7 +84,7 @@ func run(ctx context.Context, o options) error {
 	res := &results{
 		machine: describeMachine(ctx, e.rdb), runs: o.runs, quick: o.quick,
 		drain: map[string]map[string][]drainResult{}, enqueue: map[string][]float64{}, rows: rows,
-		latencies: map[string][]latencyResult{}, fleetRuns: map[string][]fleetResult{},
+		latencies: map[string][]latencyResult{}, fleetRuns: map[string][]fleetResult{}, http: map[string][]float64{},
 	}
 	fmt.Println(res.machine.text())
 	for _, spec := range drains {
@@ -114,7 +116,17 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
-	if o.profiles != "" && !o.quick {
+	if want("http") {
+		res.httpN = fullHTTP
+		if o.quick {
+			res.httpN = quickHTTP
+		}
+		fmt.Printf("\n== enqueue over HTTP: %s resends, %d clients\n", count(res.httpN), httpClients)
+		if err := e.httpFigure(ctx, o.runs, res.httpN, res); err != nil {
+			return err
+		}
+	}
+	if o.profiles != "" && !o.quick && want("profiles") {
 		spec := drains[0]
 		for _, s := range drains {
 			if s.key == o.profileFigure {
@@ -130,8 +142,16 @@ func run(ctx context.Context, o options) error {
 	fmt.Println(res.table())
 	fmt.Println(res.fleetTable())
 	if o.doc != "" && !o.quick {
-		if err := writeDoc(o.doc, res.markdown()); err != nil {
-			return err
+		// Each part of the file is rewritten only by a run of its figures.
+		if o.only == "" || slices.ContainsFunc(strings.Split(o.only, ","), func(k string) bool { return k != "http" && k != "profiles" }) {
+			if err := writeDoc(o.doc, docBegin, docEnd, res.markdown()); err != nil {
+				return err
+			}
+		}
+		if want("http") {
+			if err := writeDoc(o.doc, httpDocBegin, httpDocEnd, res.httpMarkdown()); err != nil {
+				return err
+			}
 		}
 		fmt.Printf("wrote %s\n", o.doc)
 	}
