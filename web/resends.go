@@ -64,7 +64,7 @@ func (a *resendsAPI) create(w http.ResponseWriter, r *http.Request) {
 	}
 	rs := req.resend()
 	if err := rs.Validate(); err != nil {
-		invalid(w, err, "")
+		invalid(w, err)
 		return
 	}
 	key, ok := idempotencyKey(w, r)
@@ -159,9 +159,11 @@ func (a *resendsAPI) batch(w http.ResponseWriter, r *http.Request) {
 	bad := make(map[int]*apiError) // items that are not a resend object
 	for i, raw := range req.Items {
 		var it resendRequest
-		if e := decodeItem(raw, &it); e != nil {
+		if e := decodeStrict(raw, &it); e != nil {
 			e.Message = fmt.Sprintf("items[%d]: %s", i, e.Message)
-			e.Field = fmt.Sprintf("items[%d]%s", i, e.Field)
+			if e.Field != "" {
+				e.Field = fmt.Sprintf("items[%d].%s", i, e.Field)
+			}
 			bad[i] = e
 			norm[i] = resendRequest{Payload: string(raw)} // still part of the request's fingerprint
 			continue
@@ -251,7 +253,7 @@ func (a *resendsAPI) failEnqueue(w http.ResponseWriter, r *http.Request, err err
 	case errors.Is(err, enqueue.ErrIdempotencyConflict):
 		writeFieldError(w, http.StatusConflict, codeConflict, IdempotencyHeader, err.Error())
 	case errors.As(err, &ve):
-		invalid(w, err, "")
+		invalid(w, err)
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nobody reads the answer.
 	default:
@@ -283,12 +285,11 @@ func idempotencyKey(w http.ResponseWriter, r *http.Request) (string, bool) {
 	}
 }
 
-// invalid answers 400 for a resend that breaks the contract; prefix
-// locates it ("items[3].").
-func invalid(w http.ResponseWriter, err error, prefix string) {
+// invalid answers 400 for a resend that breaks the contract.
+func invalid(w http.ResponseWriter, err error) {
 	var ve *tasks.ValidationError
 	if errors.As(err, &ve) {
-		writeFieldError(w, http.StatusBadRequest, codeInvalid, prefix+ve.Field, ve.Error())
+		writeFieldError(w, http.StatusBadRequest, codeInvalid, ve.Field, ve.Error())
 		return
 	}
 	writeError(w, http.StatusBadRequest, codeInvalid, err.Error())
@@ -313,37 +314,45 @@ func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) bool
 		writeError(w, http.StatusBadRequest, codeInvalidJSON, "read the body: "+err.Error())
 		return false
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	err = dec.Decode(v)
-	if err == nil && dec.More() {
-		err = errors.New("data after the JSON object")
+	if e := decodeStrict(body, v); e != nil {
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: *e})
+		return false
 	}
+	return true
+}
+
+// decodeStrict decodes one JSON value, and nothing after it, into v,
+// refusing unknown fields. Its error names the field at fault, if one is.
+func decodeStrict(data []byte, v any) *apiError {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
 	if err == nil {
 		if _, terr := dec.Token(); terr != io.EOF {
-			err = errors.New("data after the JSON object")
+			err = errors.New("data after the JSON value")
 		}
 	}
 	if err == nil {
-		return true
+		return nil
 	}
 	var typeErr *json.UnmarshalTypeError
 	var syntaxErr *json.SyntaxError
 	switch {
+	case errors.As(err, &typeErr) && typeErr.Field != "":
+		return &apiError{Code: codeInvalidJSON, Field: typeErr.Field,
+			Message: fmt.Sprintf("%s: want a %s, got a JSON %s", typeErr.Field, typeErr.Type.Kind(), typeErr.Value)}
 	case errors.As(err, &typeErr):
-		writeFieldError(w, http.StatusBadRequest, codeInvalidJSON, typeErr.Field,
-			fmt.Sprintf("%s: want a %s, got a JSON %s", typeErr.Field, typeErr.Type.Kind(), typeErr.Value))
+		return &apiError{Code: codeInvalidJSON, Message: "want a JSON object, got a JSON " + typeErr.Value}
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		writeFieldError(w, http.StatusBadRequest, codeInvalidJSON, field, fmt.Sprintf("unknown field %q", field))
+		return &apiError{Code: codeInvalidJSON, Field: field, Message: fmt.Sprintf("unknown field %q", field)}
 	case errors.As(err, &syntaxErr):
-		writeError(w, http.StatusBadRequest, codeInvalidJSON, fmt.Sprintf("malformed JSON at byte %d: %v", syntaxErr.Offset, err))
+		return &apiError{Code: codeInvalidJSON, Message: fmt.Sprintf("malformed JSON at byte %d: %v", syntaxErr.Offset, err)}
 	case errors.Is(err, io.EOF):
-		writeError(w, http.StatusBadRequest, codeInvalidJSON, "the body is empty; send a JSON object")
+		return &apiError{Code: codeInvalidJSON, Message: "the body is empty; send a JSON object"}
 	default:
-		writeError(w, http.StatusBadRequest, codeInvalidJSON, "malformed JSON: "+err.Error())
+		return &apiError{Code: codeInvalidJSON, Message: "malformed JSON: " + err.Error()}
 	}
-	return false
 }
 
 // writeRaw writes an encoded JSON answer.
@@ -352,27 +361,4 @@ func writeRaw(w http.ResponseWriter, status int, body []byte) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	_, _ = w.Write(append(body, '\n'))
-}
-
-// decodeItem decodes one item of a batch strictly into v, or returns the
-// error of the item (its field relative to the item: ".login_url").
-func decodeItem(raw json.RawMessage, v any) *apiError {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	if err == nil {
-		return nil
-	}
-	var typeErr *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &typeErr) && typeErr.Field != "":
-		return &apiError{Code: codeInvalidJSON, Field: "." + typeErr.Field, Message: fmt.Sprintf("%s: want a %s, got a JSON %s", typeErr.Field, typeErr.Type.Kind(), typeErr.Value)}
-	case errors.As(err, &typeErr):
-		return &apiError{Code: codeInvalidJSON, Message: "want an object {\"project_id\": ..., \"username\": ...}, got a JSON " + typeErr.Value}
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return &apiError{Code: codeInvalidJSON, Field: "." + field, Message: fmt.Sprintf("unknown field %q", field)}
-	default:
-		return &apiError{Code: codeInvalidJSON, Message: err.Error()}
-	}
 }
