@@ -191,14 +191,8 @@ func (r *results) httpMarkdown() string {
 		r.machine.date, count(r.httpN), httpClients, httpBatch, httpClients, len(r.http[sideGo]))
 	b.WriteString("| figure | resends/s | ratio | goal |\n| --- | ---: | ---: | --- |\n")
 	g, s, bt := median(r.http[sideGo]), median(r.http[sideSingle]), median(r.http[sideBatch])
-	ratio := func(a, d []float64) float64 {
-		v := make([]float64, 0, len(a))
-		for i := range min(len(a), len(d)) {
-			v = append(v, a[i]/d[i])
-		}
-		return median(v)
-	}
-	single, batch := ratio(r.http[sideSingle], r.http[sideGo]), ratio(r.http[sideBatch], r.http[sideSingle])
+	same := func(f float64) float64 { return f }
+	single, batch := medianRatio(r.http[sideSingle], r.http[sideGo], same), medianRatio(r.http[sideBatch], r.http[sideSingle], same)
 	fmt.Fprintf(&b, "| Go enqueue API (baseline) | %.0f | – | |\n", g)
 	fmt.Fprintf(&b, "| POST /api/v1/resends | %.0f | %.2f × Go API | %s |\n", s, single, verdict(single >= 0.7, "≥ 0.7× the Go API"))
 	fmt.Fprintf(&b, "| POST /api/v1/resends:batch (%d items) | %.0f | %.2f × one per request | %s |\n", httpBatch, bt, batch, verdict(batch >= 3, "≥ 3× one per request"))
