@@ -156,7 +156,7 @@ func (e *Enqueuer) EnqueueBatch(ctx context.Context, src RowSource, opts BatchOp
 		return b.summary(), err
 	}
 	b.e = e
-	b.capturer = asynq.NewClientFromRedisClient(capturingClient{e.rdb})
+	b.capturer = e.capturer
 	b.client = asynq.NewClientFromRedisClient(e.rdb)
 	sum, err := b.run(ctx, src)
 	return sum, errors.Join(err, unlock())

@@ -65,6 +65,10 @@ type Enqueuer struct {
 	outcomes *outcome.Store
 	opts     Options
 	newID    func() string
+	// capturer builds the tasks of EnqueueMany without sending them; one
+	// for the Enqueuer, so that asynq registers the queue once, as it does
+	// for client.
+	capturer *asynq.Client
 }
 
 // Result says what became of one enqueue.
@@ -103,6 +107,7 @@ func New(rdb redis.UniversalClient, opts Options) *Enqueuer {
 	return &Enqueuer{
 		rdb: rdb, client: asynq.NewClientFromRedisClient(rdb), ins: asynq.NewInspectorFromRedisClient(rdb),
 		outcomes: outcome.NewStore(rdb, outcome.Options{KeyPrefix: opts.KeyPrefix}), opts: opts, newID: uuid.NewString,
+		capturer: asynq.NewClientFromRedisClient(capturingClient{rdb}),
 	}
 }
 

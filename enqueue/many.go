@@ -7,7 +7,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/resendq/resendq/outcome"
@@ -63,9 +62,8 @@ func (e *Enqueuer) EnqueueMany(ctx context.Context, rs []tasks.Resend, taskID fu
 		seen[claim] = i
 		jobs = append(jobs, manyJob{i: i, r: r, claim: claim})
 	}
-	capturer := asynq.NewClientFromRedisClient(capturingClient{e.rdb})
 	for start := 0; start < len(jobs); start += batchChunk {
-		e.enqueueChunk(ctx, capturer, jobs[start:min(start+batchChunk, len(jobs))], out)
+		e.enqueueChunk(ctx, jobs[start:min(start+batchChunk, len(jobs))], out)
 	}
 	for i, first := range dupOf {
 		f := out[first]
@@ -85,7 +83,7 @@ type manyJob struct {
 // enqueueChunk enqueues jobs in one call of batchEnqueueScript, and those
 // it cannot settle (asynq's call not captured, another enqueue of the user
 // under way) one by one, and fills their results in out.
-func (e *Enqueuer) enqueueChunk(ctx context.Context, capturer *asynq.Client, jobs []manyJob, out []ItemResult) {
+func (e *Enqueuer) enqueueChunk(ctx context.Context, jobs []manyJob, out []ItemResult) {
 	keys := make([]string, 0, 4*len(jobs))
 	args := make([]any, 0, 3*len(jobs)+4)
 	var scripted, single []manyJob
@@ -96,7 +94,7 @@ func (e *Enqueuer) enqueueChunk(ctx context.Context, capturer *asynq.Client, job
 			out[j.i].Err = err
 			continue
 		}
-		call, err := capture(capturer, task, e.opts.Queue, id)
+		call, err := capture(e.capturer, task, e.opts.Queue, id)
 		if err != nil || !call.isAsynqEnqueue() {
 			single = append(single, j)
 			continue
