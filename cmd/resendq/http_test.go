@@ -88,16 +88,9 @@ func TestWorkerServesHTTP(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
 	addr := freeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var stdout, stderr lockedBuffer
-	env := map[string]string{"RESENDQ_HTTP_TOKEN": "t0ken"}
-	exited := make(chan int, 1)
-	go func() {
-		lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
-		exited <- run(ctx, []string{"worker", "--redis-url", srv.URL, "--http-addr", addr, "--log-format", "json"},
-			lookup, strings.NewReader(""), &stdout, &stderr)
-	}()
+	cli := startCLI(t, map[string]string{"RESENDQ_HTTP_TOKEN": "t0ken"},
+		"worker", "--redis-url", srv.URL, "--http-addr", addr, "--log-format", "json")
+	stderr := &cli.stderr
 
 	get := func(path, user, password string) (int, string) {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
@@ -142,8 +135,7 @@ func TestWorkerServesHTTP(t *testing.T) {
 		t.Errorf("no log line for the HTTP server; stderr:\n%s", stderr.String())
 	}
 
-	cancel()
-	waitExit(t, "worker", exited, &stderr)
+	cli.stop(t)
 	if _, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 		t.Error("the HTTP server still listens after the worker stopped")
 	}
@@ -165,16 +157,40 @@ func TestDevBannerShowsUI(t *testing.T) {
 	}
 }
 
-// waitExit waits for the exit status of a command run in-process after its
-// context was cancelled, and fails the test unless it is 0.
-func waitExit(t *testing.T, what string, exited <-chan int, stderr *lockedBuffer) {
+// bgCLI is a command line running in-process until stop.
+type bgCLI struct {
+	name   string
+	cancel context.CancelFunc
+	exited chan int
+	stderr lockedBuffer
+}
+
+// startCLI runs a command line in-process with the given environment
+// variables only, until the test stops it (or ends).
+func startCLI(t *testing.T, env map[string]string, args ...string) *bgCLI {
 	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	c := &bgCLI{name: args[0], cancel: cancel, exited: make(chan int, 1)}
+	go func() {
+		var stdout lockedBuffer
+		lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+		c.exited <- run(ctx, args, lookup, strings.NewReader(""), &stdout, &c.stderr)
+	}()
+	return c
+}
+
+// stop cancels the command's context and waits for its exit status, which
+// must be 0.
+func (c *bgCLI) stop(t *testing.T) {
+	t.Helper()
+	c.cancel()
 	select {
-	case code := <-exited:
+	case code := <-c.exited:
 		if code != 0 {
-			t.Errorf("%s exit status %d after cancel; stderr:\n%s", what, code, stderr.String())
+			t.Errorf("%s exit status %d after cancel; stderr:\n%s", c.name, code, c.stderr.String())
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatalf("%s did not stop within 30s", what)
+		t.Fatalf("%s did not stop within 30s", c.name)
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -19,16 +18,9 @@ func TestServeAlone(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
 	addr := freeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var stdout, stderr lockedBuffer
-	exited := make(chan int, 1)
-	go func() {
-		env := map[string]string{"RESENDQ_HTTP_TOKEN": "t0ken", "RESENDQ_PRODUCER_TOKEN": "pr0ducer"}
-		lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
-		exited <- run(ctx, []string{"serve", "--redis-url", srv.URL, "--http-addr", addr, "--log-format", "json"},
-			lookup, strings.NewReader(""), &stdout, &stderr)
-	}()
+	cli := startCLI(t, map[string]string{"RESENDQ_HTTP_TOKEN": "t0ken", "RESENDQ_PRODUCER_TOKEN": "pr0ducer"},
+		"serve", "--redis-url", srv.URL, "--http-addr", addr, "--log-format", "json")
+	stderr := &cli.stderr
 	call := func(method, path, token, body string) (int, string) {
 		req, _ := http.NewRequest(method, "http://"+addr+path, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -62,8 +54,7 @@ func TestServeAlone(t *testing.T) {
 	if status, body := call("GET", "/api/v1/outcomes/stats", "t0ken", ""); status != http.StatusOK {
 		t.Errorf("GET /api/v1/outcomes/stats: %d %s", status, body)
 	}
-	cancel()
-	waitExit(t, "serve", exited, &stderr)
+	cli.stop(t)
 	if strings.Contains(stderr.String(), "john@example.com") || strings.Contains(stderr.String(), "pr0ducer") {
 		t.Errorf("the log shows a username or a token:\n%s", stderr.String())
 	}
