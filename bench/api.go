@@ -23,6 +23,8 @@ type api struct {
 	bad     atomic.Int64
 	active  atomic.Int64 // calls being answered
 	peak    atomic.Int64 // most calls answered at once since the last reset
+	busy    atomic.Int64 // ns spent answering calls since the last reset: Σ of each call's time at the API
+	first   atomic.Int64 // Unix ns of the first call since the last reset, 0 before it
 
 	watching atomic.Int64 // len(watch): the body is read for usernames only while some are watched
 	watchMu  sync.Mutex
@@ -82,8 +84,15 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if a.watching.Load() > 0 {
 		a.arrived(body, time.Now())
 	}
+	start := time.Now()
+	if a.first.Load() == 0 {
+		a.first.CompareAndSwap(0, start.UnixNano())
+	}
 	n := a.active.Add(1)
-	defer a.active.Add(-1)
+	defer func() {
+		a.active.Add(-1)
+		a.busy.Add(int64(time.Since(start)))
+	}()
 	for p := a.peak.Load(); n > p && !a.peak.CompareAndSwap(p, n); p = a.peak.Load() {
 	}
 	if d := time.Duration(a.latency.Load()); d > 0 {

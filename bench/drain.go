@@ -28,9 +28,6 @@ const (
 // benchProject is the Login project ID of every benchmark task.
 const benchProject = "6f1c3a52-1d8e-4b55-9c1e-0d9a7e3f2b11"
 
-// benchQueue is the queue the tasks wait in: where single enqueues go.
-const benchQueue = tasks.QueueSignup
-
 // drainSpec is one throughput figure: a queue of tasks drained by a worker
 // with the given concurrency against the API with the given latency.
 type drainSpec struct {
@@ -38,10 +35,24 @@ type drainSpec struct {
 	tasks       int
 	concurrency int
 	latency     time.Duration
+	// bulk: the tasks wait in the bulk queue, where batches put them, and
+	// the drain is timed from the worker process's start to its last task
+	// done, as an operator sees a batch go. Otherwise they wait in the
+	// signup queue, where single enqueues go, and the drain is timed from
+	// the first task done to the last.
+	bulk bool
+}
+
+// queue is where the spec's tasks wait.
+func (s drainSpec) queue() string {
+	if s.bulk {
+		return tasks.QueueBulk
+	}
+	return tasks.QueueSignup
 }
 
 func (s drainSpec) String() string {
-	return fmt.Sprintf("%s tasks, %s API latency, concurrency %d", count(s.tasks), ms(s.latency), s.concurrency)
+	return fmt.Sprintf("%s tasks in %s, %s API latency, concurrency %d", count(s.tasks), s.queue(), ms(s.latency), s.concurrency)
 }
 
 // limit is the Little's-law bound on throughput: concurrency / latency.
@@ -54,10 +65,17 @@ func (s drainSpec) limit() float64 {
 
 // drainResult is what one drain measured.
 type drainResult struct {
-	rate  float64   // tasks/s from the first completion to the last
-	hwmKB int64     // peak resident memory of the worker (VmHWM), KiB
-	cpu   float64   // CPU time of the worker process, seconds
-	redis redisWork // Redis's work, minus the driver's own polling
+	rate float64 // tasks/s: from the first completion to the last, or (bulk) from the process's start
+	// apiLatency is the mean time a call spent at the API, as the API timed
+	// it (its latency plus the machine's scheduling delays), and inFlight
+	// the mean number of calls at the API from the worker's start to its
+	// last task done.
+	apiLatency time.Duration
+	inFlight   float64
+	firstCall  time.Duration // from the worker's start to the API's first call
+	hwmKB      int64         // peak resident memory of the worker (VmHWM), KiB
+	cpu        float64       // CPU time of the worker process, seconds
+	redis      redisWork     // Redis's work, minus the driver's own polling
 }
 
 // env is what every run shares: one Redis, one API, the binaries.
@@ -82,13 +100,15 @@ func (e *env) drain(ctx context.Context, side string, spec drainSpec, prof profi
 	if err := e.rdb.FlushAll(ctx).Err(); err != nil {
 		return drainResult{}, err
 	}
-	if err := fill(ctx, e.redis.addr, benchQueue, spec.tasks); err != nil {
+	if err := fill(ctx, e.redis.addr, spec.queue(), spec.tasks); err != nil {
 		return drainResult{}, fmt.Errorf("fill the queue: %w", err)
 	}
 	e.api.latency.Store(int64(spec.latency))
 	e.api.calls.Store(0)
 	e.api.bad.Store(0)
 	e.api.peak.Store(0)
+	e.api.busy.Store(0)
+	e.api.first.Store(0)
 
 	before, err := readStats(ctx, e.rdb)
 	if err != nil {
@@ -96,14 +116,18 @@ func (e *env) drain(ctx context.Context, side string, spec drainSpec, prof profi
 	}
 	e.own.reset()
 	logPath := filepath.Join(e.tmp, fmt.Sprintf("%s-%s.log", side, spec.key))
+	start := time.Now()
 	p, err := e.startWorker(side, spec.concurrency, logPath, prof)
 	if err != nil {
 		return drainResult{}, err
 	}
 	defer p.stop()
-	first, last, done0, err := e.waitDrained(ctx, p, spec.tasks)
+	first, last, done0, err := e.waitDrained(ctx, p, spec.queue(), spec.tasks)
 	if err != nil {
 		return drainResult{}, fmt.Errorf("%s: %w (log: %s)", side, err, logPath)
+	}
+	if spec.bulk {
+		first, done0 = start, 0
 	}
 	after, err := readStats(ctx, e.rdb)
 	if err != nil {
@@ -112,6 +136,11 @@ func (e *env) drain(ctx context.Context, side string, spec drainSpec, prof profi
 	res := drainResult{redis: diffStats(before, after, e.own)}
 	if last.After(first) {
 		res.rate = float64(int64(spec.tasks)-done0) / last.Sub(first).Seconds()
+	}
+	if calls := e.api.calls.Load(); calls > 0 {
+		res.apiLatency = time.Duration(e.api.busy.Load() / calls)
+		res.inFlight = float64(e.api.busy.Load()) / float64(last.Sub(start))
+		res.firstCall = time.Unix(0, e.api.first.Load()).Sub(start)
 	}
 	res.hwmKB, res.cpu = p.usage()
 	if err := p.stop(); err != nil {
@@ -151,14 +180,14 @@ func (e *env) check(ctx context.Context, side string, spec drainSpec, logPath st
 	return nil
 }
 
-// waitDrained polls asynq's processed counter of the queue every 2ms until
+// waitDrained polls asynq's processed counter of queue every 2ms until
 // it reaches n, and returns when it was first seen above zero, when it
 // reached n, and its value when first seen. The drain rate is then
 // (n - done0) / (last - first): the tasks completed after the first sign of
 // life over the time they took, so that the first wave of a high-latency
 // drain, which completes all at once, does not inflate it.
-func (e *env) waitDrained(ctx context.Context, p *workerProc, n int) (first, last time.Time, done0 int64, err error) {
-	key := processedKey(benchQueue)
+func (e *env) waitDrained(ctx context.Context, p *workerProc, queue string, n int) (first, last time.Time, done0 int64, err error) {
+	key := processedKey(queue)
 	seen, progress := int64(0), time.Now()
 	tick := time.NewTicker(2 * time.Millisecond)
 	defer tick.Stop()

@@ -34,16 +34,22 @@ var (
 		{key: "zero", tasks: 20_000, concurrency: 50},
 		{key: "c100", tasks: 5_000, concurrency: 100, latency: 100 * time.Millisecond},
 		{key: "c400", tasks: 20_000, concurrency: 400, latency: 100 * time.Millisecond},
+		{key: "bulk", tasks: 20_000, concurrency: 50, bulk: true},
+		{key: "bulk100k", tasks: 100_000, concurrency: 50, bulk: true},
+		{key: "bulkc400", tasks: 40_000, concurrency: 400, latency: 100 * time.Millisecond, bulk: true},
 	}
 	quickDrains = []drainSpec{
 		{key: "zero", tasks: 2_000, concurrency: 50},
 		{key: "c100", tasks: 300, concurrency: 100, latency: 100 * time.Millisecond},
 		{key: "c400", tasks: 1_200, concurrency: 400, latency: 100 * time.Millisecond},
+		{key: "bulk", tasks: 2_000, concurrency: 50, bulk: true},
+		{key: "bulkc400", tasks: 1_200, concurrency: 400, latency: 100 * time.Millisecond, bulk: true},
 	}
-	fullEnqueueRows  = 100_000
-	quickEnqueueRows = 2_000
-	fullLatency      = latencySpec{backlog: 100_000, signups: 60, concurrency: 50}
-	quickLatency     = latencySpec{backlog: 5_000, signups: 10, concurrency: 50}
+	fullIdle, quickIdle = 10 * time.Second, 2 * time.Second
+	fullEnqueueRows     = 100_000
+	quickEnqueueRows    = 2_000
+	fullLatency         = latencySpec{backlog: 100_000, signups: 60, concurrency: 50}
+	quickLatency        = latencySpec{backlog: 5_000, signups: 10, concurrency: 50}
 )
 
 // results are every run of every figure.
@@ -57,6 +63,8 @@ type results struct {
 	enqErr    string                     // why the batch enqueue row is missing
 	http      map[string][]float64       // HTTP figure: side → resends/s per run
 	httpN     int                        // resends per side and run of the HTTP figure
+	idle      time.Duration              // how long the idle figure watched, when run
+	idleRates map[string][]float64       // side → Redis commands/s of an idle worker, per run
 	latency   *latencySpec               // the signup-latency figure, when run
 	latencies map[string][]latencyResult // side → runs
 	fleet     []fleetSpec                // the flow-control figures, when run
@@ -84,7 +92,7 @@ func run(ctx context.Context, o options) error {
 	res := &results{
 		machine: describeMachine(ctx, e.rdb), runs: o.runs, quick: o.quick,
 		drain: map[string]map[string][]drainResult{}, enqueue: map[string][]float64{}, rows: rows,
-		latencies: map[string][]latencyResult{}, fleetRuns: map[string][]fleetResult{}, http: map[string][]float64{},
+		latencies: map[string][]latencyResult{}, idleRates: map[string][]float64{}, fleetRuns: map[string][]fleetResult{}, http: map[string][]float64{},
 	}
 	fmt.Println(res.machine.text())
 	for _, spec := range drains {
@@ -92,6 +100,15 @@ func run(ctx context.Context, o options) error {
 			continue
 		}
 		if err := e.drainFigure(ctx, spec, o, res); err != nil {
+			return err
+		}
+	}
+	if want("idle") {
+		d := fullIdle
+		if o.quick {
+			d = quickIdle
+		}
+		if err := e.idleFigure(ctx, d, min(o.runs, 3), res); err != nil {
 			return err
 		}
 	}
@@ -172,6 +189,9 @@ func (e *env) drainFigure(ctx context.Context, spec drainSpec, o options, res *r
 				return err
 			}
 			z[side] = append(z[side], r)
+			if spec.latency > 0 {
+				fmt.Printf("run %d %-8s first call %.0f ms after the start, mean call at the API %.1f ms, mean calls in flight %.0f\n", i+1, side, msf(r.firstCall), msf(r.apiLatency), r.inFlight)
+			}
 			fmt.Printf("run %d %-8s %6.0f tasks/s  peak RSS %5.1f MiB  worker CPU %4.0f µs/task  Redis per task: %4.1f commands, %4.2f scripts, %4.2f reads, %5.1f µs CPU\n",
 				i+1, side, r.rate, float64(r.hwmKB)/1024, r.cpu/n*1e6,
 				float64(r.redis.commands)/n, float64(r.redis.scripts)/n, float64(r.redis.reads)/n, r.redis.cpu/n*1e6)
