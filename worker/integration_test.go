@@ -441,16 +441,7 @@ func TestGracefulShutdownFinishesInFlightCalls(t *testing.T) {
 // next worker picks them up.
 func TestShutdownTimeoutHandsTasksBack(t *testing.T) {
 	t.Parallel()
-	api := fake.New()
-	httpSrv := httptest.NewServer(api)
-	t.Cleanup(httpSrv.Close)
-	slow, err := loginapi.New(loginapi.Options{BaseURL: httpSrv.URL, HTTPClient: loginapi.NewHTTPClient(time.Minute)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := newPipeline(t, redistest.Start, func(o *Options) { o.ShutdownTimeout, o.API = 200*time.Millisecond, slow })
-	p.api = api
-	p.api.SetDefault(fake.Behavior{Latency: time.Minute})
+	p := newSlowPipeline(t, 10)
 	const n = 5
 	for i := 0; i < n; i++ {
 		p.enqueue(t, "user"+string(rune('a'+i))+"@example.com")
@@ -471,6 +462,26 @@ func TestShutdownTimeoutHandsTasksBack(t *testing.T) {
 	p.api.SetDefault(fake.Behavior{})
 	runWorker(t, p.newWorker(t))
 	waitFor(t, func() bool { st, _ := p.store.Stats(context.Background()); return st.Sent == n }, "all sent by the next worker")
+}
+
+// newSlowPipeline is a pipeline of the given concurrency whose API answers
+// after a minute and whose worker gives in-flight calls 200ms to finish on
+// shutdown.
+func newSlowPipeline(t *testing.T, concurrency int) *pipeline {
+	t.Helper()
+	api := fake.New()
+	httpSrv := httptest.NewServer(api)
+	t.Cleanup(httpSrv.Close)
+	slow, err := loginapi.New(loginapi.Options{BaseURL: httpSrv.URL, HTTPClient: loginapi.NewHTTPClient(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newPipeline(t, redistest.Start, func(o *Options) {
+		o.ShutdownTimeout, o.API, o.Concurrency = 200*time.Millisecond, slow, concurrency
+	})
+	p.api = api
+	p.api.SetDefault(fake.Behavior{Latency: time.Minute})
+	return p
 }
 
 func waitFor(t *testing.T, cond func() bool, what string) {

@@ -82,18 +82,20 @@ type Config struct {
 //   - It has Prefetch(Concurrency) slots more than calls: the tasks in them
 //     wait for a call to end rather than a call for a task.
 type Server struct {
-	srvs []*asynq.Server
-	mux  *asynq.ServeMux
-	h    *Handler
-	once sync.Once // closes h.stop
+	srvs    []*asynq.Server
+	dequeue *dequeuer // what the asynq servers take tasks on
+	mux     *asynq.ServeMux
+	h       *Handler
+	once    sync.Once // closes h.stop
 
 	cfg           Config
 	rdb           redis.UniversalClient
 	ins           *asynq.Inspector
 	sweepInterval time.Duration
 	sweepLock     string
-	sweepStop     chan struct{}
+	sweepStop     chan struct{} // closed by Shutdown: stops the sweep and the held tasks' check
 	sweepDone     chan struct{}
+	holdDone      chan struct{}
 }
 
 // NewServer assembles a worker on rdb, which it shares and does not close.
@@ -114,11 +116,12 @@ func NewServer(rdb redis.UniversalClient, h *Handler, cfg Config) *Server {
 		mux: asynq.NewServeMux(), h: h, cfg: cfg, rdb: rdb, ins: asynq.NewInspectorFromRedisClient(rdb),
 		sweepInterval: orDur(cfg.SweepInterval, DefaultSweepInterval),
 		sweepLock:     cmp.Or(cfg.KeyPrefix, "resendq:") + "sweep-lock",
-		sweepStop:     make(chan struct{}), sweepDone: make(chan struct{}),
+		sweepStop:     make(chan struct{}), sweepDone: make(chan struct{}), holdDone: make(chan struct{}),
 	}
 	s.mux.Handle(tasks.TypeResend, h)
+	s.dequeue = newDequeuer(rdb, min(emptyQueueRecheck, orDur(cfg.PollInterval, DefaultPollInterval)), dequeueBatch)
 	for _, c := range asynqConfigs(h, cfg, calls, level) {
-		s.srvs = append(s.srvs, asynq.NewServerFromRedisClient(rdb, c))
+		s.srvs = append(s.srvs, asynq.NewServerFromRedisClient(s.dequeue, c))
 	}
 	return s
 }
@@ -182,6 +185,10 @@ func (s *Server) Start() error {
 			return err
 		}
 	}
+	go func() {
+		defer close(s.holdDone)
+		s.releaseStale(s.sweepStop)
+	}()
 	if s.cfg.SweepInterval < 0 {
 		close(s.sweepDone)
 		return nil
@@ -203,6 +210,37 @@ func (s *Server) Shutdown() {
 	})
 	shutdownAll(s.srvs)
 	<-s.sweepDone
+	<-s.holdDone
+	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	defer cancel()
+	if n, err := s.dequeue.release(ctx, 0); err != nil {
+		s.cfg.Logger.WithError(err).Warn("tasks taken ahead could not go back to their queue: they go to another worker when their lease expires")
+	} else if n > 0 {
+		s.cfg.Logger.WithField("tasks", n).Debug("tasks taken ahead went back to their queue")
+	}
+}
+
+// releaseTimeout bounds how long Shutdown tries to put the tasks taken ahead
+// back.
+const releaseTimeout = 5 * time.Second
+
+// releaseStale puts tasks taken ahead that no asynq server asked for within
+// holdMax back in their queue, every second, until stop is closed.
+func (s *Server) releaseStale(stop <-chan struct{}) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+			if _, err := s.dequeue.release(ctx, holdMax); err != nil {
+				s.cfg.Logger.WithError(err).Warn("tasks taken ahead could not go back to their queue: they go to another worker when their lease expires")
+			}
+			cancel()
+		}
+	}
 }
 
 // shutdownAll shuts the servers down side by side, so that their in-flight

@@ -1,0 +1,282 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// How the asynq servers of a Server take tasks (dequeuer).
+const (
+	// emptyQueueRecheck is how long they skip a queue that was found empty
+	// (or paused) before they ask Redis again; at most Config.PollInterval.
+	emptyQueueRecheck = 5 * time.Millisecond
+	// dequeueBatch is the most tasks of one queue a round trip takes.
+	dequeueBatch = 8
+	// holdMax is how long a task taken ahead may wait for an asynq server
+	// to ask for it before it goes back to its queue: well within asynq's
+	// 30 s lease, which the task holds from the moment it was taken.
+	holdMax = 5 * time.Second
+)
+
+// dequeuer is the Redis client the asynq servers of a Server take their
+// tasks on: every command goes through unchanged except asynq's dequeue.
+//
+// asynq v0.26 takes one task per round trip, trying the queues one script
+// call each in an order shuffled by weight (processor.queues,
+// RDB.Dequeue). So a bulk backlog costs a round trip and a script run per
+// task, and while the signup queue is empty, eight dequeues in nine first
+// miss on it: another round trip and script run each (docs/BENCHMARKS.md).
+// The dequeuer instead
+//   - remembers for emptyQueueRecheck, for every asynq server of the
+//     process, that a queue had nothing to give, and answers a dequeue of
+//     it as Redis would (nil) without asking: a queue with tasks never
+//     misses, and a signup enqueued during a bulk drain waits at most
+//     emptyQueueRecheck longer;
+//   - takes up to dequeueBatch tasks of a queue in one script run, moving
+//     each exactly as asynq's own dequeue does (pending to active, with
+//     its lease), hands asynq the first and the others to the next
+//     dequeues of the same queue, without a round trip. A task only leaves
+//     the dequeuer when an asynq server asks for its queue, so the
+//     weights between queues hold as asynq makes them.
+//
+// A task taken ahead and not asked for within holdMax, and every one still
+// held when the Server shuts down, goes back to the front of its queue as
+// asynq's own Requeue puts it back. One held when the process dies is
+// active with a lease, like a task in flight: asynq's recoverer hands it to
+// another worker once the lease expires. asynq's data layout is untouched.
+//
+// It recognises asynq's dequeue script by its keys (pending, paused, active
+// and lease of one queue, in that order), which asynq v0.26 passes in KEYS.
+// It runs on the real clock, as asynq's own polling and leases do.
+type dequeuer struct {
+	redis.UniversalClient
+	recheck time.Duration
+	batch   int
+	now     func() time.Time
+
+	mu     sync.Mutex
+	queues map[string]*dequeueState
+}
+
+// dequeueState is what the dequeuer knows of one queue.
+type dequeueState struct {
+	keys       []string  // pending, paused, active, lease
+	taskPrefix string    // asynq:{Q}:t:
+	emptyUntil time.Time // skip the queue until then
+	held       []heldTask
+}
+
+// heldTask is a task taken ahead: active in Redis, not yet handed to asynq.
+type heldTask struct {
+	id, msg string
+	at      time.Time
+}
+
+func newDequeuer(rdb redis.UniversalClient, recheck time.Duration, batch int) *dequeuer {
+	return &dequeuer{UniversalClient: rdb, recheck: recheck, batch: max(1, batch), now: time.Now, queues: map[string]*dequeueState{}}
+}
+
+// EvalSha is how go-redis' Script.Run, and so asynq, runs a script.
+func (d *dequeuer) EvalSha(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
+	if q, ok := dequeuedQueue(keys); ok && len(args) == 2 {
+		return d.dequeue(ctx, q, keys, args)
+	}
+	return d.UniversalClient.EvalSha(ctx, sha, keys, args...)
+}
+
+// Eval is Script.Run's fallback when Redis does not have a script yet.
+func (d *dequeuer) Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
+	if q, ok := dequeuedQueue(keys); ok && len(args) == 2 {
+		return d.dequeue(ctx, q, keys, args)
+	}
+	return d.UniversalClient.Eval(ctx, script, keys, args...)
+}
+
+// dequeue answers asynq's dequeue of queue q (args: the lease's expiry in
+// Unix seconds, the prefix of the queue's task keys) as asynq's script
+// would: the task's message, or redis.Nil.
+func (d *dequeuer) dequeue(ctx context.Context, q string, keys []string, args []any) *redis.Cmd {
+	cmd := redis.NewCmd(ctx)
+	now := d.now()
+	d.mu.Lock()
+	st := d.queues[q]
+	if st == nil {
+		prefix, _ := args[1].(string)
+		st = &dequeueState{keys: keys, taskPrefix: prefix}
+		d.queues[q] = st
+	}
+	if len(st.held) > 0 && now.Sub(st.held[0].at) < holdMax {
+		t := st.held[0]
+		st.held = st.held[1:]
+		d.mu.Unlock()
+		cmd.SetVal(t.msg)
+		return cmd
+	}
+	stale := d.takeStale(st, now)
+	skip := now.Before(st.emptyUntil)
+	d.mu.Unlock()
+	if len(stale) > 0 {
+		_ = d.requeue(ctx, st, stale) // else they wait out their lease, as a task in flight would
+	}
+	if skip {
+		cmd.SetErr(redis.Nil)
+		return cmd
+	}
+	res, err := dequeueManyScript.Run(ctx, d.UniversalClient, keys, args[0], args[1], d.batch).StringSlice()
+	if err != nil {
+		cmd.SetErr(err)
+		return cmd
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(res) < 2 {
+		st.emptyUntil = d.now().Add(d.recheck)
+		cmd.SetErr(redis.Nil)
+		return cmd
+	}
+	st.emptyUntil = time.Time{}
+	for i := 2; i+1 < len(res); i += 2 {
+		st.held = append(st.held, heldTask{id: res[i], msg: res[i+1], at: now})
+	}
+	cmd.SetVal(res[1])
+	return cmd
+}
+
+// takeStale removes from st the held tasks older than holdMax (the oldest
+// come first) and returns them. d.mu is held.
+func (d *dequeuer) takeStale(st *dequeueState, now time.Time) []heldTask {
+	i := 0
+	for i < len(st.held) && now.Sub(st.held[i].at) >= holdMax {
+		i++
+	}
+	stale := st.held[:i:i]
+	st.held = st.held[i:]
+	return stale
+}
+
+// requeue puts held tasks back at the front of their queue, in the order
+// they were taken.
+func (d *dequeuer) requeue(ctx context.Context, st *dequeueState, held []heldTask) error {
+	args := make([]any, 0, len(held)+1)
+	args = append(args, st.taskPrefix)
+	for _, t := range held {
+		args = append(args, t.id)
+	}
+	return requeueHeldScript.Run(ctx, d.UniversalClient, []string{st.keys[2], st.keys[3], st.keys[0]}, args...).Err()
+}
+
+// release puts back every task taken ahead older than age (all of them
+// with 0), queue by queue.
+func (d *dequeuer) release(ctx context.Context, age time.Duration) (int, error) {
+	now := d.now()
+	d.mu.Lock()
+	type batch struct {
+		st   *dequeueState
+		held []heldTask
+	}
+	var back []batch
+	for _, st := range d.queues {
+		i := 0
+		for i < len(st.held) && now.Sub(st.held[i].at) >= age {
+			i++
+		}
+		if i > 0 {
+			back = append(back, batch{st, st.held[:i:i]})
+			st.held = st.held[i:]
+		}
+	}
+	d.mu.Unlock()
+	n := 0
+	var errs []error
+	for _, b := range back {
+		if err := d.requeue(ctx, b.st, b.held); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n += len(b.held)
+	}
+	return n, errors.Join(errs...)
+}
+
+// held is how many tasks the dequeuer holds.
+func (d *dequeuer) heldCount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for _, st := range d.queues {
+		n += len(st.held)
+	}
+	return n
+}
+
+// dequeuedQueue is the queue whose tasks asynq's dequeue script takes, when
+// keys are that script's: asynq:{Q}:pending, asynq:{Q}:paused,
+// asynq:{Q}:active, asynq:{Q}:lease.
+func dequeuedQueue(keys []string) (string, bool) {
+	if len(keys) != 4 {
+		return "", false
+	}
+	rest, ok := strings.CutPrefix(keys[0], "asynq:{")
+	if !ok {
+		return "", false
+	}
+	q, ok := strings.CutSuffix(rest, "}:pending")
+	if !ok {
+		return "", false
+	}
+	prefix := "asynq:{" + q + "}:"
+	if keys[1] != prefix+"paused" || keys[2] != prefix+"active" || keys[3] != prefix+"lease" {
+		return "", false
+	}
+	return q, true
+}
+
+// dequeueManyScript is asynq v0.26's dequeue script (rdb.dequeueCmd) taking
+// up to ARGV[3] tasks: it answers id, message, id, message, ...
+//
+// KEYS[1] asynq:{Q}:pending, KEYS[2] asynq:{Q}:paused, KEYS[3]
+// asynq:{Q}:active, KEYS[4] asynq:{Q}:lease; ARGV[1] the lease's expiry
+// (Unix seconds), ARGV[2] asynq:{Q}:t: (a task's key is ARGV[2]..id, in
+// the queue's hash slot, as in asynq's script), ARGV[3] the most to take.
+var dequeueManyScript = redis.NewScript(`
+local out = {}
+if redis.call("EXISTS", KEYS[2]) == 1 then
+  return out
+end
+for i = 1, tonumber(ARGV[3]) do
+  local id = redis.call("RPOPLPUSH", KEYS[1], KEYS[3])
+  if not id then
+    break
+  end
+  local key = ARGV[2] .. id
+  redis.call("HSET", key, "state", "active")
+  redis.call("HDEL", key, "pending_since")
+  redis.call("ZADD", KEYS[4], ARGV[1], id)
+  out[#out + 1] = id
+  out[#out + 1] = redis.call("HGET", key, "msg")
+end
+return out`)
+
+// requeueHeldScript is asynq v0.26's requeue script (rdb.requeueCmd) for
+// tasks taken ahead, given in the order they were taken: each goes back to
+// the front of its queue (the end RPOPLPUSH takes from), the first taken
+// first in line. A task no longer active (its lease expired and asynq's
+// recoverer took it) is left alone.
+//
+// KEYS[1] asynq:{Q}:active, KEYS[2] asynq:{Q}:lease, KEYS[3]
+// asynq:{Q}:pending; ARGV[1] asynq:{Q}:t:, ARGV[2..] task IDs.
+var requeueHeldScript = redis.NewScript(`
+for i = #ARGV, 2, -1 do
+  local id = ARGV[i]
+  if redis.call("LREM", KEYS[1], 0, id) > 0 then
+    redis.call("ZREM", KEYS[2], id)
+    redis.call("RPUSH", KEYS[3], id)
+    redis.call("HSET", ARGV[1] .. id, "state", "pending")
+  end
+end
+return redis.status_reply("OK")`)
