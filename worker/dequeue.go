@@ -13,8 +13,14 @@ import (
 // How the asynq servers of a Server take tasks (dequeuer).
 const (
 	// emptyQueueRecheck is how long they skip a queue that was found empty
-	// (or paused) before they ask Redis again; at most Config.PollInterval.
+	// (or paused) before they ask Redis again while the process is busy
+	// with another queue; at most Config.PollInterval.
 	emptyQueueRecheck = 5 * time.Millisecond
+	// idleAfter is how long after its last task a process counts as idle:
+	// then it skips an empty queue for half the Config.PollInterval, so
+	// that its asynq servers, each polling on its own, ask Redis about as
+	// often as one would.
+	idleAfter = time.Second
 	// dequeueBatch is the most tasks of one queue a round trip takes.
 	dequeueBatch = 8
 	// holdMax is how long a task taken ahead may wait for an asynq server
@@ -36,7 +42,9 @@ const (
 //     process, that a queue had nothing to give, and answers a dequeue of
 //     it as Redis would (nil) without asking: a queue with tasks never
 //     misses, and a signup enqueued during a bulk drain waits at most
-//     emptyQueueRecheck longer;
+//     emptyQueueRecheck longer. An idle process remembers it for half its
+//     poll interval, so that its asynq servers together ask Redis less
+//     often than they would on their own;
 //   - takes up to dequeueBatch tasks of a queue in one script run, moving
 //     each exactly as asynq's own dequeue does (pending to active, with
 //     its lease), hands asynq the first and the others to the next
@@ -55,12 +63,14 @@ const (
 // It runs on the real clock, as asynq's own polling and leases do.
 type dequeuer struct {
 	redis.UniversalClient
-	recheck time.Duration
-	batch   int
-	now     func() time.Time
+	recheck     time.Duration // while busy
+	idleRecheck time.Duration // while idle
+	batch       int
+	now         func() time.Time
 
-	mu     sync.Mutex
-	queues map[string]*dequeueState
+	mu       sync.Mutex
+	queues   map[string]*dequeueState
+	lastTask time.Time // when a dequeue last found a task
 }
 
 // dequeueState is what the dequeuer knows of one queue.
@@ -77,8 +87,13 @@ type heldTask struct {
 	at      time.Time
 }
 
-func newDequeuer(rdb redis.UniversalClient, recheck time.Duration, batch int) *dequeuer {
-	return &dequeuer{UniversalClient: rdb, recheck: recheck, batch: max(1, batch), now: time.Now, queues: map[string]*dequeueState{}}
+// newDequeuer takes up to batch tasks per round trip on rdb, and skips a
+// queue found empty for recheck while busy, idleRecheck while idle.
+func newDequeuer(rdb redis.UniversalClient, recheck, idleRecheck time.Duration, batch int) *dequeuer {
+	return &dequeuer{
+		UniversalClient: rdb, recheck: recheck, idleRecheck: max(recheck, idleRecheck), batch: max(1, batch),
+		now: time.Now, queues: map[string]*dequeueState{},
+	}
 }
 
 // EvalSha is how go-redis' Script.Run, and so asynq, runs a script.
@@ -135,11 +150,15 @@ func (d *dequeuer) dequeue(ctx context.Context, q string, keys []string, args []
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if len(res) < 2 {
-		st.emptyUntil = d.now().Add(d.recheck)
+		recheck := d.recheck
+		if now.Sub(d.lastTask) >= idleAfter {
+			recheck = d.idleRecheck
+		}
+		st.emptyUntil = d.now().Add(recheck)
 		cmd.SetErr(redis.Nil)
 		return cmd
 	}
-	st.emptyUntil = time.Time{}
+	st.emptyUntil, d.lastTask = time.Time{}, now
 	for i := 2; i+1 < len(res); i += 2 {
 		st.held = append(st.held, heldTask{id: res[i], msg: res[i+1], at: now})
 	}

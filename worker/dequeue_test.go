@@ -67,7 +67,7 @@ func newDequeueFixture(t *testing.T, start func(testing.TB) *redistest.Server, n
 		f.ids = append(f.ids, id)
 	}
 	f.rdb.AddHook(f.scripts)
-	f.d = newDequeuer(f.rdb, 10*time.Millisecond, 8)
+	f.d = newDequeuer(f.rdb, 10*time.Millisecond, 50*time.Millisecond, 8)
 	f.d.now = func() time.Time { return f.now }
 	return f
 }
@@ -151,24 +151,46 @@ func TestDequeuerSkipsAnEmptyQueueForAMoment(t *testing.T) {
 		t.Run(be.name, func(t *testing.T) {
 			t.Parallel()
 			f := newDequeueFixture(t, be.start, 0)
+			client := asynq.NewClient(asynq.RedisClientOpt{Addr: f.rdb.Options().Addr}) // not counted
+			t.Cleanup(func() { _ = client.Close() })
+			add := func(id string) {
+				t.Helper()
+				if _, err := client.Enqueue(asynq.NewTask(tasks.TypeResend, []byte(id)), asynq.Queue(f.queue), asynq.TaskID(id)); err != nil {
+					t.Fatal(err)
+				}
+				f.ids = append(f.ids, id)
+			}
+			// Idle (no task yet): an empty queue is skipped for the idle recheck time, 50ms.
 			if got := f.take(t); got != "" {
 				t.Fatalf("an empty queue gave %q", got)
 			}
 			if got := f.take(t); got != "" || f.scripts.count() != 1 {
 				t.Fatalf("asked again at once: %q after %d script runs, want nothing after 1", got, f.scripts.count())
 			}
-			client := asynq.NewClientFromRedisClient(f.rdb)
-			if _, err := client.Enqueue(asynq.NewTask(tasks.TypeResend, []byte("late")), asynq.Queue(f.queue), asynq.TaskID("late")); err != nil {
-				t.Fatal(err)
+			add("first")
+			f.now = f.now.Add(49 * time.Millisecond)
+			if got := f.take(t); got != "" {
+				t.Fatalf("idle, within the recheck time: %q, want nothing yet", got)
 			}
-			f.ids = append(f.ids, "late")
+			f.now = f.now.Add(time.Millisecond)
+			if got := f.take(t); got != "first" {
+				t.Fatalf("idle, after the recheck time: %q, want the new task", got)
+			}
+			// Busy (a task a moment ago): skipped for the busy recheck time, 10ms.
+			if got := f.take(t); got != "" {
+				t.Fatalf("an empty queue gave %q", got)
+			}
+			add("late")
 			f.now = f.now.Add(9 * time.Millisecond)
 			if got := f.take(t); got != "" {
-				t.Fatalf("within the recheck time: %q, want nothing yet", got)
+				t.Fatalf("busy, within the recheck time: %q, want nothing yet", got)
 			}
 			f.now = f.now.Add(time.Millisecond)
 			if got := f.take(t); got != "late" {
-				t.Fatalf("after the recheck time: %q, want the new task", got)
+				t.Fatalf("busy, after the recheck time: %q, want the new task", got)
+			}
+			if f.scripts.count() != 4 {
+				t.Errorf("%d script runs, want 4 (two misses, two tasks)", f.scripts.count())
 			}
 		})
 	}
@@ -269,7 +291,7 @@ func TestDequeuerKeepsTheQueueWeights(t *testing.T) {
 		}
 		return nil
 	})
-	srv := asynq.NewServerFromRedisClient(newDequeuer(rdb, emptyQueueRecheck, dequeueBatch), asynq.Config{
+	srv := asynq.NewServerFromRedisClient(newDequeuer(rdb, emptyQueueRecheck, DefaultPollInterval/2, dequeueBatch), asynq.Config{
 		Concurrency: 1, Queues: DefaultQueues(), LogLevel: asynq.FatalLevel,
 	})
 	if err := srv.Start(mux); err != nil {

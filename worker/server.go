@@ -119,7 +119,8 @@ func NewServer(rdb redis.UniversalClient, h *Handler, cfg Config) *Server {
 		sweepStop:     make(chan struct{}), sweepDone: make(chan struct{}), holdDone: make(chan struct{}),
 	}
 	s.mux.Handle(tasks.TypeResend, h)
-	s.dequeue = newDequeuer(rdb, min(emptyQueueRecheck, orDur(cfg.PollInterval, DefaultPollInterval)), dequeueBatch)
+	poll := orDur(cfg.PollInterval, DefaultPollInterval)
+	s.dequeue = newDequeuer(rdb, min(emptyQueueRecheck, poll), poll/2, dequeueBatch)
 	for _, c := range asynqConfigs(h, cfg, calls, level) {
 		s.srvs = append(s.srvs, asynq.NewServerFromRedisClient(s.dequeue, c))
 	}
