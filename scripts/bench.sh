@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Worker benchmarks: the figures of docs/BENCHMARKS.md.
 #
-#   scripts/bench.sh [driver flags]          `make bench`: 5 runs of every figure (about 40 minutes);
+#   scripts/bench.sh [driver flags]          `make bench`: 5 runs of every figure (about 50 minutes);
 #                                            writes docs/BENCHMARKS.md (its generated section only)
 #                                            and docs/profiles/
 #   scripts/bench.sh -quick [driver flags]   `make bench-quick`: one small run of every figure (seconds);
