@@ -11,7 +11,7 @@ import (
 // FilterParams are the names of the parameters of a Filter as text: the
 // query parameters of the HTTP API, and the command line's flags with "-"
 // for "_" (--project-id for project_id).
-var FilterParams = []string{"username", "project_id", "status", "reason", "code", "batch_id", "since", "until", "limit", "cursor"}
+var FilterParams = []string{"username", "project_id", "status", "reason", "code", "batch_id", "state", "since", "until", "limit", "cursor"}
 
 // FieldError says which parameter of a filter or record is wrong, and why.
 // It wraps ErrInvalid.
@@ -57,6 +57,7 @@ func ParseFilter(params map[string]string, now time.Time) (Filter, error) {
 	f.Reason = Reason(params["reason"])
 	f.Code = params["code"]
 	f.BatchID = params["batch_id"]
+	f.State = State(params["state"])
 	f.Cursor = params["cursor"]
 	var err error
 	if f.Since, err = parseTime("since", params["since"], now); err != nil {

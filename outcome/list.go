@@ -40,6 +40,9 @@ type Filter struct {
 	Code string
 	// BatchID matches exactly.
 	BatchID string
+	// State is "", or for dead letters StateOpen (not replayed yet) or
+	// StateReplayed.
+	State State
 	// Since keeps records that finished at or after it, when set.
 	Since time.Time
 	// Until keeps records that finished before it, when set.
@@ -51,6 +54,17 @@ type Filter struct {
 	// at the newest record.
 	Cursor string
 }
+
+// State is whether a dead letter was replayed.
+type State string
+
+// The states of a dead letter.
+const (
+	// StateOpen is a dead letter not replayed yet: work for an operator.
+	StateOpen State = "open"
+	// StateReplayed is a dead letter replayed as another task (its ReplayedAs).
+	StateReplayed State = "replayed"
+)
 
 // Page is one page of List, newest record first.
 type Page struct {
@@ -137,6 +151,12 @@ func (f *Filter) normalize() (position, error) {
 		return position{}, &FieldError{Field: "reason", Value: string(f.Reason), Problem: "sent records have no reason"}
 	}
 	switch {
+	case f.State != "" && f.State != StateOpen && f.State != StateReplayed:
+		return position{}, &FieldError{Field: "state", Value: string(f.State), Problem: "want open or replayed (of dead letters)"}
+	case f.State != "" && f.Status == StatusSent:
+		return position{}, &FieldError{Field: "state", Value: string(f.State), Problem: "sent records are neither open nor replayed"}
+	}
+	switch {
 	case f.Limit < 0:
 		return position{}, &FieldError{Field: "limit", Value: strconv.Itoa(f.Limit), Problem: "must not be negative"}
 	case f.Limit == 0:
@@ -180,6 +200,9 @@ func (s *Store) pickIndex(ctx context.Context, f *Filter) (key string, empty boo
 	add(string(f.Reason), "reason:"+string(f.Reason))
 	add(f.ProjectID, "project:"+escape(f.ProjectID))
 	add(string(f.Status), "status:"+string(f.Status))
+	if f.State == StateReplayed {
+		add("replayed", "replayed")
+	}
 	if len(candidates) == 0 {
 		return s.indexPrefix + "all", false, nil
 	}
@@ -303,6 +326,7 @@ func (f *Filter) matches(rec *Record) bool {
 		(f.Reason == "" || rec.Reason == f.Reason) &&
 		(f.Code == "" || rec.ErrorCode == f.Code) &&
 		(f.BatchID == "" || rec.BatchID == f.BatchID) &&
+		(f.State == "" || rec.Status == StatusDeadLetter && (rec.ReplayedAs != "") == (f.State == StateReplayed)) &&
 		(f.Since.IsZero() || ms >= msCeil(f.Since)) &&
 		(f.Until.IsZero() || ms < msCeil(f.Until))
 }

@@ -85,6 +85,14 @@ type Record struct {
 	// FinishedAt is when the task reached its outcome, in milliseconds;
 	// Finish sets it to the current time when it is zero.
 	FinishedAt time.Time `json:"finished_at"`
+	// ReplayOf is the task ID of the dead letter this task replayed; empty
+	// for a first try.
+	ReplayOf string `json:"replay_of,omitempty"`
+	// ReplayedAs is the task ID of the replay of this dead letter, once it
+	// was replayed (MarkReplayed); empty while it is open.
+	ReplayedAs string `json:"replayed_as,omitempty"`
+	// ReplayedAt is when it was replayed, in milliseconds; zero while open.
+	ReplayedAt time.Time `json:"replayed_at,omitzero"`
 }
 
 // validate checks a record passed to Finish.
@@ -174,7 +182,26 @@ func (r *Record) appendCounters(b []byte) []byte {
 	if r.ErrorCode != "" {
 		b = appendEscaped(append(b, "\ncode:"...), r.ErrorCode)
 	}
+	if r.Status == StatusDeadLetter && r.ProjectID != "" {
+		b = appendEscaped(append(b, "\ndead-project:"...), r.ProjectID)
+	}
 	return b
+}
+
+// replayCounters are the fields of the stats hash that count r as replayed,
+// newline-separated.
+func (r *Record) replayCounters() string {
+	b := []byte("replayed")
+	if r.Reason != "" {
+		b = append(append(b, "\nreplayed-reason:"...), r.Reason...)
+	}
+	if r.ErrorCode != "" {
+		b = appendEscaped(append(b, "\nreplayed-code:"...), r.ErrorCode)
+	}
+	if r.ProjectID != "" {
+		b = appendEscaped(append(b, "\nreplayed-project:"...), r.ProjectID)
+	}
+	return string(b)
 }
 
 // escape makes s safe as the last part of a key and as an item of a

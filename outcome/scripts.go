@@ -146,13 +146,23 @@ return redis.call('ZREVRANGE', key, start, start + count - 1, 'WITHSCORES')
 // KEYS: 1 index of all records, 2 stats hash. ARGV: 1 index key prefix,
 // 2 record key prefix, 3 retention in ms, 4 batch size.
 // Returns how many records it removed.
-var trimScript = redis.NewScript(`
-local all, stats, prefix = KEYS[1], KEYS[2], ARGV[1]
+var trimScript = redis.NewScript(removeRecordLua + `
 local t = redis.call('TIME')
 local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3])
-local ids = redis.call('ZRANGEBYSCORE', all, '-inf', '(' .. cutoff, 'LIMIT', 0, tonumber(ARGV[4]))
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. cutoff, 'LIMIT', 0, tonumber(ARGV[4]))
 for _, id in ipairs(ids) do
-  local rec = ARGV[2] .. id
+  removeRecord(KEYS[1], KEYS[2], ARGV[1], ARGV[2], id)
+end
+return #ids
+`)
+
+// removeRecordLua defines removeRecord(all, stats, prefix, recPrefix, id),
+// which removes the record of task id with its index entries and stats
+// counts, and returns whether there was one; the start of the scripts that
+// remove records.
+const removeRecordLua = `
+local function removeRecord(all, stats, prefix, recPrefix, id)
+  local rec = recPrefix .. id
   local old = redis.call('HMGET', rec, 'index', 'stats')
   for s in string.gmatch(old[1] or '', '[^\n]+') do
     redis.call('ZREM', prefix .. s, id)
@@ -161,7 +171,6 @@ for _, id in ipairs(ids) do
     if redis.call('HINCRBY', stats, f, -1) <= 0 then redis.call('HDEL', stats, f) end
   end
   redis.call('ZREM', all, id)
-  redis.call('DEL', rec)
+  return redis.call('DEL', rec) == 1
 end
-return #ids
-`)
+`

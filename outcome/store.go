@@ -25,8 +25,12 @@
 //	outcome-index:project:{p}    ZSET  per project ID
 //	outcome-index:user:{u}       ZSET  per username (all projects)
 //	outcome-index:batch:{b}      ZSET  per batch ID
+//	outcome-index:replayed       ZSET  the dead letters replayed (MarkReplayed)
 //	outcome-stats                HASH  counters of the retained records:
-//	                                   sent, dead_letter, reason:{r}, code:{c}
+//	                                   sent, dead_letter, reason:{r}, code:{c},
+//	                                   dead-project:{p}; of the replayed dead
+//	                                   letters: replayed, replayed-reason:{r},
+//	                                   replayed-code:{c}, replayed-project:{p}
 //	outcome-rl:{task_id}         HASH  a running task's state: its 429s (calls),
 //	                                   the ms they asked it to wait (waited), the
 //	                                   ms it was held back by outages (held);
@@ -357,6 +361,17 @@ type Stats struct {
 	ByReason map[string]int64 `json:"by_reason"`
 	// ByCode counts records per API error code; never nil.
 	ByCode map[string]int64 `json:"by_code"`
+	// DeadByProject counts dead letters per project ID; never nil. (Dead
+	// letters recorded before it was counted are left out.)
+	DeadByProject map[string]int64 `json:"dead_by_project"`
+	// Replayed counts the dead letters replayed (MarkReplayed); the others
+	// are open.
+	Replayed int64 `json:"replayed"`
+	// ReplayedByReason, ReplayedByCode and ReplayedByProject count them per
+	// reason, error code and project; never nil.
+	ReplayedByReason  map[string]int64 `json:"replayed_by_reason"`
+	ReplayedByCode    map[string]int64 `json:"replayed_by_code"`
+	ReplayedByProject map[string]int64 `json:"replayed_by_project"`
 }
 
 // Stats returns the counts of the retained records, read in one round trip.
@@ -366,7 +381,10 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 	if err != nil {
 		return Stats{}, fmt.Errorf("outcome: read stats: %w", err)
 	}
-	st := Stats{ByReason: map[string]int64{}, ByCode: map[string]int64{}}
+	st := Stats{
+		ByReason: map[string]int64{}, ByCode: map[string]int64{}, DeadByProject: map[string]int64{},
+		ReplayedByReason: map[string]int64{}, ReplayedByCode: map[string]int64{}, ReplayedByProject: map[string]int64{},
+	}
 	for f, v := range fields {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
@@ -381,6 +399,16 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 			st.ByReason[strings.TrimPrefix(f, "reason:")] = n
 		case strings.HasPrefix(f, "code:"):
 			st.ByCode[unescape(strings.TrimPrefix(f, "code:"))] = n
+		case strings.HasPrefix(f, "dead-project:"):
+			st.DeadByProject[unescape(strings.TrimPrefix(f, "dead-project:"))] = n
+		case f == "replayed":
+			st.Replayed = n
+		case strings.HasPrefix(f, "replayed-reason:"):
+			st.ReplayedByReason[strings.TrimPrefix(f, "replayed-reason:")] = n
+		case strings.HasPrefix(f, "replayed-code:"):
+			st.ReplayedByCode[unescape(strings.TrimPrefix(f, "replayed-code:"))] = n
+		case strings.HasPrefix(f, "replayed-project:"):
+			st.ReplayedByProject[unescape(strings.TrimPrefix(f, "replayed-project:"))] = n
 		}
 	}
 	return st, nil

@@ -89,6 +89,7 @@ func (b *bundle) stats(t testing.TB) Stats {
 func wantStats(t testing.TB, got Stats, sent, deadLetter int64, byReason, byCode map[string]int64) {
 	t.Helper()
 	want := Stats{Sent: sent, DeadLetter: deadLetter, ByReason: byReason, ByCode: byCode}
+	got = Stats{Sent: got.Sent, DeadLetter: got.DeadLetter, ByReason: got.ByReason, ByCode: got.ByCode}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Stats = %+v, want %+v", got, want)
 	}
@@ -304,13 +305,13 @@ func TestStatsJSON(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	raw, err := jsonString(b.stats(t))
-	if err != nil || raw != `{"sent":0,"dead_letter":0,"by_reason":{},"by_code":{}}` {
+	if err != nil || raw != `{"sent":0,"dead_letter":0,"by_reason":{},"by_code":{},"dead_by_project":{},"replayed":0,"replayed_by_reason":{},"replayed_by_code":{},"replayed_by_project":{}}` {
 		t.Fatalf("empty Stats JSON = %s, %v", raw, err)
 	}
 	b.finish(t, sent("s1", "p", "u"))
 	b.finish(t, dead("d1", "p", "u", ReasonRejected, "003-002"))
 	raw, _ = jsonString(b.stats(t))
-	if want := `{"sent":1,"dead_letter":1,"by_reason":{"rejected":1},"by_code":{"003-002":1}}`; raw != want {
+	if want := `{"sent":1,"dead_letter":1,"by_reason":{"rejected":1},"by_code":{"003-002":1},"dead_by_project":{"p":1},"replayed":0,"replayed_by_reason":{},"replayed_by_code":{},"replayed_by_project":{}}`; raw != want {
 		t.Fatalf("Stats JSON = %s, want %s", raw, want)
 	}
 }
@@ -348,7 +349,7 @@ func TestTrim(t *testing.T) {
 		"resendq:outcome-index:status:dead_letter": 1, "resendq:outcome-index:reason:exhausted": 1,
 		"resendq:outcome-index:project:p1": 1, "resendq:outcome-index:project:p2": 1,
 		"resendq:outcome-index:user:both": 1, "resendq:outcome-index:user:new-user": 1,
-		"resendq:outcome:new1": 6, "resendq:outcome:new2": 6, "resendq:outcome-stats": 3,
+		"resendq:outcome:new1": 6, "resendq:outcome:new2": 6, "resendq:outcome-stats": 4,
 	})
 }
 

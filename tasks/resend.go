@@ -56,6 +56,9 @@ type Resend struct {
 	Payload string `json:"payload,omitempty"`
 	// BatchID names the batch a bulk resend belongs to; empty for single enqueues.
 	BatchID string `json:"batch_id,omitempty"`
+	// ReplayOf is the task ID of the dead letter this task replays; empty
+	// for a first try. Set by the replay.
+	ReplayOf string `json:"replay_of,omitempty"`
 	// EnqueuedAt is when the producer enqueued the task; set by the enqueuer.
 	EnqueuedAt time.Time `json:"enqueued_at"`
 }

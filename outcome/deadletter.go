@@ -1,0 +1,166 @@
+package outcome
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// MarkReplayed notes on the record of the dead letter rec (as Get or List
+// returned it) that it was replayed as the task replayedAs at at: its
+// ReplayedAs and ReplayedAt, the index of replayed dead letters and the
+// replayed counts of Stats. It returns the record as stored, and false when
+// it was marked before (by an earlier run of the same replay) or is gone;
+// marking twice changes nothing.
+func (s *Store) MarkReplayed(ctx context.Context, rec Record, replayedAs string, at time.Time) (Record, bool, error) {
+	if rec.Status != StatusDeadLetter {
+		return rec, false, fmt.Errorf("%w: task %s is %s, not a dead letter", ErrInvalid, rec.TaskID, rec.Status)
+	}
+	if replayedAs == "" {
+		return rec, false, fmt.Errorf("%w: the replay's task ID is empty", ErrInvalid)
+	}
+	rec.ReplayedAs, rec.ReplayedAt = replayedAs, time.UnixMilli(at.UnixMilli()).UTC()
+	body, err := json.Marshal(rec)
+	if err != nil {
+		return rec, false, fmt.Errorf("outcome: encode record of task %s: %w", rec.TaskID, err)
+	}
+	n, err := markReplayedScript.Run(ctx, s.rdb, []string{s.recordPrefix + rec.TaskID, s.statsKey},
+		s.indexPrefix, body, rec.FinishedAt.UnixMilli(), rec.TaskID, rec.replayCounters()).Int()
+	if err != nil {
+		return rec, false, fmt.Errorf("outcome: mark task %s replayed: %w", rec.TaskID, err)
+	}
+	return rec, n == 1, nil
+}
+
+// deleteBatch is how many records one script run of Delete removes.
+const deleteBatch = 500
+
+// Delete removes the records of taskIDs, with their index entries and Stats
+// counts, as if they had aged out, and returns how many there were. IDs of
+// no record are skipped.
+func (s *Store) Delete(ctx context.Context, taskIDs []string) (int, error) {
+	removed := 0
+	keys := []string{s.indexPrefix + "all", s.statsKey}
+	for start := 0; start < len(taskIDs); start += deleteBatch {
+		ids := taskIDs[start:min(start+deleteBatch, len(taskIDs))]
+		args := make([]any, 0, 3+len(ids))
+		args = append(args, s.indexPrefix, s.recordPrefix, s.ratePrefix)
+		for _, id := range ids {
+			args = append(args, id)
+		}
+		n, err := deleteScript.Run(ctx, s.rdb, keys, args...).Int()
+		removed += n
+		if err != nil {
+			return removed, fmt.Errorf("outcome: delete records: %w", err)
+		}
+	}
+	return removed, nil
+}
+
+// Span is when the oldest and the newest of a set of records finished;
+// zero times when there is none.
+type Span struct {
+	Oldest time.Time `json:"oldest,omitzero"`
+	Newest time.Time `json:"newest,omitzero"`
+}
+
+// DeadLetterSpan returns when the oldest and newest retained dead letters
+// finished, in one round trip.
+func (s *Store) DeadLetterSpan(ctx context.Context) (Span, error) {
+	key := s.indexPrefix + "status:" + string(StatusDeadLetter)
+	var first, last *redis.ZSliceCmd
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		first = p.ZRangeWithScores(ctx, key, 0, 0)
+		last = p.ZRevRangeWithScores(ctx, key, 0, 0)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return Span{}, fmt.Errorf("outcome: dead letters' span: %w", err)
+	}
+	var sp Span
+	if z := first.Val(); len(z) == 1 {
+		sp.Oldest = time.UnixMilli(int64(z[0].Score)).UTC()
+	}
+	if z := last.Val(); len(z) == 1 {
+		sp.Newest = time.UnixMilli(int64(z[0].Score)).UTC()
+	}
+	return sp, nil
+}
+
+// markReplayedScript marks a dead letter's record replayed, unless it is
+// gone or marked already.
+//
+// KEYS: 1 the record hash, 2 the stats hash. ARGV: 1 index key prefix,
+// 2 the record's JSON with its replay, 3 its score (finished_at in ms),
+// 4 its task ID, 5 the stats fields counting it as replayed, newline-separated.
+// Returns 1 when it marked the record, 0 otherwise.
+var markReplayedScript = redis.NewScript(`
+local r = redis.call('HMGET', KEYS[1], 'index', 'stats')
+if not r[1] then return 0 end
+if string.find('\n' .. r[1] .. '\n', '\nreplayed\n', 1, true) then return 0 end
+redis.call('HSET', KEYS[1], 'record', ARGV[2], 'index', r[1] .. '\nreplayed', 'stats', (r[2] or '') .. '\n' .. ARGV[5])
+redis.call('ZADD', ARGV[1] .. 'replayed', ARGV[3], ARGV[4])
+for f in string.gmatch(ARGV[5], '[^\n]+') do redis.call('HINCRBY', KEYS[2], f, 1) end
+return 1
+`)
+
+// deleteScript removes records and what lists and counts them.
+//
+// KEYS: 1 index of all records, 2 stats hash. ARGV: 1 index key prefix,
+// 2 record key prefix, 3 rate state key prefix, 4... task IDs.
+// Returns how many records it removed.
+var deleteScript = redis.NewScript(removeRecordLua + `
+local n = 0
+for i = 4, #ARGV do
+  if removeRecord(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[i]) then n = n + 1 end
+  redis.call('DEL', ARGV[3] .. ARGV[i])
+end
+return n
+`)
+
+// DeadLetterStats counts the retained dead letters, open and replayed.
+type DeadLetterStats struct {
+	Total    int64 `json:"dead_letters"`
+	Open     int64 `json:"open"`
+	Replayed int64 `json:"replayed"`
+	Span
+	// ByCode, ByReason and ByProject split the counts by API error code
+	// (dead letters without one are left out), reason and project ID.
+	ByCode    map[string]OpenReplayed `json:"by_code"`
+	ByReason  map[string]OpenReplayed `json:"by_reason"`
+	ByProject map[string]OpenReplayed `json:"by_project"`
+}
+
+// OpenReplayed is a count of dead letters, open and replayed.
+type OpenReplayed struct {
+	Open     int64 `json:"open"`
+	Replayed int64 `json:"replayed"`
+}
+
+// DeadLetters counts the retained dead letters in two round trips.
+func (s *Store) DeadLetters(ctx context.Context) (DeadLetterStats, error) {
+	st, err := s.Stats(ctx)
+	if err != nil {
+		return DeadLetterStats{}, err
+	}
+	sp, err := s.DeadLetterSpan(ctx)
+	if err != nil {
+		return DeadLetterStats{}, err
+	}
+	split := func(all, replayed map[string]int64) map[string]OpenReplayed {
+		m := make(map[string]OpenReplayed, len(all))
+		for k, n := range all {
+			m[k] = OpenReplayed{Open: n - replayed[k], Replayed: replayed[k]}
+		}
+		return m
+	}
+	return DeadLetterStats{
+		Total: st.DeadLetter, Open: st.DeadLetter - st.Replayed, Replayed: st.Replayed, Span: sp,
+		ByCode: split(st.ByCode, st.ReplayedByCode), ByReason: split(st.ByReason, st.ReplayedByReason),
+		ByProject: split(st.DeadByProject, st.ReplayedByProject),
+	}, nil
+}
