@@ -424,7 +424,7 @@ func (h *Handler) record(a attempt, st outcome.Status, reason outcome.Reason, st
 	rec := outcome.Record{
 		TaskID: a.taskID, ProjectID: a.task.ProjectID, Username: a.task.Username,
 		LoginURL: a.task.LoginURL, Payload: a.task.Payload, Queue: a.queue, BatchID: a.task.BatchID,
-		Status: st, Reason: reason, HTTPStatus: status, Attempts: a.retried + 1,
+		ReplayOf: a.task.ReplayOf, Status: st, Reason: reason, HTTPStatus: status, Attempts: a.retried + 1,
 		EnqueuedAt: a.task.EnqueuedAt, FinishedAt: h.clock().Now(),
 	}
 	var apiErr *loginapi.Error
