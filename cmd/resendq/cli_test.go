@@ -162,7 +162,8 @@ func TestOutcomesListAndStats(t *testing.T) {
 		t.Errorf("bad --reason with Redis down: %+v", r)
 	}
 	r = runCLI(t, nil, "outcomes", "stats", "--redis-url", srv.URL, "--json")
-	if want := `{"sent":1,"dead_letter":1,"by_reason":{"rejected":1},"by_code":{"003-002":1}}`; r.code != 0 || strings.TrimSpace(r.stdout) != want {
+	if want := `{"sent":1,"dead_letter":1,"by_reason":{"rejected":1},"by_code":{"003-002":1},"dead_by_project":{"` + testProject + `":1},` +
+		`"replayed":0,"replayed_by_reason":{},"replayed_by_code":{},"replayed_by_project":{}}`; r.code != 0 || strings.TrimSpace(r.stdout) != want {
 		t.Errorf("stats --json = %q, want %q", r.stdout, want)
 	}
 }

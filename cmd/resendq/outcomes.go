@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -64,7 +66,11 @@ func newListCmd(a *app, short, example string, only outcome.Status) *cobra.Comma
 		},
 	}
 	rf.register(cmd.Flags())
-	ff.register(cmd.Flags(), only == "")
+	if only != "" {
+		ff.register(cmd.Flags(), "status")
+	} else {
+		ff.register(cmd.Flags())
+	}
 	cmd.Flags().BoolVar(&all, "all", false, "follow pages to the end")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "one JSON object a line")
 	return cmd
@@ -76,10 +82,11 @@ type filterFlags struct {
 	values map[string]*string
 }
 
-func (ff *filterFlags) register(fs *pflag.FlagSet, withStatus bool) {
+// register registers a flag for each filter parameter but those of skip.
+func (ff *filterFlags) register(fs *pflag.FlagSet, skip ...string) {
 	ff.values = map[string]*string{}
 	add := func(param, def, usage string) {
-		if param == "status" && !withStatus {
+		if slices.Contains(skip, param) {
 			return
 		}
 		ff.values[param] = fs.String(flagName(param), def, usage)
@@ -90,6 +97,7 @@ func (ff *filterFlags) register(fs *pflag.FlagSet, withStatus bool) {
 	add("reason", "", "only dead letters of this reason: "+joinReasons(", "))
 	add("code", "", "only this Login API error code, e.g. 003-002")
 	add("batch_id", "", "only this batch")
+	add("state", "", "only dead letters open (not replayed yet) or replayed")
 	add("since", "", "only outcomes since a time (RFC 3339) or for a duration back (e.g. 24h)")
 	add("until", "", "only outcomes before a time (RFC 3339) or a duration back (e.g. 1h)")
 	add("limit", "50", fmt.Sprintf("records per page (at most %d)", outcome.MaxLimit))
@@ -157,7 +165,7 @@ func newRecordWriter(a *app, asJSON bool) *recordWriter {
 	w := &recordWriter{a: a, asJSON: asJSON}
 	if !asJSON {
 		w.tw = tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w.tw, "FINISHED\tSTATUS\tREASON\tHTTP\tCODE\tATTEMPTS\tPROJECT\tUSERNAME\tTASK")
+		fmt.Fprintln(w.tw, "FINISHED\tSTATUS\tREASON\tHTTP\tCODE\tATTEMPTS\tPROJECT\tUSERNAME\tTASK\tREPLAY")
 	}
 	return w
 }
@@ -172,8 +180,8 @@ func (w *recordWriter) write(recs []outcome.Record) error {
 			}
 			continue
 		}
-		fmt.Fprintf(w.tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.FinishedAt.Local().Format(time.DateTime), r.Status,
-			dash(string(r.Reason)), dash(itoa(r.HTTPStatus)), dash(r.ErrorCode), r.Attempts, r.ProjectID, r.Username, r.TaskID)
+		fmt.Fprintf(w.tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.FinishedAt.Local().Format(time.DateTime), r.Status,
+			dash(string(r.Reason)), dash(itoa(r.HTTPStatus)), dash(r.ErrorCode), r.Attempts, r.ProjectID, r.Username, r.TaskID, replayOf(r))
 	}
 	return nil
 }
@@ -191,6 +199,23 @@ func (w *recordWriter) flush(next string) {
 	}
 }
 
+// replayOf says how a record is linked to replays: a dead letter is
+// "replayed as ID" or "open", a replay says "of ID" (the dead letter it
+// replayed), e.g. "open, of ID" for a replay that failed again.
+func replayOf(r outcome.Record) string {
+	var parts []string
+	switch {
+	case r.ReplayedAs != "":
+		parts = append(parts, "replayed as "+r.ReplayedAs)
+	case r.Status == outcome.StatusDeadLetter:
+		parts = append(parts, "open")
+	}
+	if r.ReplayOf != "" {
+		parts = append(parts, "of "+r.ReplayOf)
+	}
+	return dash(strings.Join(parts, ", "))
+}
+
 func dash(s string) string {
 	if s == "" {
 		return "-"
@@ -206,11 +231,20 @@ func itoa(n int) string {
 }
 
 func newOutcomesStatsCmd(a *app) *cobra.Command {
+	return newReadCmd(a, "stats", "Count outcomes by status, reason and error code",
+		func(ctx context.Context, rdb redis.UniversalClient) (outcome.Stats, error) {
+			return outcome.NewStore(rdb, outcome.Options{}).Stats(ctx)
+		}, printStats)
+}
+
+// newReadCmd is a command that reads something from Redis and prints it: as
+// one JSON object with --json, else with print.
+func newReadCmd[T any](a *app, use, short string, read func(context.Context, redis.UniversalClient) (T, error), print func(*app, T)) *cobra.Command {
 	var rf redisFlags
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "stats",
-		Short: "Count outcomes by status, reason and error code",
+		Use:   use,
+		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rdb, err := rf.connect(cmd.Context(), 0)
@@ -218,14 +252,14 @@ func newOutcomesStatsCmd(a *app) *cobra.Command {
 				return err
 			}
 			defer rdb.Close()
-			st, err := outcome.NewStore(rdb, outcome.Options{}).Stats(cmd.Context())
+			v, err := read(cmd.Context(), rdb)
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return json.NewEncoder(a.stdout).Encode(st)
+				return json.NewEncoder(a.stdout).Encode(v)
 			}
-			printStats(a, st)
+			print(a, v)
 			return nil
 		},
 	}

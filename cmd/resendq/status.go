@@ -1,50 +1,33 @@
 package main
 
 import (
-	"encoding/json"
+	"context"
 	"fmt"
 	"text/tabwriter"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/resendq/resendq/ratelimit"
 )
 
 func newStatusCmd(a *app) *cobra.Command {
-	var rf redisFlags
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "status",
-		Short: "The fleet's flow control per Login project: outages (open circuits), pauses after a 429, learned rates",
-		Long: `Reads from Redis what every worker of the fleet shares per Login project:
+	type status struct {
+		Projects []ratelimit.State `json:"projects"`
+	}
+	cmd := newReadCmd(a, "status", "The fleet's flow control per Login project: outages (open circuits), pauses after a 429, learned rates",
+		func(ctx context.Context, rdb redis.UniversalClient) (status, error) {
+			states, err := ratelimit.Status(ctx, rdb, "")
+			return status{append([]ratelimit.State{}, states...)}, err
+		}, func(a *app, st status) { printFlow(a, st.Projects) })
+	cmd.Long = `Reads from Redis what every worker of the fleet shares per Login project:
 whether its circuit is open (the API fails most of its calls: resends wait,
 one probe at a time goes out), what remains of its pause after a 429, and
 the rate the fleet learned from its 429s. Projects with none of these are
 not listed. A worker's fixed rates (--api-rate, --api-rate-project) are its
-own configuration; its /metrics show them (resendq_api_rate).`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			rdb, err := rf.connect(cmd.Context(), 0)
-			if err != nil {
-				return err
-			}
-			defer rdb.Close()
-			states, err := ratelimit.Status(cmd.Context(), rdb, "")
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return json.NewEncoder(a.stdout).Encode(struct {
-					Projects []ratelimit.State `json:"projects"`
-				}{append([]ratelimit.State{}, states...)})
-			}
-			printFlow(a, states)
-			return nil
-		},
-	}
-	rf.register(cmd.Flags())
-	cmd.Flags().BoolVar(&asJSON, "json", false, `print one JSON object: {"projects":[...]}`)
+own configuration; its /metrics show them (resendq_api_rate).`
+	cmd.Flags().Lookup("json").Usage = `print one JSON object: {"projects":[...]}`
 	return cmd
 }
 
