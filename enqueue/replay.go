@@ -117,6 +117,37 @@ func (sel Selection) Check() error {
 	return f.Validate()
 }
 
+// String says what sel selects, for an audit log line: a username in it is
+// masked.
+func (sel Selection) String() string {
+	if len(sel.TaskIDs) > 0 {
+		return "task IDs " + strings.Join(sel.TaskIDs, ",")
+	}
+	if sel.All {
+		return "all dead letters"
+	}
+	f := sel.Filter
+	var parts []string
+	add := func(k, v string) {
+		if v != "" {
+			parts = append(parts, k+"="+v)
+		}
+	}
+	add("username", tasks.MaskEmail(f.Username))
+	add("project_id", f.ProjectID)
+	add("reason", string(f.Reason))
+	add("code", f.Code)
+	add("batch_id", f.BatchID)
+	add("state", string(f.State))
+	if !f.Since.IsZero() {
+		add("since", f.Since.UTC().Format(time.RFC3339))
+	}
+	if !f.Until.IsZero() {
+		add("until", f.Until.UTC().Format(time.RFC3339))
+	}
+	return strings.Join(parts, " ")
+}
+
 // each calls fn with every dead letter sel selects: the records of its task
 // IDs (an ID of no record, or of a record that is not a dead letter, is an
 // error naming it, before any call), or page by page of the outcome
@@ -221,6 +252,12 @@ type ReplaySummary struct {
 	DryRun bool `json:"dry_run"`
 }
 
+// String is the summary as an audit log line says it.
+func (s ReplaySummary) String() string {
+	return fmt.Sprintf("replayed %d, already replayed %d, superseded %d, still invalid %d, of %d matched",
+		s.Replayed, s.AlreadyReplayed, s.Superseded, s.StillInvalid, s.Matched)
+}
+
 // ReplayDeadLetters replays every dead letter opts select (Replay, or
 // CheckReplay in a dry run), newest first, at most once each and at most
 // one per user: a dead letter already replayed is counted, not replayed; so
@@ -306,6 +343,11 @@ type PurgeSummary struct {
 	Archived int `json:"archived"`
 	// DryRun is true when nothing was removed.
 	DryRun bool `json:"dry_run"`
+}
+
+// String is the summary as an audit log line says it.
+func (s PurgeSummary) String() string {
+	return fmt.Sprintf("purged %d records and %d archived tasks, of %d matched", s.Purged, s.Archived, s.Matched)
 }
 
 // purgePage is how many dead letters a purge removes per step.

@@ -2,6 +2,7 @@ package web
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,16 +27,27 @@ type outcomesAPI struct {
 // list answers GET /api/v1/outcomes with one page of records, newest first:
 // {"records":[...],"next_cursor":"..."}. Pass next_cursor as cursor for the
 // next page; it is absent on the last one.
-func (a *outcomesAPI) list(w http.ResponseWriter, r *http.Request) {
+func (a *outcomesAPI) list(w http.ResponseWriter, r *http.Request) { a.listOf(w, r, "") }
+
+// listOf answers a list of records with the filters of the query; with
+// only set, of that status only (a status parameter is then refused).
+func (a *outcomesAPI) listOf(w http.ResponseWriter, r *http.Request, only outcome.Status) {
 	params, err := queryParams(r.URL.Query())
 	if err != nil {
 		writeError(w, http.StatusBadRequest, codeInvalid, err.Error())
+		return
+	}
+	if _, ok := params["status"]; ok && only != "" {
+		writeFieldError(w, http.StatusBadRequest, codeInvalid, "status", fmt.Sprintf("%s lists %s records only; use /api/v1/outcomes for others", r.URL.Path, only))
 		return
 	}
 	f, err := outcome.ParseFilter(params, a.clock.Now())
 	if err != nil {
 		badFilter(w, err)
 		return
+	}
+	if only != "" {
+		f.Status = only
 	}
 	page, err := a.store.List(r.Context(), f)
 	switch {
@@ -51,16 +63,21 @@ func (a *outcomesAPI) list(w http.ResponseWriter, r *http.Request) {
 // stats answers GET /api/v1/outcomes/stats with the object printed by
 // `resendq outcomes stats --json`.
 func (a *outcomesAPI) stats(w http.ResponseWriter, r *http.Request) {
+	a.count(w, r, func(ctx context.Context) (any, error) { return a.store.Stats(ctx) })
+}
+
+// count answers a request for counts, which takes no parameter.
+func (a *outcomesAPI) count(w http.ResponseWriter, r *http.Request, read func(context.Context) (any, error)) {
 	for name := range r.URL.Query() {
-		writeFieldError(w, http.StatusBadRequest, codeInvalid, name, fmt.Sprintf("unknown parameter %q: /api/v1/outcomes/stats takes none", name))
+		writeFieldError(w, http.StatusBadRequest, codeInvalid, name, fmt.Sprintf("unknown parameter %q: %s takes none", name, r.URL.Path))
 		return
 	}
-	st, err := a.store.Stats(r.Context())
+	v, err := read(r.Context())
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, st)
+	writeJSON(w, http.StatusOK, v)
 }
 
 // fail answers 503 for a failure of Redis, whose text (addresses, keys)

@@ -10,6 +10,9 @@
 //	GET /api/v1/outcomes       outcome records, newest first, with filters and a cursor
 //	GET /api/v1/outcomes/stats outcome counts by status, reason and error code
 //	GET /api/v1/flow           the fleet's flow control per Login project: open circuits, pauses, learned rates
+//	GET /api/v1/dead-letters   dead letters, newest first, with the outcomes' filters (state=open|replayed)
+//	GET /api/v1/dead-letters/stats          dead letters open and replayed, by code, reason and project
+//	POST /api/v1/dead-letters/replay|purge  replay or purge the dead letters a JSON selector names (write access: UIWrite)
 //	POST /api/v1/resends       enqueue one resend (Idempotency-Key honoured)
 //	POST /api/v1/resends:batch enqueue up to 1000 resends together
 //	GET /api/v1/resends/{id}   where a resend stands: pending, scheduled, active, retrying, sent, dead_letter
@@ -60,6 +63,7 @@ const DefaultReadyTimeout = 2 * time.Second
 type Outcomes interface {
 	List(ctx context.Context, f outcome.Filter) (outcome.Page, error)
 	Stats(ctx context.Context) (outcome.Stats, error)
+	DeadLetters(ctx context.Context) (outcome.DeadLetterStats, error)
 }
 
 // Options configure New. Redis and Outcomes are required; zero values of the
@@ -85,8 +89,9 @@ type Options struct {
 	// is open anyway.
 	ProducerToken string
 	// UIWrite lets the UI delete, run, archive and cancel tasks and pause
-	// queues. Default false: the UI is read-only and its API refuses
-	// anything but GET.
+	// queues, and the API replay and purge dead letters. Default false: the
+	// UI is read-only and its API refuses anything but GET; the dead-letter
+	// POSTs answer 403 but for a dry run.
 	UIWrite bool
 	// Log receives failures of the API, of /metrics and of /readyz.
 	// Default: logrus.StandardLogger().
@@ -139,6 +144,11 @@ func New(opts Options) (http.Handler, error) {
 	api := &outcomesAPI{store: opts.Outcomes, log: opts.Log, clock: opts.Clock}
 	private.HandleFunc("GET /api/v1/outcomes", api.list)
 	private.HandleFunc("GET /api/v1/outcomes/stats", api.stats)
+	dl := &deadLettersAPI{outcomesAPI: api, enq: opts.Enqueuer, write: opts.UIWrite}
+	private.HandleFunc("GET /api/v1/dead-letters", dl.list)
+	private.HandleFunc("GET /api/v1/dead-letters/stats", dl.stats)
+	private.HandleFunc("POST /api/v1/dead-letters/replay", dl.replay)
+	private.HandleFunc("POST /api/v1/dead-letters/purge", dl.purge)
 	private.Handle("GET /api/v1/flow", flowAPI{rdb: opts.Redis, log: opts.Log})
 	resends := &resendsAPI{enq: opts.Enqueuer, group: opts.Enqueuer.NewGrouper(), log: opts.Log}
 	private.HandleFunc("POST /api/v1/resends", resends.create)

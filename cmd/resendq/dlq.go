@@ -199,7 +199,7 @@ a terminal it refuses (exit status 2) and changes nothing.`,
 			opts.DryRun = false
 			sum, err := enq.ReplayDeadLetters(cmd.Context(), opts)
 			err = badSelection(err)
-			audit(a, "dlq replay", sel, fmt.Sprintf("replayed %d, already replayed %d, superseded %d, still invalid %d, of %d matched", sum.Replayed, sum.AlreadyReplayed, sum.Superseded, sum.StillInvalid, sum.Matched), err)
+			audit(a, "dlq replay", sel, sum.String(), err)
 			return errors.Join(err, printReplay(a, sum, sf.asJSON))
 		},
 	}
@@ -252,7 +252,7 @@ a terminal it refuses (exit status 2) and changes nothing.`,
 			opts.Progress = progressOf(bar(a, total, "purging"), func(s enqueue.PurgeSummary) int { return s.Matched })
 			sum, err := enq.PurgeDeadLetters(cmd.Context(), opts)
 			err = badSelection(err)
-			audit(a, "dlq purge", sel, fmt.Sprintf("purged %d records and %d archived tasks, of %d matched", sum.Purged, sum.Archived, sum.Matched), err)
+			audit(a, "dlq purge", sel, sum.String(), err)
 			return errors.Join(err, printPurge(a, sum, sf.asJSON))
 		},
 	}
@@ -282,42 +282,12 @@ func progressOf[S any](b *progressbar.ProgressBar, count func(S) int) func(S) {
 // selected, what became of it, and from where. Usernames selecting it are
 // masked.
 func audit(a *app, what string, sel enqueue.Selection, result string, err error) {
-	e := a.log.WithField("audit", what).WithField("selection", describeSelection(sel)).WithField("result", result).WithField("from", "cli")
+	e := a.log.WithField("audit", what).WithField("selection", sel.String()).WithField("result", result).WithField("from", "cli")
 	if err != nil {
 		e.WithError(err).Warn("dead letters changed in part")
 		return
 	}
 	e.Info("dead letters changed")
-}
-
-// describeSelection says what a selection selects, masking a username.
-func describeSelection(sel enqueue.Selection) string {
-	if len(sel.TaskIDs) > 0 {
-		return "task IDs " + strings.Join(sel.TaskIDs, ",")
-	}
-	if sel.All {
-		return "all dead letters"
-	}
-	f := sel.Filter
-	var parts []string
-	add := func(k, v string) {
-		if v != "" {
-			parts = append(parts, k+"="+v)
-		}
-	}
-	add("username", tasks.MaskEmail(f.Username))
-	add("project_id", f.ProjectID)
-	add("reason", string(f.Reason))
-	add("code", f.Code)
-	add("batch_id", f.BatchID)
-	add("state", string(f.State))
-	if !f.Since.IsZero() {
-		add("since", f.Since.UTC().Format(time.RFC3339))
-	}
-	if !f.Until.IsZero() {
-		add("until", f.Until.UTC().Format(time.RFC3339))
-	}
-	return strings.Join(parts, " ")
 }
 
 func printReplay(a *app, sum enqueue.ReplaySummary, asJSON bool) error {

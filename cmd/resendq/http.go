@@ -50,7 +50,7 @@ func (h *httpFlags) register(fs *pflag.FlagSet, defaultAddr string) {
 	fs.DurationVar(&h.dedup, "dedup-window", enqueue.DefaultDedupWindow, "a resend enqueued over HTTP for a user sent one within this window returns the first task (0 disables)")
 	fs.DurationVar(&h.idempotency, "idempotency-window", enqueue.DefaultIdempotencyWindow, "how long an Idempotency-Key of the HTTP API is kept: a repeat within it gets the first answer and enqueues nothing")
 	fs.BoolVar(&h.insecure, "http-insecure", false, "allow an --http-addr beyond loopback without --http-token (the UI and API show users' email addresses)")
-	fs.BoolVar(&h.uiWrite, "ui-write", false, "let the UI delete, run and archive tasks and pause queues (default: read-only)")
+	fs.BoolVar(&h.uiWrite, "ui-write", false, "let the UI delete, run and archive tasks and pause queues, and the API replay and purge dead letters (default: read-only)")
 }
 
 func (h *httpFlags) validate() error {
