@@ -113,7 +113,12 @@ func (b *bundle) do(t *testing.T, method, path, auth string, header http.Header)
 // enqueues a resend for each username and waits until every one is final.
 func (b *bundle) runWorker(t *testing.T, usernames ...string) {
 	t.Helper()
-	client := demoAPI(t)
+	b.runWorkerOn(t, demoAPI(t), usernames...)
+}
+
+// runWorkerOn is runWorker calling the Login API through client.
+func (b *bundle) runWorkerOn(t *testing.T, client *loginapi.Client, usernames ...string) {
+	t.Helper()
 	h := &worker.Handler{
 		API: client, Outcomes: b.store, Log: quietLog(), Observer: b.obs,
 		Backoff:     worker.Backoff{Initial: 10 * time.Millisecond, Max: 10 * time.Millisecond, Jitter: -1},
@@ -174,6 +179,12 @@ func demoAPI(t *testing.T) *loginapi.Client {
 	t.Helper()
 	api := fake.New()
 	api.SetRules(fake.DemoRules)
+	return clientOf(t, api)
+}
+
+// clientOf is a client of api, served until the test ends.
+func clientOf(t *testing.T, api *fake.API) *loginapi.Client {
+	t.Helper()
 	apiSrv := httptest.NewServer(api)
 	t.Cleanup(apiSrv.Close)
 	client, err := loginapi.New(loginapi.Options{BaseURL: apiSrv.URL + "/api", HTTPClient: loginapi.NewHTTPClient(5 * time.Second)})

@@ -16,6 +16,7 @@
 //	POST /api/v1/resends       enqueue one resend (Idempotency-Key honoured)
 //	POST /api/v1/resends:batch enqueue up to 1000 resends together
 //	GET /api/v1/resends/{id}   where a resend stands: pending, scheduled, active, retrying, sent, dead_letter
+//	/support/                  the support page: a user's resends; dead letters by code (replay, purge with UIWrite)
 //	/                          redirects to /monitoring/
 //
 // api/openapi.yaml describes the API. Every API error is JSON:
@@ -149,6 +150,11 @@ func New(opts Options) (http.Handler, error) {
 	private.HandleFunc("GET /api/v1/dead-letters/stats", dl.stats)
 	private.HandleFunc("POST /api/v1/dead-letters/replay", dl.replay)
 	private.HandleFunc("POST /api/v1/dead-letters/purge", dl.purge)
+	support := &supportPage{dl}
+	private.HandleFunc("GET "+SupportPath+"{$}", support.user)
+	private.HandleFunc("POST "+SupportPath+"replay", support.replayOne)
+	private.HandleFunc("GET "+SupportPath+"dead-letters", support.deadLetters)
+	private.HandleFunc("POST "+SupportPath+"dead-letters/{action}", support.codeAction)
 	private.Handle("GET /api/v1/flow", flowAPI{rdb: opts.Redis, log: opts.Log})
 	resends := &resendsAPI{enq: opts.Enqueuer, group: opts.Enqueuer.NewGrouper(), log: opts.Log}
 	private.HandleFunc("POST /api/v1/resends", resends.create)

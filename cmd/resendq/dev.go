@@ -177,7 +177,7 @@ func (e *devEnv) uiLine() string {
 		return ""
 	}
 	base := strings.TrimSuffix(e.uiURL, web.UIPath)
-	return fmt.Sprintf("\n             Web UI    %s (also %s/metrics, %s/api/v1/outcomes)", e.uiURL, base, base)
+	return fmt.Sprintf("\n             Web UI    %s (also %s/support/, %s/metrics, %s/api/v1/outcomes)", e.uiURL, base, base, base)
 }
 
 // demoUsers are the usernames of the demo, in turn: every kind the fake

@@ -44,7 +44,7 @@ type httpFlags struct {
 }
 
 func (h *httpFlags) register(fs *pflag.FlagSet, defaultAddr string) {
-	fs.StringVar(&h.addr, "http-addr", defaultAddr, "serve the asynq UI (/monitoring/), /metrics, /healthz, /readyz and the API (/api/v1/: enqueue resends, look them up, outcomes) on host:port; empty: no HTTP server")
+	fs.StringVar(&h.addr, "http-addr", defaultAddr, "serve the asynq UI (/monitoring/), the support page (/support/), /metrics, /healthz, /readyz and the API (/api/v1/: enqueue resends, look them up, outcomes, dead letters) on host:port; empty: no HTTP server")
 	fs.StringVar(&h.token, "http-token", "", "token required on every HTTP path but /healthz and /readyz, as \"Authorization: Bearer <token>\" or as the password of HTTP Basic")
 	fs.StringVar(&h.producerToken, "producer-token", "", "a second token that may only enqueue resends and look them up (/api/v1/resends); needs --http-token")
 	fs.DurationVar(&h.dedup, "dedup-window", enqueue.DefaultDedupWindow, "a resend enqueued over HTTP for a user sent one within this window returns the first task (0 disables)")
