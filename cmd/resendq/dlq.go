@@ -116,8 +116,12 @@ func (sf *selectFlags) selection(cmdName string) (enqueue.Selection, error) {
 // confirm asks on a terminal whether to go ahead with what the dry run
 // found. Without --yes and without a terminal it refuses: exit status 2,
 // nothing changed.
-func (sf *selectFlags) confirm(a *app, question string) error {
-	if sf.yes {
+func (sf *selectFlags) confirm(a *app, question string) error { return confirm(a, sf.yes, question) }
+
+// confirm asks question on a terminal unless yes; without a terminal it
+// refuses (exit status 2), and a "no" ends with exit status 1.
+func confirm(a *app, yes bool, question string) error {
+	if yes {
 		return nil
 	}
 	in, ok := a.stdin.(*os.File)
@@ -199,7 +203,7 @@ a terminal it refuses (exit status 2) and changes nothing.`,
 			opts.DryRun = false
 			sum, err := enq.ReplayDeadLetters(cmd.Context(), opts)
 			err = badSelection(err)
-			audit(a, "dlq replay", sel, sum.String(), err)
+			audit(a, "dlq replay", sel.String(), sum.String(), err)
 			return errors.Join(err, printReplay(a, sum, sf.asJSON))
 		},
 	}
@@ -252,7 +256,7 @@ a terminal it refuses (exit status 2) and changes nothing.`,
 			opts.Progress = progressOf(bar(a, total, "purging"), func(s enqueue.PurgeSummary) int { return s.Matched })
 			sum, err := enq.PurgeDeadLetters(cmd.Context(), opts)
 			err = badSelection(err)
-			audit(a, "dlq purge", sel, sum.String(), err)
+			audit(a, "dlq purge", sel.String(), sum.String(), err)
 			return errors.Join(err, printPurge(a, sum, sf.asJSON))
 		},
 	}
@@ -278,16 +282,15 @@ func progressOf[S any](b *progressbar.ProgressBar, count func(S) int) func(S) {
 	return func(s S) { _ = b.Set(count(s)) }
 }
 
-// audit writes the one log line of a change to dead letters: what was
-// selected, what became of it, and from where. Usernames selecting it are
-// masked.
-func audit(a *app, what string, sel enqueue.Selection, result string, err error) {
-	e := a.log.WithField("audit", what).WithField("selection", sel.String()).WithField("result", result).WithField("from", "cli")
+// audit writes the one log line of a change to what resendq keeps: what was
+// selected (a username in it masked), what became of it, and from where.
+func audit(a *app, what, selection, result string, err error) {
+	e := a.log.WithField("audit", what).WithField("selection", selection).WithField("result", result).WithField("from", "cli")
 	if err != nil {
-		e.WithError(err).Warn("dead letters changed in part")
+		e.WithError(err).Warn("changed in part")
 		return
 	}
-	e.Info("dead letters changed")
+	e.Info("changed")
 }
 
 func printReplay(a *app, sum enqueue.ReplaySummary, asJSON bool) error {
