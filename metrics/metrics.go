@@ -152,7 +152,9 @@ func NewObserver(reg prometheus.Registerer) (*Observer, error) {
 	// before the first event rather than no data.
 	o.outcomeCounter(outcomeKey{status: outcome.StatusSent})
 	for _, r := range outcome.Reasons() {
-		o.outcomeCounter(outcomeKey{status: outcome.StatusDeadLetter, reason: r})
+		if r != outcome.ReasonCancelled { // an operator's doing, never a worker's
+			o.outcomeCounter(outcomeKey{status: outcome.StatusDeadLetter, reason: r})
+		}
 	}
 	return o, nil
 }

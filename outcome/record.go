@@ -41,11 +41,14 @@ const (
 	// ReasonOutage means the Login API failed the project's calls (its
 	// circuit open) for longer than the task may be held.
 	ReasonOutage Reason = "outage"
+	// ReasonCancelled means an operator cancelled the task's batch before
+	// it was sent (`resendq batch cancel`); a replay may send it later.
+	ReasonCancelled Reason = "cancelled"
 )
 
 var (
 	statuses = []Status{StatusSent, StatusDeadLetter}
-	reasons  = []Reason{ReasonRejected, ReasonRateLimited, ReasonExhausted, ReasonOutage, ReasonInvalid}
+	reasons  = []Reason{ReasonRejected, ReasonRateLimited, ReasonExhausted, ReasonOutage, ReasonInvalid, ReasonCancelled}
 )
 
 // Reasons lists every dead-letter reason, in the order to show them: the
