@@ -223,6 +223,66 @@ func (p *supportPage) codeAction(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, SupportPath+"dead-letters?"+url.Values{"done": {done}}.Encode(), http.StatusSeeOther)
 }
 
+// batchView is what the page shows of a batch.
+type batchView struct {
+	BatchID  string
+	Searched bool
+	Status   enqueue.BatchStatus
+	Codes    []string
+	Write    bool
+	Confirm  bool
+	Message  string
+	Error    string
+}
+
+// batch answers GET /support/batches: where the batch of the query
+// (batch_id) stands; with confirm=cancel, a button to cancel what of it is
+// not sent yet.
+func (p *supportPage) batch(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	v := batchView{BatchID: strings.TrimSpace(q.Get("batch_id")), Write: p.write, Message: q.Get("done")}
+	if v.BatchID != "" {
+		v.Searched = true
+		st, err := p.enq.BatchStatus(r.Context(), v.BatchID)
+		if msg, ok := p.failed(nil, r, batchErr(err)); !ok {
+			v.Error = msg
+		} else {
+			v.Status = st
+			for c := range st.ByCode {
+				v.Codes = append(v.Codes, c)
+			}
+			sort.Strings(v.Codes)
+			v.Confirm = q.Get("confirm") == "cancel" && p.write && st.Waiting > 0
+		}
+	}
+	p.render(w, "batch.html", v)
+}
+
+// cancelBatch answers POST /support/batches/cancel: cancel the batch
+// (batch_id) once confirmed, then back to it.
+func (p *supportPage) cancelBatch(w http.ResponseWriter, r *http.Request) {
+	if !p.write {
+		p.readOnly(w)
+		return
+	}
+	id := r.PostFormValue("batch_id")
+	sum, err := p.enq.CancelBatch(r.Context(), id)
+	p.audit(r, "support batch cancel", enqueue.Selection{Filter: outcome.Filter{BatchID: id}}, sum.String(), err)
+	done := fmt.Sprintf("Batch %s: %s.", id, sum)
+	if msg, ok := p.failed(w, r, batchErr(err)); !ok {
+		done = msg
+	}
+	http.Redirect(w, r, SupportPath+"batches?"+url.Values{"batch_id": {id}, "done": {done}}.Encode(), http.StatusSeeOther)
+}
+
+// batchErr makes a bad batch ID an invalid argument.
+func batchErr(err error) error {
+	if err != nil && strings.HasPrefix(err.Error(), "batch ID ") {
+		return fmt.Errorf("%w: %w", outcome.ErrInvalid, err)
+	}
+	return err
+}
+
 // failed turns err into a message for the page; ok when there is none.
 func (p *supportPage) failed(_ http.ResponseWriter, r *http.Request, err error) (string, bool) {
 	var nd *enqueue.NotDeadLetterError

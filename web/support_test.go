@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -10,9 +11,12 @@ import (
 
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
+	"github.com/hibiken/asynq"
 
+	"github.com/resendq/resendq/enqueue"
 	"github.com/resendq/resendq/loginapi/fake"
 	"github.com/resendq/resendq/outcome"
+	"github.com/resendq/resendq/tasks"
 	"github.com/resendq/resendq/web"
 )
 
@@ -155,5 +159,37 @@ func TestSupportPagePurgesACodeAfterConfirming(t *testing.T) {
 	}
 	if st, _ := b.store.DeadLetters(context.Background()); st.Total != 1 || st.ByCode["010-012"].Open != 1 {
 		t.Errorf("after the purge: %+v", st)
+	}
+}
+
+func TestSupportPageShowsAndCancelsABatch(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(o *web.Options) { o.UIWrite = true })
+	client := asynq.NewClientFromRedisClient(b.rdb)
+	for _, u := range []string{"a@example.com", "b@example.com", "c@example.com"} {
+		r := tasks.Resend{ProjectID: projectID, Username: u, BatchID: "b1"}
+		task, _ := tasks.NewTask(r)
+		if _, err := client.Enqueue(task, tasks.Options(tasks.QueueBulk, enqueue.BatchTaskID("b1", r))...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	status, body := b.get(t, web.SupportPath+"batches?batch_id=b1&confirm=cancel", bearer())
+	if status != 200 || !strings.Contains(body, "<th scope=\"row\">Waiting</th><td>3</td>") || !strings.Contains(body, "Yes, cancel") {
+		t.Fatalf("batch page: %d\n%s", status, body)
+	}
+	req, _ := http.NewRequest(http.MethodPost, b.http.URL+web.SupportPath+"batches/cancel", strings.NewReader("batch_id=b1"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", bearer())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(page), "Batch b1: cancelled 3") || !strings.Contains(string(page), "cancelled 3</span>") {
+		t.Errorf("after the cancel: %d\n%s", resp.StatusCode, page)
+	}
+	if status, body := b.get(t, web.SupportPath+"batches?batch_id=not%20an%20id", bearer()); status != 200 || !strings.Contains(body, "class=\"error\"") {
+		t.Errorf("a bad batch ID: %d\n%s", status, body)
 	}
 }

@@ -155,6 +155,8 @@ func New(opts Options) (http.Handler, error) {
 	private.HandleFunc("POST "+SupportPath+"replay", support.replayOne)
 	private.HandleFunc("GET "+SupportPath+"dead-letters", support.deadLetters)
 	private.HandleFunc("POST "+SupportPath+"dead-letters/{action}", support.codeAction)
+	private.HandleFunc("GET "+SupportPath+"batches", support.batch)
+	private.HandleFunc("POST "+SupportPath+"batches/cancel", support.cancelBatch)
 	private.Handle("GET /api/v1/flow", flowAPI{rdb: opts.Redis, log: opts.Log})
 	resends := &resendsAPI{enq: opts.Enqueuer, group: opts.Enqueuer.NewGrouper(), log: opts.Log}
 	private.HandleFunc("POST /api/v1/resends", resends.create)
