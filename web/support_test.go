@@ -116,15 +116,7 @@ func TestSupportPageIsReadOnlyWithoutWriteAccess(t *testing.T) {
 	if status, body := b.get(t, web.SupportPath+"dead-letters?confirm=purge&code=010-012", bearer()); status != 200 || strings.Contains(body, "Yes, purge") {
 		t.Errorf("dead letters page without write access: %d\n%s", status, body)
 	}
-	req, _ := http.NewRequest(http.MethodPost, b.http.URL+web.SupportPath+"dead-letters/purge", strings.NewReader("code=010-012"))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Authorization", bearer())
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusForbidden {
+	if resp, _ := b.postForm(t, web.SupportPath+"dead-letters/purge", "code=010-012"); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("purge without write access: %d", resp.StatusCode)
 	}
 	if st, _ := b.store.DeadLetters(context.Background()); st.Total != 1 {
@@ -146,14 +138,7 @@ func TestSupportPagePurgesACodeAfterConfirming(t *testing.T) {
 	if st, _ := b.store.DeadLetters(context.Background()); st.Total != 3 {
 		t.Fatalf("the confirmation step changed data: %+v", st)
 	}
-	req, _ := http.NewRequest(http.MethodPost, b.http.URL+web.SupportPath+"dead-letters/purge", strings.NewReader("code=003-002"))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Authorization", bearer())
-	resp, err := http.DefaultClient.Do(req) // follows the redirect to the dead letters page
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp, _ := b.postForm(t, web.SupportPath+"dead-letters/purge", "code=003-002")
 	if resp.StatusCode != 200 || resp.Request.URL.Path != web.SupportPath+"dead-letters" {
 		t.Errorf("after the purge: %d at %s", resp.StatusCode, resp.Request.URL)
 	}
@@ -177,19 +162,30 @@ func TestSupportPageShowsAndCancelsABatch(t *testing.T) {
 	if status != 200 || !strings.Contains(body, "<th scope=\"row\">Waiting</th><td>3</td>") || !strings.Contains(body, "Yes, cancel") {
 		t.Fatalf("batch page: %d\n%s", status, body)
 	}
-	req, _ := http.NewRequest(http.MethodPost, b.http.URL+web.SupportPath+"batches/cancel", strings.NewReader("batch_id=b1"))
+	resp, page := b.postForm(t, web.SupportPath+"batches/cancel", "batch_id=b1")
+	if resp.StatusCode != 200 || !strings.Contains(page, "Batch b1: cancelled 3") || !strings.Contains(page, "cancelled 3</span>") {
+		t.Errorf("after the cancel: %d\n%s", resp.StatusCode, page)
+	}
+	if status, body := b.get(t, web.SupportPath+"batches?batch_id=not%20an%20id", bearer()); status != 200 || !strings.Contains(body, "class=\"error\"") {
+		t.Errorf("a bad batch ID: %d\n%s", status, body)
+	}
+}
+
+// postForm posts a form with the token, as the support page's buttons do,
+// following the redirect; it returns the last answer and its body.
+func (b *bundle) postForm(t *testing.T, path, form string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, b.http.URL+path, strings.NewReader(form))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Authorization", bearer())
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	page, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(page), "Batch b1: cancelled 3") || !strings.Contains(string(page), "cancelled 3</span>") {
-		t.Errorf("after the cancel: %d\n%s", resp.StatusCode, page)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if status, body := b.get(t, web.SupportPath+"batches?batch_id=not%20an%20id", bearer()); status != 200 || !strings.Contains(body, "class=\"error\"") {
-		t.Errorf("a bad batch ID: %d\n%s", status, body)
-	}
+	return resp, string(body)
 }
