@@ -242,8 +242,8 @@ type ReplaySummary struct {
 	Replayed int `json:"replayed"`
 	// AlreadyReplayed counts those replayed by an earlier run.
 	AlreadyReplayed int `json:"already_replayed"`
-	// Superseded counts those whose user was sent an email since, or has
-	// a newer dead letter replayed by the same run: replaying them would
+	// Superseded counts those whose user was sent an email since, has a
+	// newer open dead letter, or a replay on its way: replaying them could
 	// send a second email.
 	Superseded int `json:"superseded"`
 	// StillInvalid counts those whose request does not validate.
@@ -261,8 +261,7 @@ func (s ReplaySummary) String() string {
 // ReplayDeadLetters replays every dead letter opts select (Replay, or
 // CheckReplay in a dry run), newest first, at most once each and at most
 // one per user: a dead letter already replayed is counted, not replayed; so
-// is one whose user has a sent record that finished after it, or a newer
-// dead letter replayed by this run. Replays are new tasks, so they never
+// is one superseded by another record of its user (superseded). Replays are new tasks, so they never
 // show up in the pages still to come. On an error, the summary says how far
 // it got.
 func (e *Enqueuer) ReplayDeadLetters(ctx context.Context, opts ReplayOptions) (ReplaySummary, error) {
@@ -275,7 +274,6 @@ func (e *Enqueuer) ReplayDeadLetters(ctx context.Context, opts ReplayOptions) (R
 	if opts.DryRun {
 		act = e.CheckReplay
 	}
-	users := map[string]bool{} // project and username of the dead letters replayed by this run
 	err := e.each(ctx, opts.Selection, func(rec outcome.Record) error {
 		sum.Matched++
 		defer func() {
@@ -287,12 +285,11 @@ func (e *Enqueuer) ReplayDeadLetters(ctx context.Context, opts ReplayOptions) (R
 			sum.AlreadyReplayed++
 			return nil
 		}
-		user := rec.ProjectID + "\x00" + rec.Username
 		superseded, err := e.superseded(ctx, rec)
 		if err != nil {
 			return err
 		}
-		if superseded || users[user] {
+		if superseded {
 			sum.Superseded++
 			return nil
 		}
@@ -307,21 +304,48 @@ func (e *Enqueuer) ReplayDeadLetters(ctx context.Context, opts ReplayOptions) (R
 			sum.AlreadyReplayed++
 		default:
 			sum.Replayed++
-			users[user] = true
 		}
 		return nil
 	})
 	return sum, err
 }
 
-// superseded reports whether the user of the dead letter rec was sent an
-// email after it failed.
+// userDepth is how many of a user's newest records superseded looks at.
+const userDepth = 100
+
+// superseded reports whether replaying the dead letter rec could send its
+// user a second email, from the user's records in its project: one sent
+// after rec failed; another dead letter of the user, newer than rec and
+// still open (the one to replay, if any); or one replayed whose replay has
+// not finished yet (an email on its way). Only the newest open dead letter
+// of a user is replayed, whatever order they are selected in, and nothing
+// is held in memory from one dead letter to the next.
 func (e *Enqueuer) superseded(ctx context.Context, rec outcome.Record) (bool, error) {
-	latest, ok, err := e.outcomes.Latest(ctx, rec.ProjectID, rec.Username)
+	page, err := e.outcomes.List(ctx, outcome.Filter{Username: rec.Username, ProjectID: rec.ProjectID, Limit: userDepth})
 	if err != nil {
 		return false, err
 	}
-	return ok && latest.Status == outcome.StatusSent && latest.FinishedAt.After(rec.FinishedAt), nil
+	for _, r := range page.Records {
+		if r.TaskID == rec.TaskID {
+			continue
+		}
+		newer := r.FinishedAt.After(rec.FinishedAt) || r.FinishedAt.Equal(rec.FinishedAt) && r.TaskID > rec.TaskID
+		switch {
+		case r.Status == outcome.StatusSent && newer:
+			return true, nil
+		case r.Status == outcome.StatusDeadLetter && r.ReplayedAs == "" && newer:
+			return true, nil
+		case r.ReplayedAs != "":
+			_, finished, err := e.outcomes.Get(ctx, r.ReplayedAs)
+			if err != nil {
+				return false, err
+			}
+			if !finished {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
 }
 
 // PurgeOptions select the dead letters PurgeDeadLetters removes.

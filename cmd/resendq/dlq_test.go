@@ -219,6 +219,20 @@ func TestDLQStatsReplayStateSupersededAndPurge(t *testing.T) {
 		t.Errorf("two dead letters of one user: %+v", r)
 	}
 
+	// In any order of selection, the newest open dead letter of a user is the one replayed.
+	deadLetters(t, rdb, at.Add(-time.Minute), deadLetter("older-h", "h@example.com", "1"))
+	deadLetters(t, rdb, at, deadLetter("newer-h", "h@example.com", "1"))
+	r = runCLI(t, nil, "dlq", "replay", "--redis-url", srv.URL, "--task-id", "older-h,newer-h", "--yes")
+	if r.code != 0 || !strings.Contains(r.stdout, "replayed 1, already replayed 0, superseded 1") {
+		t.Errorf("two dead letters of one user by task ID, the older first: %+v", r)
+	}
+	if rec, _, _ := outcome.NewStore(rdb, outcome.Options{}).Get(ctx, "newer-h"); rec.ReplayedAs == "" {
+		t.Errorf("the newer dead letter was not the one replayed: %+v", rec)
+	}
+	if r = runCLI(t, nil, "dlq", "replay", "--redis-url", srv.URL, "--task-id", "older-h", "--yes"); !strings.Contains(r.stdout, "superseded 1") {
+		t.Errorf("the older one while the newer one's replay is on its way: %+v", r)
+	}
+
 	// Task IDs select by themselves, and name what they do not find.
 	if r = runCLI(t, nil, "dlq", "replay", "--redis-url", srv.URL, "--task-id", "nf-a", "--code", "003-002"); r.code != 2 {
 		t.Errorf("task IDs and a filter: %+v", r)
@@ -235,7 +249,7 @@ func TestDLQStatsReplayStateSupersededAndPurge(t *testing.T) {
 	if r.code != 2 || !strings.Contains(r.stdout+r.stderr, "3 dead letters matched") {
 		t.Fatalf("purge without --yes: %+v", r)
 	}
-	if q, _ := ins.GetQueueInfo(tasks.QueueSignup); q.Archived != 5 { // 8, less the 3 replayed
+	if q, _ := ins.GetQueueInfo(tasks.QueueSignup); q.Archived != 6 { // 10, less the 4 replayed
 		t.Fatalf("archive after a refused purge: %d", q.Archived)
 	}
 	r = runCLI(t, nil, "dlq", "purge", "--redis-url", srv.URL, "--reason", "rejected", "--code", "003-002", "--yes", "--json")
@@ -243,10 +257,10 @@ func TestDLQStatsReplayStateSupersededAndPurge(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &sum); r.code != 0 || err != nil || sum != (enqueue.PurgeSummary{Matched: 3, Purged: 3, Archived: 3}) {
 		t.Fatalf("purge: %+v (%v)", r, err)
 	}
-	if q, _ := ins.GetQueueInfo(tasks.QueueSignup); q.Archived != 2 {
-		t.Errorf("archive after the purge: %d, want 2 (sup-f, twice-g1)", q.Archived)
+	if q, _ := ins.GetQueueInfo(tasks.QueueSignup); q.Archived != 3 {
+		t.Errorf("archive after the purge: %d, want 3 (sup-f, twice-g1, older-h)", q.Archived)
 	}
-	if st := dlqStats(t, srv.URL); st.Total != 5 || st.ByCode["003-002"] != (outcome.OpenReplayed{}) {
+	if st := dlqStats(t, srv.URL); st.Total != 7 || st.ByCode["003-002"] != (outcome.OpenReplayed{}) {
 		t.Errorf("stats after the purge: %+v", st)
 	}
 	if r = runCLI(t, nil, "dlq", "purge", "--redis-url", srv.URL, "--code", "003-002", "--yes"); r.code != 0 || !strings.Contains(r.stdout, "0 dead letters matched") {
