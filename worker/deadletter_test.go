@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/resendq/resendq/enqueue"
 	"github.com/resendq/resendq/internal/redistest"
@@ -19,7 +20,7 @@ import (
 // by reason leaves the store and asynq's archive empty alike.
 func TestDeadLettersPastTheArchiveCapReplayedOnceAndPurged(t *testing.T) {
 	t.Parallel()
-	const n = 12_100
+	const n = 12_100 // past asynq's archive cap
 	p := newPipeline(t, redistest.Start, func(o *Options) { o.Concurrency = 50 })
 	p.api.SetDefault(fake.Behavior{Status: 400, Code: "010-012", Description: "Callback URL not found."})
 	ctx := context.Background()
@@ -49,7 +50,7 @@ func TestDeadLettersPastTheArchiveCapReplayedOnceAndPurged(t *testing.T) {
 		}
 		return st
 	}
-	waitFor(t, func() bool { return stats().Total == n }, "every task dead-lettered")
+	waitWithin(t, 3*time.Minute, func() bool { return stats().Total == n }, "every task dead-lettered")
 	archived := func() int {
 		info, err := p.ins.GetQueueInfo(tasks.QueueBulk)
 		if err != nil {
@@ -71,7 +72,7 @@ func TestDeadLettersPastTheArchiveCapReplayedOnceAndPurged(t *testing.T) {
 	if err != nil || sum.Matched != n || sum.Replayed != n {
 		t.Fatalf("replay: %+v, %v", sum, err)
 	}
-	waitFor(t, func() bool { st, _ := p.store.Stats(ctx); return st.Sent == n }, "every replay sent")
+	waitWithin(t, 3*time.Minute, func() bool { st, _ := p.store.Stats(ctx); return st.Sent == n }, "every replay sent")
 	// Each links to the other: the dead letter to its replay, the replay to it.
 	sent, ok, err := p.store.Latest(ctx, testProject, users[0])
 	if err != nil || !ok || sent.Status != outcome.StatusSent || sent.ReplayOf == "" {

@@ -486,7 +486,14 @@ func newSlowPipeline(t *testing.T, concurrency int) *pipeline {
 
 func waitFor(t *testing.T, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	waitWithin(t, 20*time.Second, cond, what)
+}
+
+// waitWithin is waitFor with a deadline of its own, for work that takes
+// long under the race detector.
+func waitWithin(t *testing.T, within time.Duration, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
