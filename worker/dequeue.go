@@ -125,18 +125,20 @@ func (d *dequeuer) dequeue(ctx context.Context, q string, keys []string, args []
 		st = &dequeueState{keys: keys, taskPrefix: prefix}
 		d.queues[q] = st
 	}
-	if len(st.held) > 0 && now.Sub(st.held[0].at) < holdMax {
-		t := st.held[0]
-		st.held = st.held[1:]
-		d.mu.Unlock()
-		cmd.SetVal(t.msg)
-		return cmd
-	}
 	stale := d.takeStale(st, now)
+	var next *heldTask
+	if len(st.held) > 0 {
+		t := st.held[0]
+		next, st.held = &t, st.held[1:]
+	}
 	skip := now.Before(st.emptyUntil)
 	d.mu.Unlock()
 	if len(stale) > 0 {
 		_ = d.requeue(ctx, st, stale) // else they wait out their lease, as a task in flight would
+	}
+	if next != nil {
+		cmd.SetVal(next.msg)
+		return cmd
 	}
 	if skip {
 		cmd.SetErr(redis.Nil)
