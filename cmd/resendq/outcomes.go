@@ -21,7 +21,7 @@ func newOutcomesCmd(a *app) *cobra.Command {
 		Use:   "outcomes",
 		Short: "Who got their email, and why someone did not",
 	}
-	cmd.AddCommand(newOutcomesListCmd(a), newOutcomesStatsCmd(a))
+	cmd.AddCommand(newOutcomesListCmd(a), newOutcomesShowCmd(a), newOutcomesStatsCmd(a))
 	return cmd
 }
 
