@@ -42,7 +42,11 @@ func TestOutcomesShow(t *testing.T) {
 			t.Errorf("show lacks %q:\n%s", want, r.stdout)
 		}
 	}
-	rows := strings.Split(strings.TrimSpace(r.stdout[strings.Index(r.stdout, "AT "):]), "\n")[1:]
+	_, table, ok := strings.Cut(r.stdout, "oldest first:\n")
+	if !ok {
+		t.Fatalf("show prints no history table:\n%s", r.stdout)
+	}
+	rows := strings.Split(strings.TrimSpace(table), "\n")[1:] // below the header
 	if len(rows) != 3 || !strings.Contains(rows[0], "server_error") || !strings.Contains(rows[0], "12ms") ||
 		!strings.Contains(rows[1], "timeout") || !strings.Contains(rows[1], "context deadline exceeded") || !strings.Contains(rows[2], "429") {
 		t.Errorf("history rows, oldest first:\n%s", strings.Join(rows, "\n"))
