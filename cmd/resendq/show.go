@@ -107,7 +107,7 @@ func printTimeline(w io.Writer, tl outcome.Timeline) {
 		}
 		fmt.Fprintf(tw, "finished\t%s\n", finished)
 	} else {
-		fmt.Fprintf(tw, "status\tnot final yet: no outcome record\n")
+		fmt.Fprintln(tw, "status\tnot final yet: no outcome record")
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
