@@ -36,10 +36,10 @@ func newOutcomesShowCmd(a *app) *cobra.Command {
 			switch {
 			case taskID != "" && username != "":
 				return usageErr(errors.New("give a TASK_ID or --username, not both"))
-			case taskID == "" && username == "":
-				return usageErr(errors.New("give a TASK_ID, or --username (and --project-id) for the user's latest outcome"))
 			case projectID != "" && username == "":
 				return usageErr(errors.New("--project-id goes with --username"))
+			case taskID == "" && username == "":
+				return usageErr(errors.New("give a TASK_ID, or --username (and --project-id) for the user's latest outcome"))
 			}
 			rdb, err := rf.connect(cmd.Context(), 0)
 			if err != nil {
