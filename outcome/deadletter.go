@@ -39,16 +39,16 @@ func (s *Store) MarkReplayed(ctx context.Context, rec Record, replayedAs string,
 // deleteBatch is how many records one script run of Delete removes.
 const deleteBatch = 500
 
-// Delete removes the records of taskIDs, with their index entries and Stats
-// counts, as if they had aged out, and returns how many there were. IDs of
+// Delete removes the records of taskIDs, with their index entries, Stats
+// counts and attempt histories, as if they had aged out, and returns how many there were. IDs of
 // no record are skipped.
 func (s *Store) Delete(ctx context.Context, taskIDs []string) (int, error) {
 	removed := 0
 	keys := []string{s.indexPrefix + "all", s.statsKey}
 	for start := 0; start < len(taskIDs); start += deleteBatch {
 		ids := taskIDs[start:min(start+deleteBatch, len(taskIDs))]
-		args := make([]any, 0, 3+len(ids))
-		args = append(args, s.indexPrefix, s.recordPrefix, s.ratePrefix)
+		args := make([]any, 0, 4+len(ids))
+		args = append(args, s.indexPrefix, s.recordPrefix, s.ratePrefix, s.historyPrefix)
 		for _, id := range ids {
 			args = append(args, id)
 		}
@@ -111,12 +111,13 @@ return 1
 // deleteScript removes records and what lists and counts them.
 //
 // KEYS: 1 index of all records, 2 stats hash. ARGV: 1 index key prefix,
-// 2 record key prefix, 3 rate state key prefix, 4... task IDs.
+// 2 record key prefix, 3 rate state key prefix, 4 attempt history key
+// prefix, 5... task IDs.
 // Returns how many records it removed.
 var deleteScript = redis.NewScript(removeRecordLua + `
 local n = 0
-for i = 4, #ARGV do
-  if removeRecord(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[i]) then n = n + 1 end
+for i = 5, #ARGV do
+  if removeRecord(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[4], ARGV[i]) then n = n + 1 end
   redis.call('DEL', ARGV[3] .. ARGV[i])
 end
 return n

@@ -14,8 +14,10 @@ import "github.com/redis/go-redis/v9"
 // and one HINCRBY per stats field for all of them (first, before a record
 // that replaces one of the same run).
 //
-// KEYS: 1 stats hash, then for each record: its record hash and its rate
-// state hash.
+// KEYS: 1 stats hash, then for each record: its record hash, its rate
+// state hash and its attempt history. A history, which only a task with a
+// running state has (see addAttemptScript), stops expiring: Trim removes it
+// with the record.
 // ARGV: 1 index key prefix, then for each record eight values: task ID,
 // record JSON, attempts known to the caller, project ID, score (finished_at in
 // ms), index suffixes and stats fields, both newline-separated, and status.
@@ -35,7 +37,7 @@ local function sent(index)
 end
 -- write replaces the record of task id with the one at ARGV[a + 2] and
 -- returns its attempts.
-local function write(rec, rl, a, id, index, counters, old)
+local function write(rec, rl, hist, a, id, index, counters, old)
   if old[1] then
     for s in string.gmatch(old[1], '[^\n]+') do
       redis.call('ZREM', prefix .. s, id)
@@ -45,9 +47,10 @@ local function write(rec, rl, a, id, index, counters, old)
     end
   end
   local attempts = tonumber(ARGV[a + 3])
-  local calls, held = unpack(redis.call('HMGET', rl, 'calls', 'held'))
+  local calls, held, history = unpack(redis.call('HMGET', rl, 'calls', 'held', 'history'))
   if calls then attempts = attempts + tonumber(calls) end
-  if calls or held then redis.call('DEL', rl) end
+  if history then redis.call('PERSIST', hist) end
+  if calls or held or history then redis.call('DEL', rl) end
   redis.call('HSET', rec, 'record', ARGV[a + 2], 'attempts', attempts, 'project', ARGV[a + 4],
     'index', index, 'stats', counters, 'status', ARGV[a + 8])
   for s in string.gmatch(index, '[^\n]+') do
@@ -62,17 +65,18 @@ local function write(rec, rl, a, id, index, counters, old)
   end
   return attempts
 end
-for r = 1, (#KEYS - 1) / 2 do
-  local rec, rl, a = KEYS[2 * r], KEYS[2 * r + 1], 8 * (r - 1) + 1
+for r = 1, (#KEYS - 1) / 3 do
+  local rec, rl, hist, a = KEYS[3 * r - 1], KEYS[3 * r], KEYS[3 * r + 1], 8 * (r - 1) + 1
   local id, index, counters = ARGV[a + 1], ARGV[a + 6], ARGV[a + 7]
   if seen[id] then flush() end
   seen[id] = true
   local old = redis.call('HMGET', rec, 'index', 'stats', 'record', 'attempts')
   if old[1] and sent(old[1]) and not sent(index) then
+    redis.call('PERSIST', hist)
     redis.call('DEL', rl)
     out[2 * r - 1], out[2 * r] = tonumber(old[4]), old[3]
   else
-    out[2 * r - 1], out[2 * r] = write(rec, rl, a, id, index, counters, old), ''
+    out[2 * r - 1], out[2 * r] = write(rec, rl, hist, a, id, index, counters, old), ''
   end
 end
 flush()
@@ -98,6 +102,21 @@ var addWaitScript = redis.NewScript(`
 local total = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return total
+`)
+
+// addAttemptScript appends one attempt to a task's history, keeps the
+// newest, and marks the task's running state as having a history, so that
+// Finish keeps the history without a command for tasks that have none.
+//
+// KEYS: 1 the history list, 2 the task's running state. ARGV: 1 the
+// attempt as JSON, 2 most attempts kept, 3 time to live in ms.
+var addAttemptScript = redis.NewScript(`
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('HSET', KEYS[2], 'history', 1)
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
 `)
 
 // latestScript finds the newest record of a user, optionally in one project.
@@ -144,24 +163,25 @@ return redis.call('ZREVRANGE', key, start, start + count - 1, 'WITHSCORES')
 // retention period ago by Redis's clock.
 //
 // KEYS: 1 index of all records, 2 stats hash. ARGV: 1 index key prefix,
-// 2 record key prefix, 3 retention in ms, 4 batch size.
-// Returns how many records it removed.
+// 2 record key prefix, 3 retention in ms, 4 batch size, 5 attempt history
+// key prefix.
+// Returns how many records it removed, each with its attempt history.
 var trimScript = redis.NewScript(removeRecordLua + `
 local t = redis.call('TIME')
 local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3])
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. cutoff, 'LIMIT', 0, tonumber(ARGV[4]))
 for _, id in ipairs(ids) do
-  removeRecord(KEYS[1], KEYS[2], ARGV[1], ARGV[2], id)
+  removeRecord(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[5], id)
 end
 return #ids
 `)
 
-// removeRecordLua defines removeRecord(all, stats, prefix, recPrefix, id),
-// which removes the record of task id with its index entries and stats
-// counts, and returns whether there was one; the start of the scripts that
-// remove records.
+// removeRecordLua defines removeRecord(all, stats, prefix, recPrefix,
+// histPrefix, id), which removes the record of task id with its index
+// entries, stats counts and attempt history, and returns whether there was
+// one; the start of the scripts that remove records.
 const removeRecordLua = `
-local function removeRecord(all, stats, prefix, recPrefix, id)
+local function removeRecord(all, stats, prefix, recPrefix, histPrefix, id)
   local rec = recPrefix .. id
   local old = redis.call('HMGET', rec, 'index', 'stats')
   for s in string.gmatch(old[1] or '', '[^\n]+') do
@@ -171,6 +191,7 @@ local function removeRecord(all, stats, prefix, recPrefix, id)
     if redis.call('HINCRBY', stats, f, -1) <= 0 then redis.call('HDEL', stats, f) end
   end
   redis.call('ZREM', all, id)
+  redis.call('DEL', histPrefix .. id)
   return redis.call('DEL', rec) == 1
 end
 `

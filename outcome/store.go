@@ -33,16 +33,23 @@
 //	                                   replayed-code:{c}, replayed-project:{p}
 //	outcome-rl:{task_id}         HASH  a running task's state: its 429s (calls),
 //	                                   the ms they asked it to wait (waited), the
-//	                                   ms it was held back by outages (held);
+//	                                   ms it was held back by outages (held),
+//	                                   whether it has a history (history);
 //	                                   expires after Options.Retention, deleted
 //	                                   by Finish
+//	outcome-history:{task_id}    LIST  the task's last 20 attempts that did not
+//	                                   end it (AddAttempt), oldest first, each an
+//	                                   Attempt as JSON; expires after
+//	                                   Options.Retention while the task runs; from
+//	                                   Finish on it lives as long as the record,
+//	                                   and Trim removes both
 //
 // In index keys and stats fields, codes, project IDs, usernames and batch IDs
 // are escaped: every byte other than ASCII letters, digits and "-._@+~"
 // becomes %XX, so "a:b@x.io" is stored as "a%3Ab@x.io". Record keys end with
 // the raw task ID; their prefix "outcome:" never collides with the others.
 //
-// Every write (Finish, FinishAll, RateLimited) is one Lua script run with
+// Every write (Finish, FinishAll, RateLimited, AddAttempt) is one Lua script run with
 // EVALSHA, one round trip; the scripts compute index keys themselves, so the Store needs a
 // single Redis node, not Redis Cluster.
 package outcome
@@ -79,7 +86,7 @@ const (
 // Options configure a Store. The zero value is usable.
 type Options struct {
 	// Retention is how long a record is kept after it finished, and how long
-	// a running task's rate-limit state lives. Zero or negative means
+	// a running task's rate-limit state and attempt history live. Zero or negative means
 	// DefaultRetention (30 days).
 	Retention time.Duration
 	// Clock stamps FinishedAt when a record comes without one, and paces
@@ -97,10 +104,11 @@ type Store struct {
 	retention time.Duration
 	clock     clockwork.Clock
 
-	recordPrefix string // + task ID
-	ratePrefix   string // + task ID
-	indexPrefix  string // + index suffix
-	statsKey     string
+	recordPrefix  string // + task ID
+	ratePrefix    string // + task ID
+	historyPrefix string // + task ID
+	indexPrefix   string // + index suffix
+	statsKey      string
 }
 
 // NewStore returns a Store over rdb, filling unset Options with their defaults.
@@ -116,13 +124,14 @@ func NewStore(rdb redis.UniversalClient, opts Options) *Store {
 	}
 	p := opts.KeyPrefix
 	return &Store{
-		rdb:          rdb,
-		retention:    opts.Retention,
-		clock:        opts.Clock,
-		recordPrefix: p + "outcome:",
-		ratePrefix:   p + "outcome-rl:",
-		indexPrefix:  p + "outcome-index:",
-		statsKey:     p + "outcome-stats",
+		rdb:           rdb,
+		retention:     opts.Retention,
+		clock:         opts.Clock,
+		recordPrefix:  p + "outcome:",
+		ratePrefix:    p + "outcome-rl:",
+		historyPrefix: p + "outcome-history:",
+		indexPrefix:   p + "outcome-index:",
+		statsKey:      p + "outcome-stats",
 	}
 }
 
@@ -195,7 +204,8 @@ func (s *Store) addWait(ctx context.Context, taskID, field string, d time.Durati
 // it as stored: Username trimmed of spaces, FinishedAt set to now when zero
 // and cut to milliseconds, and Attempts (the calls the caller knows of, i.e.
 // retry count + 1) increased by the task's recorded 429s, whose state it then
-// deletes. Finishing the same TaskID again replaces the record, its index
+// deletes. The task's attempt history (AddAttempt) stops expiring: it lives
+// as long as the record. Finishing the same TaskID again replaces the record, its index
 // entries and its Stats counts, so a task re-run after a crash counts once;
 // but a sent record stays: an outcome of another status for a task whose
 // email went out (a re-run after a crash between the record and asynq's
@@ -222,7 +232,7 @@ func (s *Store) FinishAll(ctx context.Context, recs []Record) ([]Record, error) 
 		return nil, fmt.Errorf("%w: %d records, at most %d at once", ErrInvalid, len(recs), MaxFinishAll)
 	}
 	out := make([]Record, len(recs))
-	keys := make([]string, 1, 1+2*len(recs))
+	keys := make([]string, 1, 1+3*len(recs))
 	keys[0] = s.statsKey
 	args := make([]any, 1, 1+8*len(recs))
 	args[0] = s.indexPrefix
@@ -262,7 +272,7 @@ func (s *Store) FinishAll(ctx context.Context, recs []Record) ([]Record, error) 
 	b := buf.Bytes()
 	for i := range out {
 		rec, sp := &out[i], &spans[i]
-		keys = append(keys, s.recordPrefix+rec.TaskID, s.ratePrefix+rec.TaskID)
+		keys = append(keys, s.recordPrefix+rec.TaskID, s.ratePrefix+rec.TaskID, s.historyPrefix+rec.TaskID)
 		args = append(args, rec.TaskID, b[sp.body[0]:sp.body[1]], rec.Attempts, rec.ProjectID, rec.FinishedAt.UnixMilli(),
 			b[sp.index[0]:sp.index[1]], b[sp.counters[0]:sp.counters[1]], string(rec.Status))
 	}
@@ -417,13 +427,13 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 // Trim removes the records that finished more than the retention period ago
 // (by Redis's clock, so that a worker whose clock runs ahead removes nothing
 // early), in batches of 500 per round trip, together with their index
-// entries and Stats counts, and returns how many it removed. Nothing else
-// ever removes a record.
+// entries, Stats counts and attempt histories, and returns how many it
+// removed. Nothing else ever removes a record.
 func (s *Store) Trim(ctx context.Context) (removed int, err error) {
 	keys := []string{s.indexPrefix + "all", s.statsKey}
 	for {
 		n, err := trimScript.Run(ctx, s.rdb, keys,
-			s.indexPrefix, s.recordPrefix, s.retention.Milliseconds(), trimBatch).Int()
+			s.indexPrefix, s.recordPrefix, s.retention.Milliseconds(), trimBatch, s.historyPrefix).Int()
 		removed += n
 		if err != nil {
 			return removed, fmt.Errorf("outcome: trim records: %w", err)

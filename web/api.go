@@ -80,6 +80,28 @@ func (a *outcomesAPI) count(w http.ResponseWriter, r *http.Request, read func(co
 	writeJSON(w, http.StatusOK, v)
 }
 
+// show answers GET /api/v1/outcomes/{task_id} with the object printed by
+// `resendq outcomes show --json`: {"task_id", "record", "history"}, the
+// record null while the task is not final, the history its attempts
+// before the last one, oldest first.
+func (a *outcomesAPI) show(w http.ResponseWriter, r *http.Request) {
+	for name := range r.URL.Query() {
+		writeFieldError(w, http.StatusBadRequest, codeInvalid, name, fmt.Sprintf("unknown parameter %q: /api/v1/outcomes/{task_id} takes none", name))
+		return
+	}
+	id := r.PathValue("task_id")
+	tl, ok, err := a.store.Timeline(r.Context(), id)
+	switch {
+	case err != nil:
+		a.fail(w, r, err)
+	case !ok:
+		writeFieldError(w, http.StatusNotFound, codeNotFound, "task_id", "no outcome record and no attempt history for task ID "+id+
+			" (never enqueued, not called yet, or done longer ago than outcome records are kept)")
+	default:
+		writeJSON(w, http.StatusOK, tl)
+	}
+}
+
 // fail answers 503 for a failure of Redis, whose text (addresses, keys)
 // goes to the log, not to the client.
 func (a *outcomesAPI) fail(w http.ResponseWriter, r *http.Request, err error) {

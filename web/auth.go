@@ -79,7 +79,14 @@ func credential(r *http.Request) (string, bool) {
 
 // resendPath reports whether p is the path of one resend,
 // /api/v1/resends/{task_id}.
-func resendPath(p string) bool {
-	id, ok := strings.CutPrefix(p, "/api/v1/resends/")
+func resendPath(p string) bool { return itemPath(p, "/api/v1/resends/") }
+
+// outcomePath reports whether p is /api/v1/outcomes/{task_id} (or
+// /api/v1/outcomes/stats).
+func outcomePath(p string) bool { return itemPath(p, "/api/v1/outcomes/") }
+
+// itemPath reports whether p is prefix and one non-empty path segment.
+func itemPath(p, prefix string) bool {
+	id, ok := strings.CutPrefix(p, prefix)
 	return ok && id != "" && !strings.Contains(id, "/")
 }

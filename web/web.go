@@ -9,6 +9,7 @@
 //	/metrics                   Prometheus text format (Options.Metrics)
 //	GET /api/v1/outcomes       outcome records, newest first, with filters and a cursor
 //	GET /api/v1/outcomes/stats outcome counts by status, reason and error code
+//	GET /api/v1/outcomes/{id}  one task's outcome record and attempt history
 //	GET /api/v1/flow           the fleet's flow control per Login project: open circuits, pauses, learned rates
 //	GET /api/v1/dead-letters   dead letters, newest first, with the outcomes' filters (state=open|replayed)
 //	GET /api/v1/dead-letters/stats          dead letters open and replayed, by code, reason and project
@@ -65,6 +66,9 @@ type Outcomes interface {
 	List(ctx context.Context, f outcome.Filter) (outcome.Page, error)
 	Stats(ctx context.Context) (outcome.Stats, error)
 	DeadLetters(ctx context.Context) (outcome.DeadLetterStats, error)
+	// Timeline returns a task's record and attempt history, and false
+	// when it has neither.
+	Timeline(ctx context.Context, taskID string) (outcome.Timeline, bool, error)
 }
 
 // Options configure New. Redis and Outcomes are required; zero values of the
@@ -157,6 +161,7 @@ func New(opts Options) (http.Handler, error) {
 	private.HandleFunc("POST "+SupportPath+"dead-letters/{action}", support.codeAction)
 	private.HandleFunc("GET "+SupportPath+"batches", support.batch)
 	private.HandleFunc("POST "+SupportPath+"batches/cancel", support.cancelBatch)
+	private.HandleFunc("GET /api/v1/outcomes/{task_id}", api.show)
 	private.Handle("GET /api/v1/flow", flowAPI{rdb: opts.Redis, log: opts.Log})
 	resends := &resendsAPI{enq: opts.Enqueuer, group: opts.Enqueuer.NewGrouper(), log: opts.Log}
 	private.HandleFunc("POST /api/v1/resends", resends.create)
@@ -179,7 +184,7 @@ func apiNotFound(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
 	allow := ""
 	switch {
-	case p == "/api/v1/outcomes" || p == "/api/v1/outcomes/stats" || p == "/api/v1/flow" || resendPath(p):
+	case p == "/api/v1/outcomes" || p == "/api/v1/flow" || resendPath(p) || outcomePath(p):
 		allow = "GET, HEAD"
 	case p == "/api/v1/resends" || p == "/api/v1/resends:batch":
 		allow = "POST"

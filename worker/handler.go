@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -40,6 +41,8 @@ type Outcomes interface {
 	// Held adds d to the time a task has been held back by outages and
 	// returns the total.
 	Held(ctx context.Context, taskID string, d time.Duration) (time.Duration, error)
+	// AddAttempt adds a call that did not end the task to its history.
+	AddAttempt(ctx context.Context, taskID string, at outcome.Attempt) error
 }
 
 // RateLimiter is the fleet's flow control of calls per project: pauses
@@ -152,7 +155,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) (err error) {
 			// A bug, not an answer of the API: retry it as a transient
 			// failure, so that the attempt cap bounds it and its end is recorded.
 			a.task, _ = tasks.Decode(t.Payload())
-			err = h.transient(ctx, a, 0, fmt.Errorf("panic: %v", p), outcome.CauseInternal)
+			err = h.transient(ctx, a, callResult{err: fmt.Errorf("panic: %v", p)}, outcome.CauseInternal)
 		}
 	}()
 	return h.process(ctx, a, t.Payload())
@@ -178,7 +181,7 @@ func (h *Handler) process(ctx context.Context, a attempt, payload []byte) error 
 		// outage, for longer than is worth holding a slot, or the worker
 		// is stopping: come back then. No call was made; nothing counts
 		// against the task.
-		return h.holdBack(ctx, a, c.held, 0, nil)
+		return h.holdBack(ctx, a, c.held, callResult{})
 	}
 	if ctx.Err() != nil {
 		// Shutting down or out of time: asynq hands the task back or retries it.
@@ -200,7 +203,7 @@ func (h *Handler) process(ctx context.Context, a attempt, payload []byte) error 
 		if action == Retry && v.Outage {
 			// The project's circuit is open: the failure is the fleet's to
 			// wait out, not the task's.
-			return h.holdBack(ctx, a, ratelimit.Permit{Later: v.Later, Hold: ratelimit.HoldOutage}, c.status, c.err)
+			return h.holdBack(ctx, a, ratelimit.Permit{Later: v.Later, Hold: ratelimit.HoldOutage}, c)
 		}
 	}
 	switch action {
@@ -210,9 +213,9 @@ func (h *Handler) process(ctx context.Context, a attempt, payload []byte) error 
 		rec := h.record(a, outcome.StatusDeadLetter, outcome.ReasonRejected, c.status, c.err)
 		return h.finish(ctx, rec, &deadLetterError{msg: c.err.Error(), cause: c.err})
 	case WaitRateLimit:
-		return h.rateLimited(ctx, a, c.status, c.err)
+		return h.rateLimited(ctx, a, c)
 	default:
-		return h.transient(ctx, a, c.status, c.err, cause)
+		return h.transient(ctx, a, c, cause)
 	}
 }
 
@@ -226,9 +229,9 @@ var errOutage = errors.New("held back: the Login API is failing the project's ca
 // holdBack hands a task back to asynq without counting an attempt, to come
 // back after permit.Later. A task held for an outage has that time added to
 // its total; once the total passes OutageMaxWait it is dead-lettered with
-// reason "outage" instead (status and callErr: the failure that made it
-// wait, if any).
-func (h *Handler) holdBack(ctx context.Context, a attempt, permit ratelimit.Permit, status int, callErr error) error {
+// reason "outage" instead (c: the failed call that made it wait, if any;
+// the zero callResult when none was made).
+func (h *Handler) holdBack(ctx context.Context, a attempt, permit ratelimit.Permit, c callResult) error {
 	if permit.Hold != ratelimit.HoldOutage {
 		h.observer().Retry(outcome.CausePaused)
 		h.log(h.fields(a)).WithFields(logrus.Fields{"retry_in": permit.Later.String(), "hold": permit.Hold.String()}).
@@ -244,13 +247,16 @@ func (h *Handler) holdBack(ctx context.Context, a attempt, permit ratelimit.Perm
 		h.log(h.fields(a)).WithError(err).Warn("time held for an outage not recorded")
 	}
 	if limit := h.outageMaxWait(); held > limit {
-		rec := h.record(a, outcome.StatusDeadLetter, outcome.ReasonOutage, status, callErr)
-		rec.Attempts = a.retried + btoi(callErr != nil || status != 0)
+		rec := h.record(a, outcome.StatusDeadLetter, outcome.ReasonOutage, c.status, c.err)
+		rec.Attempts = a.retried + btoi(c.made())
 		msg := fmt.Sprintf("held for %s by an outage of the Login API, over the %s cap", (held + 99*time.Millisecond).Truncate(100*time.Millisecond), limit) // rounded up: over the cap
 		if rec.ErrorDescription == "" {
 			rec.ErrorDescription = msg
 		}
 		return h.finish(ctx, rec, &deadLetterError{msg: msg, cause: errOutage})
+	}
+	if c.made() {
+		h.addAttempt(ctx, a, c, outcome.CauseOutage)
 	}
 	h.observer().Retry(outcome.CauseOutage)
 	h.log(h.fields(a)).WithFields(logrus.Fields{"retry_in": permit.Later.String(), "held": held.String()}).
@@ -264,7 +270,12 @@ type callResult struct {
 	probe  bool // the call was its project's probe of an open circuit
 	status int
 	err    error
+	at     time.Time     // when the call was made
+	took   time.Duration // how long it took
 }
+
+// made reports whether a call was made and answered or failed.
+func (c callResult) made() bool { return c.err != nil || c.status != 0 }
 
 // call makes the API call of r: once the project's flow control allows it
 // (see Limiter), in one of the worker's call slots. It makes no call, and
@@ -312,8 +323,9 @@ func (h *Handler) call(ctx context.Context, r tasks.Resend) (callResult, error) 
 	status, callErr := h.API.ResendConfirmation(ctx, loginapi.Request{
 		ProjectID: r.ProjectID, Username: r.Username, LoginURL: r.LoginURL, Payload: r.Payload,
 	})
-	h.observer().APICall(status, callErr, clock.Since(start))
-	return callResult{probe: permit.Probe, status: status, err: callErr}, nil
+	took := clock.Since(start)
+	h.observer().APICall(status, callErr, took)
+	return callResult{probe: permit.Probe, status: status, err: callErr, at: start, took: took}, nil
 }
 
 func attemptOf(ctx context.Context) attempt {
@@ -325,15 +337,18 @@ func attemptOf(ctx context.Context) attempt {
 	return a
 }
 
-// transient retries a 5xx, 408, timeout or connection error (cause) until
-// the attempt cap, then dead-letters the task with reason "exhausted".
-func (h *Handler) transient(ctx context.Context, a attempt, status int, callErr error, cause outcome.Cause) error {
+// transient retries a 5xx, 408, timeout or connection error (cause) of
+// call c until the attempt cap, then dead-letters the task with reason
+// "exhausted".
+func (h *Handler) transient(ctx context.Context, a attempt, c callResult, cause outcome.Cause) error {
+	status, callErr := c.status, c.err
 	failures := a.retried + 1
 	if limit := h.attemptLimit(a); failures >= limit {
 		rec := h.record(a, outcome.StatusDeadLetter, outcome.ReasonExhausted, status, callErr)
 		msg := fmt.Sprintf("gave up after %d failed attempts: %v", failures, callErr)
 		return h.finish(ctx, rec, &deadLetterError{msg: msg, cause: callErr})
 	}
+	h.addAttempt(ctx, a, c, cause)
 	h.observer().Retry(cause)
 	delay := h.Backoff.Delay(a.retried)
 	h.log(h.fields(a)).WithFields(logrus.Fields{
@@ -357,15 +372,17 @@ func (h *Handler) attemptLimit(a attempt) int {
 	return max(limit, 1)
 }
 
-// rateLimited retries a 429 after max(Retry-After, backoff) without counting
-// a failure, until the waits its own 429s asked for add up to more than
-// RateLimitMaxWait.
-func (h *Handler) rateLimited(ctx context.Context, a attempt, status int, callErr error) error {
+// rateLimited retries the 429 of call c after max(Retry-After, backoff)
+// without counting a failure, until the waits its own 429s asked for add
+// up to more than RateLimitMaxWait.
+func (h *Handler) rateLimited(ctx context.Context, a attempt, c callResult) error {
+	status, callErr := c.status, c.err
 	state, err := h.Outcomes.RateLimited(ctx, a.taskID)
 	if err != nil {
 		// Without the state the wait cap cannot be enforced: count the call as
 		// a failure so that the attempt cap bounds the task instead.
-		return h.transient(ctx, a, status, fmt.Errorf("%w (rate-limit state unavailable: %v)", callErr, err), outcome.CauseRateLimited)
+		c.err = fmt.Errorf("%w (rate-limit state unavailable: %v)", callErr, err)
+		return h.transient(ctx, a, c, outcome.CauseRateLimited)
 	}
 	delay := h.Backoff.Delay(state.Calls - 1)
 	pause := delay // the project's pause: the API's Retry-After, or else the backoff
@@ -394,6 +411,7 @@ func (h *Handler) rateLimited(ctx context.Context, a attempt, status int, callEr
 	if err := h.Outcomes.RateWait(ctx, a.taskID, counted); err != nil {
 		h.log(h.fields(a)).WithError(err).Warn("the wait a 429 asked for was not recorded")
 	}
+	h.addAttempt(ctx, a, c, outcome.CauseRateLimited)
 	h.observer().Retry(outcome.CauseRateLimited)
 	h.log(h.fields(a)).WithFields(logrus.Fields{
 		"cause": outcome.CauseRateLimited, "status": status, "retry_in": delay.String(), "rate_limited_calls": state.Calls,
@@ -435,6 +453,32 @@ func (h *Handler) record(a attempt, st outcome.Status, reason outcome.Reason, st
 		rec.ErrorDescription = callErr.Error()
 	}
 	return rec
+}
+
+// addAttempt adds call c, which did not end the task, to the task's
+// attempt history, with the cause of its retry. Its error text names the
+// user masked, as logs do. Only calls short of a final outcome go there (the
+// final one is the record's), so a task sent on its first call costs no
+// round trip for it. A failed write is logged and otherwise ignored: the
+// history is for people, the task goes on.
+func (h *Handler) addAttempt(ctx context.Context, a attempt, c callResult, cause outcome.Cause) {
+	at := outcome.Attempt{At: c.at, HTTPStatus: c.status, Cause: cause, Latency: c.took}
+	if at.At.IsZero() {
+		at.At = h.clock().Now()
+	}
+	var apiErr *loginapi.Error
+	if errors.As(c.err, &apiErr) {
+		at.HTTPStatus, at.ErrorCode = apiErr.StatusCode, apiErr.Code
+	}
+	if c.err != nil {
+		at.Error = c.err.Error()
+		if u := a.task.Username; u != "" {
+			at.Error = strings.ReplaceAll(at.Error, u, tasks.MaskEmail(u))
+		}
+	}
+	if err := h.Outcomes.AddAttempt(ctx, a.taskID, at); err != nil {
+		h.log(h.fields(a)).WithError(err).Warn("attempt not added to the task's history")
+	}
 }
 
 // sentBefore reports whether an earlier run of the task sent the email

@@ -40,13 +40,28 @@ type memOutcomes struct {
 	clock       clockwork.Clock
 	rate        map[string]outcome.RateState
 	held        map[string]time.Duration // a task's time held for outages
+	history     map[string][]outcome.Attempt
 	finished    []outcome.Record
 	finishErr   error
 	finishCalls int
 }
 
 func newMemOutcomes(clock clockwork.Clock) *memOutcomes {
-	return &memOutcomes{clock: clock, rate: map[string]outcome.RateState{}, held: map[string]time.Duration{}}
+	return &memOutcomes{clock: clock, rate: map[string]outcome.RateState{}, held: map[string]time.Duration{}, history: map[string][]outcome.Attempt{}}
+}
+
+func (m *memOutcomes) AddAttempt(_ context.Context, taskID string, a outcome.Attempt) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.history[taskID] = append(m.history[taskID], a)
+	return nil
+}
+
+// attempts returns the history of taskID.
+func (m *memOutcomes) attempts(taskID string) []outcome.Attempt {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.history[taskID]
 }
 
 func (m *memOutcomes) Held(_ context.Context, taskID string, d time.Duration) (time.Duration, error) {

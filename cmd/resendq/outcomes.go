@@ -23,7 +23,7 @@ func newOutcomesCmd(a *app) *cobra.Command {
 		Use:   "outcomes",
 		Short: "Who got their email, and why someone did not",
 	}
-	cmd.AddCommand(newOutcomesListCmd(a), newOutcomesStatsCmd(a), newOutcomesForgetCmd(a))
+	cmd.AddCommand(newOutcomesListCmd(a), newOutcomesShowCmd(a), newOutcomesStatsCmd(a), newOutcomesForgetCmd(a))
 	return cmd
 }
 
