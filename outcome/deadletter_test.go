@@ -80,6 +80,9 @@ func TestDeleteRemovesRecordsWithTheirIndexesAndCounts(t *testing.T) {
 	if _, _, err := b.store.MarkReplayed(b.ctx, d1, "new-1", epoch); err != nil {
 		t.Fatal(err)
 	}
+	if err := b.store.AddAttempt(b.ctx, "d2", Attempt{HTTPStatus: 503, Cause: CauseServerError}); err != nil {
+		t.Fatal(err)
+	}
 	n, err := b.store.Delete(b.ctx, []string{"d1", "d2", "no-such-task"})
 	if err != nil || n != 2 {
 		t.Fatalf("Delete = %d, %v; want 2", n, err)

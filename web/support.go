@@ -29,6 +29,7 @@ var supportTemplates = template.Must(template.New("").Funcs(template.FuncMap{
 		}
 		return t.UTC().Format("2006-01-02 15:04:05 UTC")
 	},
+	"ms": func(d time.Duration) string { return d.Round(time.Millisecond).String() },
 	"dash": func(s string) string {
 		if s == "" {
 			return "–"
@@ -52,11 +53,17 @@ const userLimit = 100
 type userView struct {
 	Username, ProjectID string
 	Searched            bool
-	Records             []outcome.Record
+	Records             []userRecord
 	More                bool // more than userLimit records
 	Write               bool
 	Message             string
 	Error               string
+}
+
+// userRecord is a record with its attempt history, oldest first.
+type userRecord struct {
+	outcome.Record
+	History []outcome.Attempt
 }
 
 // user answers GET /support/: the search form, and the resends of the
@@ -77,7 +84,18 @@ func (p *supportPage) user(w http.ResponseWriter, r *http.Request) {
 			p.log.WithError(err).WithField("path", r.URL.Path).Error("support: cannot read outcome records")
 			v.Error = "cannot read outcome records: Redis unavailable; try again"
 		default:
-			v.Records, v.More = page.Records, page.NextCursor != ""
+			v.More = page.NextCursor != ""
+			for _, rec := range page.Records {
+				ur := userRecord{Record: rec}
+				if rec.Attempts > 1 { // only a task called more than once has a history
+					tl, _, err := p.store.Timeline(r.Context(), rec.TaskID)
+					if err != nil {
+						p.log.WithError(err).WithField("path", r.URL.Path).Error("support: cannot read an attempt history")
+					}
+					ur.History = tl.History
+				}
+				v.Records = append(v.Records, ur)
+			}
 		}
 	}
 	p.render(w, "user.html", v)

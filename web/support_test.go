@@ -127,6 +127,30 @@ func TestSupportPageIsReadOnlyWithoutWriteAccess(t *testing.T) {
 	}
 }
 
+func TestSupportPageShowsTheAttemptHistory(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx := context.Background()
+	for _, a := range []outcome.Attempt{
+		{HTTPStatus: 503, ErrorCode: "0", Cause: outcome.CauseServerError, Latency: 40 * time.Millisecond},
+		{Cause: outcome.CauseTimeout, Latency: 10 * time.Second, Error: "login api: timeout"},
+	} {
+		if err := b.store.AddAttempt(ctx, "slow-1", a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.store.Finish(ctx, outcome.Record{TaskID: "slow-1", ProjectID: projectID, Username: "slow@example.com",
+		Queue: tasks.QueueSignup, Status: outcome.StatusSent, HTTPStatus: 204, Attempts: 3}); err != nil {
+		t.Fatal(err)
+	}
+	status, body := b.get(t, web.SupportPath+"?username=slow%40example.com", bearer())
+	for _, want := range []string{"2 earlier attempt(s)", "HTTP 503", "server_error", "no answer", "timeout, 10s", "login api: timeout"} {
+		if status != 200 || !strings.Contains(body, want) {
+			t.Errorf("the page lacks %q: %d\n%s", want, status, body)
+		}
+	}
+}
+
 func TestSupportPagePurgesACodeAfterConfirming(t *testing.T) {
 	t.Parallel()
 	b := setup(t, func(o *web.Options) { o.UIWrite = true })
