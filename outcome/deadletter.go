@@ -136,10 +136,13 @@ type DeadLetterStats struct {
 	ByProject map[string]OpenReplayed `json:"by_project"`
 }
 
-// OpenReplayed is a count of dead letters, open and replayed.
+// OpenReplayed is a count of dead letters, open and replayed; for an error
+// code, also when the oldest and newest of them finished.
 type OpenReplayed struct {
-	Open     int64 `json:"open"`
-	Replayed int64 `json:"replayed"`
+	Open     int64     `json:"open"`
+	Replayed int64     `json:"replayed"`
+	Oldest   time.Time `json:"oldest,omitzero"`
+	Newest   time.Time `json:"newest,omitzero"`
 }
 
 // DeadLetters counts the retained dead letters in two round trips.
@@ -159,9 +162,44 @@ func (s *Store) DeadLetters(ctx context.Context) (DeadLetterStats, error) {
 		}
 		return m
 	}
-	return DeadLetterStats{
+	dl := DeadLetterStats{
 		Total: st.DeadLetter, Open: st.DeadLetter - st.Replayed, Replayed: st.Replayed, Span: sp,
 		ByCode: split(st.ByCode, st.ReplayedByCode), ByReason: split(st.ByReason, st.ReplayedByReason),
 		ByProject: split(st.DeadByProject, st.ReplayedByProject),
-	}, nil
+	}
+	if err := s.codeSpans(ctx, dl.ByCode); err != nil {
+		return DeadLetterStats{}, err
+	}
+	return dl, nil
+}
+
+// codeSpans sets when the oldest and newest records of each code finished,
+// in one round trip.
+func (s *Store) codeSpans(ctx context.Context, byCode map[string]OpenReplayed) error {
+	if len(byCode) == 0 {
+		return nil
+	}
+	type ends struct{ first, last *redis.ZSliceCmd }
+	cmds := map[string]ends{}
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for code := range byCode {
+			key := s.indexPrefix + "code:" + escape(code)
+			cmds[code] = ends{p.ZRangeWithScores(ctx, key, 0, 0), p.ZRevRangeWithScores(ctx, key, 0, 0)}
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("outcome: dead letters' span by code: %w", err)
+	}
+	for code, c := range cmds {
+		n := byCode[code]
+		if z := c.first.Val(); len(z) == 1 {
+			n.Oldest = time.UnixMilli(int64(z[0].Score)).UTC()
+		}
+		if z := c.last.Val(); len(z) == 1 {
+			n.Newest = time.UnixMilli(int64(z[0].Score)).UTC()
+		}
+		byCode[code] = n
+	}
+	return nil
 }

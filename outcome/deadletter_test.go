@@ -46,7 +46,9 @@ func TestMarkReplayedSplitsOpenFromReplayed(t *testing.T) {
 			}
 			want := DeadLetterStats{
 				Total: 3, Open: 2, Replayed: 1, Span: Span{Oldest: epoch, Newest: epoch},
-				ByCode:    map[string]OpenReplayed{"010-012": {Open: 1, Replayed: 1}, "003-002": {Open: 1}},
+				ByCode: map[string]OpenReplayed{
+					"010-012": {Open: 1, Replayed: 1, Oldest: epoch, Newest: epoch}, "003-002": {Open: 1, Oldest: epoch, Newest: epoch},
+				},
 				ByReason:  map[string]OpenReplayed{"rejected": {Open: 2, Replayed: 1}},
 				ByProject: map[string]OpenReplayed{"p1": {Open: 1, Replayed: 1}, "p2": {Open: 1}},
 			}

@@ -73,7 +73,12 @@ func printDeadLetterStats(a *app, st outcome.DeadLetterStats) {
 			return keys[i] < keys[j]
 		})
 		for _, k := range keys {
-			fmt.Fprintf(tw, "  %s %s\t\topen %d\treplayed %d\n", group.name, k, group.m[k].Open, group.m[k].Replayed)
+			n := group.m[k]
+			fmt.Fprintf(tw, "  %s %s\t\topen %d\treplayed %d", group.name, k, n.Open, n.Replayed)
+			if !n.Oldest.IsZero() {
+				fmt.Fprintf(tw, "\t%s to %s", n.Oldest.Local().Format(time.DateTime), n.Newest.Local().Format(time.DateTime))
+			}
+			fmt.Fprintln(tw)
 		}
 	}
 	tw.Flush()
