@@ -60,6 +60,16 @@ func (e *Enqueuer) Forget(ctx context.Context, projectID, username string) (Forg
 			ids = append(ids, rec.TaskID)
 			projects[rec.ProjectID] = true
 			keys = append(keys, e.replayKey(rec))
+			if rec.ReplayedAs != "" { // its replay, if still queued, would write to the user
+				for _, q := range []string{tasks.QueueSignup, tasks.QueueBulk} {
+					switch err := e.ins.DeleteTask(q, rec.ReplayedAs); {
+					case err == nil:
+						sum.Tasks++
+					case strings.Contains(err.Error(), "active"):
+						sum.Running++
+					}
+				}
+			}
 			switch err := e.ins.DeleteTask(rec.Queue, rec.TaskID); {
 			case err == nil:
 				sum.Tasks++

@@ -243,8 +243,8 @@ type ReplaySummary struct {
 	// AlreadyReplayed counts those replayed by an earlier run.
 	AlreadyReplayed int `json:"already_replayed"`
 	// Superseded counts those whose user was sent an email since, has a
-	// newer open dead letter, or a replay on its way: replaying them could
-	// send a second email.
+	// newer open dead letter, or a replay or resend on its way: replaying
+	// them could send a second email.
 	Superseded int `json:"superseded"`
 	// StillInvalid counts those whose request does not validate.
 	StillInvalid int `json:"still_invalid"`
@@ -285,6 +285,19 @@ func (e *Enqueuer) ReplayDeadLetters(ctx context.Context, opts ReplayOptions) (R
 			sum.AlreadyReplayed++
 			return nil
 		}
+		// A replay that stopped between its enqueue and its mark: finish
+		// it (the duplicate path marks the record).
+		claimed, err := e.rdb.Exists(ctx, e.replayKey(rec)).Result()
+		if err != nil {
+			return fmt.Errorf("replay check: %w", err)
+		}
+		if claimed == 1 {
+			if _, err := act(ctx, rec, queue); err != nil {
+				return err
+			}
+			sum.AlreadyReplayed++
+			return nil
+		}
 		superseded, err := e.superseded(ctx, rec)
 		if err != nil {
 			return err
@@ -314,12 +327,13 @@ func (e *Enqueuer) ReplayDeadLetters(ctx context.Context, opts ReplayOptions) (R
 const userDepth = 100
 
 // superseded reports whether replaying the dead letter rec could send its
-// user a second email, from the user's records in its project: one sent
-// after rec failed; another dead letter of the user, newer than rec and
-// still open (the one to replay, if any); or one replayed whose replay has
-// not finished yet (an email on its way). Only the newest open dead letter
-// of a user is replayed, whatever order they are selected in, and nothing
-// is held in memory from one dead letter to the next.
+// user a second email: the user (in rec's project) has a record sent after
+// rec failed; another dead letter newer than rec, still open and
+// replayable (the one to replay, if any); a replay, or a resend of any
+// spelling of the address (the dedup claim), still on its way. Only the
+// newest open dead letter of a user is replayed, whatever order they are
+// selected in, and nothing is held in memory from one dead letter to the
+// next.
 func (e *Enqueuer) superseded(ctx context.Context, rec outcome.Record) (bool, error) {
 	page, err := e.outcomes.List(ctx, outcome.Filter{Username: rec.Username, ProjectID: rec.ProjectID, Limit: userDepth})
 	if err != nil {
@@ -334,15 +348,36 @@ func (e *Enqueuer) superseded(ctx context.Context, rec outcome.Record) (bool, er
 		case r.Status == outcome.StatusSent && newer:
 			return true, nil
 		case r.Status == outcome.StatusDeadLetter && r.ReplayedAs == "" && newer:
-			return true, nil
-		case r.ReplayedAs != "":
-			_, finished, err := e.outcomes.Get(ctx, r.ReplayedAs)
-			if err != nil {
-				return false, err
-			}
-			if !finished {
+			if _, err := replayable(r); err == nil {
 				return true, nil
 			}
+		case r.ReplayedAs != "":
+			if on, err := e.onItsWay(ctx, r.ReplayedAs); on || err != nil {
+				return on, err
+			}
+		}
+	}
+	held, err := e.rdb.Get(ctx, e.dedupKey(tasks.Resend{ProjectID: rec.ProjectID, Username: rec.Username})).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("replay check: %w", err)
+	}
+	return e.onItsWay(ctx, strings.TrimPrefix(held, pendingMark))
+}
+
+// onItsWay reports whether the task taskID may still send its email: it
+// has no outcome record yet and is still in a queue (not deleted, not
+// archived). A replay deleted or purged before it finished is not.
+func (e *Enqueuer) onItsWay(ctx context.Context, taskID string) (bool, error) {
+	if _, finished, err := e.outcomes.Get(ctx, taskID); err != nil || finished {
+		return false, err
+	}
+	for _, q := range []string{tasks.QueueSignup, tasks.QueueBulk} {
+		info, err := e.ins.GetTaskInfo(q, taskID)
+		if err == nil && info.State != asynq.TaskStateArchived && info.State != asynq.TaskStateCompleted {
+			return true, nil
 		}
 	}
 	return false, nil

@@ -131,7 +131,7 @@ func replayMessage(s enqueue.ReplaySummary) string {
 	case s.AlreadyReplayed > 0:
 		return "Already replayed: nothing sent again."
 	case s.Superseded > 0:
-		return "Not replayed: the user was sent an email since."
+		return "Not replayed: superseded. The user was sent an email since, has a newer dead letter to replay, or a resend on its way."
 	case s.StillInvalid > 0:
 		return "Not replayed: the request is invalid."
 	}

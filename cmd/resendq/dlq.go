@@ -167,8 +167,8 @@ func newDLQReplayCmd(a *app) *cobra.Command {
 		Long: `Replays every dead letter selected, as a new task, newest first. Each dead letter
 is replayed at most once: running the same replay again enqueues nothing. Only the
 newest open dead letter of a user is replayed; one whose user was sent an email since,
-has a newer open dead letter or a replay on its way is skipped as superseded: a replay
-never sends a second email. Dead letters
+has a newer open dead letter, or a replay or resend still queued is skipped as
+superseded: a replay never sends a second email. Dead letters
 whose request is invalid are counted, not replayed. The replay's own failures are new
 dead letters (replay_of names the one they replay), which a later replay may send again.
 

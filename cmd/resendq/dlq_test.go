@@ -267,3 +267,48 @@ func TestDLQStatsReplayStateSupersededAndPurge(t *testing.T) {
 		t.Errorf("purge again: %+v", r)
 	}
 }
+
+func TestDLQReplayAfterALostReplayACrashAndWithAResendQueued(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	ctx := context.Background()
+	store := outcome.NewStore(rdb, outcome.Options{})
+	ins := asynq.NewInspectorFromRedisClient(rdb)
+	at := time.Now().Add(-time.Hour).UTC().Truncate(time.Millisecond)
+
+	// A replay deleted before it finished does not hold the user's next dead letter back.
+	deadLetters(t, rdb, at, deadLetter("lost-a", "k@example.com", "5"))
+	if r := runCLI(t, nil, "dlq", "replay", "--redis-url", srv.URL, "--task-id", "lost-a", "--yes"); !strings.Contains(r.stdout, "replayed 1") {
+		t.Fatalf("first replay: %+v", r)
+	}
+	a, _, _ := store.Get(ctx, "lost-a")
+	if err := ins.DeleteTask(tasks.QueueBulk, a.ReplayedAs); err != nil {
+		t.Fatal(err)
+	}
+	deadLetters(t, rdb, at.Add(time.Minute), deadLetter("next-b", "k@example.com", "5"))
+	if r := runCLI(t, nil, "dlq", "replay", "--redis-url", srv.URL, "--task-id", "next-b", "--yes"); !strings.Contains(r.stdout, "replayed 1, already replayed 0, superseded 0") {
+		t.Errorf("after a lost replay: %+v", r)
+	}
+
+	// A replay that stopped after its enqueue and before its mark is marked by the next run.
+	deadLetters(t, rdb, at, deadLetter("crash-c", "m@example.com", "5"))
+	if err := rdb.Set(ctx, "resendq:replayed:crash-c", "the-replay", time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if r := runCLI(t, nil, "dlq", "replay", "--redis-url", srv.URL, "--task-id", "crash-c", "--yes"); !strings.Contains(r.stdout, "replayed 0, already replayed 1") {
+		t.Errorf("after a crash: %+v", r)
+	}
+	if c, _, _ := store.Get(ctx, "crash-c"); c.ReplayedAs != "the-replay" {
+		t.Errorf("the dead letter is not marked: %+v", c)
+	}
+
+	// A resend of the user still queued (any spelling of the address) supersedes the replay.
+	deadLetters(t, rdb, at, deadLetter("queued-d", "n@example.com", "5"))
+	if _, err := enqueue.New(rdb, enqueue.Options{}).Enqueue(ctx, tasks.Resend{ProjectID: testProject, Username: "N@Example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	if r := runCLI(t, nil, "dlq", "replay", "--redis-url", srv.URL, "--task-id", "queued-d", "--yes"); !strings.Contains(r.stdout, "replayed 0, already replayed 0, superseded 1") {
+		t.Errorf("with a resend queued: %+v", r)
+	}
+}
