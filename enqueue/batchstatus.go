@@ -164,7 +164,15 @@ func (e *Enqueuer) CancelBatch(ctx context.Context, batchID string) (CancelSumma
 			sum.Cancelled++
 		case errors.Is(err, asynq.ErrTaskNotFound):
 		case strings.Contains(err.Error(), "active"):
-			sum.Running++ // taken by a worker since: its outcome replaces the record
+			// Taken by a worker since: it goes on, so the cancelled record
+			// goes (unless the worker's own outcome replaced it already),
+			// lest a replay of the cancelled send it a second time.
+			sum.Running++
+			if cur, ok, err := e.outcomes.Get(ctx, t.id); err == nil && ok && cur.Reason == outcome.ReasonCancelled {
+				if _, err := e.outcomes.Delete(ctx, []string{t.id}); err != nil {
+					return sum, fmt.Errorf("cancel batch %s: %w", batchID, err)
+				}
+			}
 		default:
 			return sum, fmt.Errorf("cancel batch %s: delete task %s: %w", batchID, t.id, err)
 		}
