@@ -31,8 +31,8 @@ type BatchStatus struct {
 	DoneIn    time.Duration `json:"done_in_ns"`
 }
 
-// batchQueues are the queues a batch's tasks may wait in.
-var batchQueues = []string{tasks.QueueBulk, tasks.QueueSignup}
+// resendQueues are the queues a resend task may wait in.
+var resendQueues = []string{tasks.QueueSignup, tasks.QueueBulk}
 
 // scanBatch calls fn with the ID and state of every task of batchID still
 // in Redis (pending, scheduled, retry, active), reading asynq's lists and
@@ -41,7 +41,7 @@ var batchQueues = []string{tasks.QueueBulk, tasks.QueueSignup}
 func (e *Enqueuer) scanBatch(ctx context.Context, batchID string, fn func(queue, id, state string) error) error {
 	prefix := batchID + ":"
 	const page = 5000
-	for _, q := range batchQueues {
+	for _, q := range resendQueues {
 		for _, state := range []string{"pending", "active", "scheduled", "retry"} {
 			key := "asynq:{" + q + "}:" + state
 			for start := int64(0); ; start += page {

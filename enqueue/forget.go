@@ -61,14 +61,7 @@ func (e *Enqueuer) Forget(ctx context.Context, projectID, username string) (Forg
 			projects[rec.ProjectID] = true
 			keys = append(keys, e.replayKey(rec))
 			if rec.ReplayedAs != "" { // its replay, if still queued, would write to the user
-				for _, q := range []string{tasks.QueueSignup, tasks.QueueBulk} {
-					switch err := e.ins.DeleteTask(q, rec.ReplayedAs); {
-					case err == nil:
-						sum.Tasks++
-					case strings.Contains(err.Error(), "active"):
-						sum.Running++
-					}
-				}
+				sum.deleteQueued(e, rec.ReplayedAs)
 			}
 			switch err := e.ins.DeleteTask(rec.Queue, rec.TaskID); {
 			case err == nil:
@@ -94,15 +87,7 @@ func (e *Enqueuer) Forget(ctx context.Context, projectID, username string) (Forg
 		if err != nil {
 			continue
 		}
-		id := strings.TrimPrefix(held, pendingMark)
-		for _, q := range []string{tasks.QueueSignup, tasks.QueueBulk} {
-			switch err := e.ins.DeleteTask(q, id); {
-			case err == nil:
-				sum.Tasks++
-			case err != nil && strings.Contains(err.Error(), "active"):
-				sum.Running++
-			}
-		}
+		sum.deleteQueued(e, strings.TrimPrefix(held, pendingMark))
 	}
 	n, err := e.outcomes.Delete(ctx, ids)
 	sum.Records = n
@@ -117,4 +102,17 @@ func (e *Enqueuer) Forget(ctx context.Context, projectID, username string) (Forg
 		sum.Claims = int(deleted)
 	}
 	return sum, nil
+}
+
+// deleteQueued deletes the task id from whichever queue holds it, counting
+// it as deleted, or as running when a worker has it.
+func (s *ForgetSummary) deleteQueued(e *Enqueuer, id string) {
+	for _, q := range resendQueues {
+		switch err := e.ins.DeleteTask(q, id); {
+		case err == nil:
+			s.Tasks++
+		case strings.Contains(err.Error(), "active"):
+			s.Running++
+		}
+	}
 }

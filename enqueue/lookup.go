@@ -9,7 +9,6 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/resendq/resendq/outcome"
-	"github.com/resendq/resendq/tasks"
 )
 
 // States of a resend as Lookup tells them.
@@ -85,7 +84,7 @@ func (e *Enqueuer) Lookup(ctx context.Context, id string) (TaskStatus, error) {
 
 func (e *Enqueuer) lookupQueues() []string {
 	qs := []string{e.opts.Queue}
-	for _, q := range []string{tasks.QueueSignup, tasks.QueueBulk} {
+	for _, q := range resendQueues {
 		if q != e.opts.Queue {
 			qs = append(qs, q)
 		}

@@ -374,7 +374,7 @@ func (e *Enqueuer) onItsWay(ctx context.Context, taskID string) (bool, error) {
 	if _, finished, err := e.outcomes.Get(ctx, taskID); err != nil || finished {
 		return false, err
 	}
-	for _, q := range []string{tasks.QueueSignup, tasks.QueueBulk} {
+	for _, q := range resendQueues {
 		info, err := e.ins.GetTaskInfo(q, taskID)
 		if err == nil && info.State != asynq.TaskStateArchived && info.State != asynq.TaskStateCompleted {
 			return true, nil
