@@ -21,9 +21,14 @@ func TestOutcomesForgetDeletesAUsersRecordsTasksAndClaims(t *testing.T) {
 	rdb := srv.Client(t)
 	ctx := context.Background()
 	store := outcome.NewStore(rdb, outcome.Options{})
-	// john: a dead letter in the archive, a sent record, and a resend
-	// waiting in the queue; jane: a sent record, kept.
+	// john: a dead letter, replayed (the replay waits in the bulk queue), a
+	// sent record, and a resend waiting in the queue; jane: a sent record,
+	// kept.
 	deadLetters(t, rdb, time.Now().Add(-time.Hour), deadLetter("john-dead", "john@example.com", "010-012"))
+	if r := runCLI(t, nil, "dlq", "replay", "--redis-url", srv.URL, "--task-id", "john-dead", "--yes"); r.code != 0 || !strings.Contains(r.stdout, "replayed 1") {
+		t.Fatalf("replay: %+v", r)
+	}
+	dead, _, _ := store.Get(ctx, "john-dead")
 	for _, rec := range []outcome.Record{
 		{TaskID: "john-sent", ProjectID: testProject, Username: "john@example.com", Queue: tasks.QueueSignup, Status: outcome.StatusSent, HTTPStatus: 204},
 		{TaskID: "jane-sent", ProjectID: testProject, Username: "jane@example.com", Queue: tasks.QueueSignup, Status: outcome.StatusSent, HTTPStatus: 204},
@@ -49,8 +54,8 @@ func TestOutcomesForgetDeletesAUsersRecordsTasksAndClaims(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &sum); r.code != 0 || err != nil {
 		t.Fatalf("forget: %+v (%v)", r, err)
 	}
-	// 2 records; the archived dead letter and the waiting resend; the dedup claim.
-	if sum != (enqueue.ForgetSummary{Records: 2, Tasks: 2, Claims: 1}) {
+	// 2 records; the queued replay and the waiting resend; the dedup claim and the replay marker.
+	if sum != (enqueue.ForgetSummary{Records: 2, Tasks: 2, Claims: 2}) {
 		t.Errorf("forget summary %+v", sum)
 	}
 	if strings.Contains(r.stderr, "john@example.com") || !strings.Contains(r.stderr, `audit="outcomes forget"`) {
@@ -65,6 +70,9 @@ func TestOutcomesForgetDeletesAUsersRecordsTasksAndClaims(t *testing.T) {
 	ins := asynq.NewInspectorFromRedisClient(rdb)
 	if _, err := ins.GetTaskInfo(tasks.QueueSignup, waiting.TaskID); err == nil {
 		t.Error("john's waiting resend is still queued")
+	}
+	if _, err := ins.GetTaskInfo(tasks.QueueBulk, dead.ReplayedAs); err == nil {
+		t.Error("john's queued replay is still queued")
 	}
 	if q, _ := ins.GetQueueInfo(tasks.QueueSignup); q.Archived != 0 {
 		t.Errorf("john's dead letter is still archived: %+v", q)
