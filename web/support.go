@@ -116,7 +116,7 @@ func (p *supportPage) replayOne(w http.ResponseWriter, r *http.Request) {
 	sel := enqueue.Selection{TaskIDs: []string{id}}
 	sum, err := p.enq.ReplayDeadLetters(r.Context(), enqueue.ReplayOptions{Selection: sel})
 	p.audit(r, "support replay", sel, sum.String(), err)
-	if msg, ok := p.failed(w, r, err); !ok {
+	if msg, ok := p.failed(r, err); !ok {
 		back.Set("done", msg)
 	} else {
 		back.Set("done", replayMessage(sum))
@@ -195,7 +195,7 @@ func (p *supportPage) deadLetters(w http.ResponseWriter, r *http.Request) {
 		default:
 			err = fmt.Errorf("%w: unknown action %q", outcome.ErrInvalid, action)
 		}
-		if msg, ok := p.failed(w, r, err); !ok {
+		if msg, ok := p.failed(r, err); !ok {
 			v.Error = msg
 		} else {
 			v.Confirm = c
@@ -235,7 +235,7 @@ func (p *supportPage) codeAction(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	if msg, ok := p.failed(w, r, err); !ok {
+	if msg, ok := p.failed(r, err); !ok {
 		done = msg
 	}
 	http.Redirect(w, r, SupportPath+"dead-letters?"+url.Values{"done": {done}}.Encode(), http.StatusSeeOther)
@@ -262,7 +262,7 @@ func (p *supportPage) batch(w http.ResponseWriter, r *http.Request) {
 	if v.BatchID != "" {
 		v.Searched = true
 		st, err := p.enq.BatchStatus(r.Context(), v.BatchID)
-		if msg, ok := p.failed(nil, r, batchErr(err)); !ok {
+		if msg, ok := p.failed(r, batchErr(err)); !ok {
 			v.Error = msg
 		} else {
 			v.Status = st
@@ -287,7 +287,7 @@ func (p *supportPage) cancelBatch(w http.ResponseWriter, r *http.Request) {
 	sum, err := p.enq.CancelBatch(r.Context(), id)
 	p.audit(r, "support batch cancel", enqueue.Selection{Filter: outcome.Filter{BatchID: id}}, sum.String(), err)
 	done := fmt.Sprintf("Batch %s: %s.", id, sum)
-	if msg, ok := p.failed(w, r, batchErr(err)); !ok {
+	if msg, ok := p.failed(r, batchErr(err)); !ok {
 		done = msg
 	}
 	http.Redirect(w, r, SupportPath+"batches?"+url.Values{"batch_id": {id}, "done": {done}}.Encode(), http.StatusSeeOther)
@@ -302,7 +302,7 @@ func batchErr(err error) error {
 }
 
 // failed turns err into a message for the page; ok when there is none.
-func (p *supportPage) failed(_ http.ResponseWriter, r *http.Request, err error) (string, bool) {
+func (p *supportPage) failed(r *http.Request, err error) (string, bool) {
 	var nd *enqueue.NotDeadLetterError
 	switch {
 	case err == nil:

@@ -125,7 +125,7 @@ func (d *dequeuer) dequeue(ctx context.Context, q string, keys []string, args []
 		st = &dequeueState{keys: keys, taskPrefix: prefix}
 		d.queues[q] = st
 	}
-	stale := d.takeStale(st, now)
+	stale := st.takeOlder(now, holdMax)
 	var next *heldTask
 	if len(st.held) > 0 {
 		t := st.held[0]
@@ -168,16 +168,16 @@ func (d *dequeuer) dequeue(ctx context.Context, q string, keys []string, args []
 	return cmd
 }
 
-// takeStale removes from st the held tasks older than holdMax (the oldest
-// come first) and returns them. d.mu is held.
-func (d *dequeuer) takeStale(st *dequeueState, now time.Time) []heldTask {
+// takeOlder removes from st the held tasks taken age or more before now
+// (the oldest come first) and returns them. The dequeuer's mu is held.
+func (st *dequeueState) takeOlder(now time.Time, age time.Duration) []heldTask {
 	i := 0
-	for i < len(st.held) && now.Sub(st.held[i].at) >= holdMax {
+	for i < len(st.held) && now.Sub(st.held[i].at) >= age {
 		i++
 	}
-	stale := st.held[:i:i]
+	old := st.held[:i:i]
 	st.held = st.held[i:]
-	return stale
+	return old
 }
 
 // requeue puts held tasks back at the front of their queue, in the order
@@ -202,13 +202,8 @@ func (d *dequeuer) release(ctx context.Context, age time.Duration) (int, error) 
 	}
 	var back []batch
 	for _, st := range d.queues {
-		i := 0
-		for i < len(st.held) && now.Sub(st.held[i].at) >= age {
-			i++
-		}
-		if i > 0 {
-			back = append(back, batch{st, st.held[:i:i]})
-			st.held = st.held[i:]
+		if old := st.takeOlder(now, age); len(old) > 0 {
+			back = append(back, batch{st, old})
 		}
 	}
 	d.mu.Unlock()
@@ -224,7 +219,7 @@ func (d *dequeuer) release(ctx context.Context, age time.Duration) (int, error) 
 	return n, errors.Join(errs...)
 }
 
-// held is how many tasks the dequeuer holds.
+// heldCount is how many tasks the dequeuer holds.
 func (d *dequeuer) heldCount() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
