@@ -60,7 +60,7 @@ func Start(t testing.TB) *Server {
 	dir := t.TempDir()
 	var lastErr error
 	for range startAttempts {
-		s, err := startProcess(bin, dir)
+		s, err := startProcess(bin, dir, 0)
 		if err == nil {
 			t.Cleanup(s.Stop)
 			return s
@@ -88,16 +88,21 @@ func serverBinary(t testing.TB) string {
 	return p
 }
 
-// startProcess runs one redis-server on a fresh free port and waits for it.
-func startProcess(bin, dir string) (*Server, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
+// startProcess runs one redis-server on a fresh free port and waits for it;
+// extra arguments follow the harness's own. A port of 0 picks a free one.
+func startProcess(bin, dir string, port int, extra ...string) (*Server, error) {
+	if port == 0 {
+		p, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		port = p
 	}
 	var out syncBuffer
-	cmd := exec.Command(bin,
+	args := append([]string{
 		"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", dir, "--daemonize", "no")
+		"--save", "", "--appendonly", "no", "--dir", dir, "--daemonize", "no"}, extra...)
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("run %s: %w", bin, err)
