@@ -320,8 +320,21 @@ func (b *batchRun) feed(ctx context.Context, src RowSource, chunks chan<- []batc
 
 // process settles a chunk of valid rows, each enqueued, already queued or
 // failed: all in one call of batchEnqueueScript, or one by one when asynq's
-// enqueue call could not be captured.
+// enqueue call could not be captured. On Redis Cluster every row goes its
+// own way, all rows of the chunk at once: a row's task, outcome record and
+// dedup claim lie in different slots, which no script takes together, so
+// each row takes the steps of Enqueue (claim, asynq's enqueue, confirm),
+// each in one slot; a row cut short at any step is settled by running the
+// batch again, as on a single node.
 func (b *batchRun) process(chunk []batchJob) {
+	if b.e.cluster {
+		var wg sync.WaitGroup
+		for _, j := range chunk {
+			wg.Go(func() { b.processSingle(j) })
+		}
+		wg.Wait()
+		return
+	}
 	keys := make([]string, 0, 4*len(chunk))
 	args := make([]any, 0, 3*len(chunk)+2)
 	ids := make([]string, 0, len(chunk))
@@ -395,7 +408,7 @@ func (b *batchRun) processSingle(j batchJob) {
 	}
 	defer b.unclaim(j.id)
 	ctx := context.Background()
-	n, err := b.e.rdb.Exists(ctx, asynqTaskKey(b.opts.Queue, j.id), b.e.outcomes.RecordKey(j.id)).Result()
+	n, err := b.e.exists(ctx, asynqTaskKey(b.opts.Queue, j.id), b.e.outcomes.RecordKey(j.id))
 	if err != nil || n > 0 {
 		b.settle(replyAlready, err, j.id)
 		return

@@ -82,7 +82,8 @@ type manyJob struct {
 
 // enqueueChunk enqueues jobs in one call of batchEnqueueScript, and those
 // it cannot settle (asynq's call not captured, another enqueue of the user
-// under way) one by one, and fills their results in out.
+// under way) one by one, all at once, and fills their results in out. On
+// Redis Cluster all go one by one (see batchRun.process).
 func (e *Enqueuer) enqueueChunk(ctx context.Context, jobs []manyJob, out []ItemResult) {
 	keys := make([]string, 0, 4*len(jobs))
 	args := make([]any, 0, 3*len(jobs)+4)
@@ -95,7 +96,7 @@ func (e *Enqueuer) enqueueChunk(ctx context.Context, jobs []manyJob, out []ItemR
 			continue
 		}
 		call, err := capture(e.capturer, task, e.opts.Queue, id)
-		if err != nil || !call.isAsynqEnqueue() {
+		if err != nil || !call.isAsynqEnqueue() || e.cluster {
 			single = append(single, j)
 			continue
 		}
