@@ -15,7 +15,6 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/jonboulle/clockwork"
 
-	"github.com/resendq/resendq/outcome"
 	"github.com/resendq/resendq/tasks"
 )
 
@@ -335,9 +334,7 @@ func (b *batchRun) process(chunk []batchJob) {
 		wg.Wait()
 		return
 	}
-	keys := make([]string, 0, 4*len(chunk))
-	args := make([]any, 0, 3*len(chunk)+2)
-	ids := make([]string, 0, len(chunk))
+	rows := make([]scriptRow, 0, len(chunk))
 	jobs := make([]batchJob, 0, len(chunk))
 	var single []batchJob
 	for _, j := range chunk {
@@ -351,29 +348,22 @@ func (b *batchRun) process(chunk []batchJob) {
 			single = append(single, j)
 			continue
 		}
-		keys = append(keys, call.keys[0], call.keys[1], b.e.outcomes.RecordKey(j.id), j.claim)
-		args = append(args, call.args...)
-		ids = append(ids, j.id)
+		rows = append(rows, scriptRow{call: call, id: j.id, claim: j.claim})
 		jobs = append(jobs, j)
 	}
-	if len(ids) > 0 {
-		args = append(args, max(b.e.opts.DedupWindow, 0).Milliseconds(), b.e.outcomes.RecordKey(""), outcome.StatusField, string(outcome.StatusDeadLetter))
+	if len(rows) > 0 {
 		// Rows read are settled even after Ctrl-C: no cancelable context.
-		// Run loads the script again if Redis lost it (a restart, SCRIPT FLUSH).
-		replies, err := batchEnqueueScript.Run(context.Background(), b.e.rdb, keys, args...).Int64Slice()
-		if err == nil && len(replies) != len(ids) {
-			err = fmt.Errorf("%d replies for %d rows", len(replies), len(ids))
-		}
-		for i, id := range ids {
+		replies, err := b.e.runBatchScript(context.Background(), rows)
+		for i, j := range jobs {
 			var n int64
 			if err == nil {
 				n = replies[i]
 			}
 			if n == replyPending {
-				single = append(single, jobs[i])
+				single = append(single, j)
 				continue
 			}
-			b.settle(int(n), err, id)
+			b.settle(int(n), err, j.id)
 		}
 	}
 	for _, j := range single {
