@@ -34,6 +34,7 @@ type clusterRun struct {
 	drain   float64 // tasks/s of a worker, process start to the bulk queue's processed counter at N
 	cpu     float64 // Redis CPU per task over the batch and the drain, µs, all nodes
 	cmds    float64 // Redis commands per task over the batch and the drain, all nodes
+	memory  float64 // bytes of Redis memory per task left after the drain (its outcome record), all nodes
 	records []int64 // outcome records per master after the drain (cluster only)
 }
 
@@ -71,8 +72,8 @@ func (e *env) clusterFigure(ctx context.Context, runs, rows int, res *results) e
 				return fmt.Errorf("%s: %w", side, err)
 			}
 			res.cluster[side] = append(res.cluster[side], r)
-			fmt.Printf("run %d %-9s batch %6.0f rows/s  drain %6.0f tasks/s  Redis per task: %5.1f µs CPU, %4.1f commands  records per master %v\n",
-				i+1, side, r.enqueue, r.drain, r.cpu, r.cmds, r.records)
+			fmt.Printf("run %d %-9s batch %6.0f rows/s  drain %6.0f tasks/s  Redis per task: %5.1f µs CPU, %4.1f commands, %4.0f bytes kept  records per master %v\n",
+				i+1, side, r.enqueue, r.drain, r.cpu, r.cmds, r.memory, r.records)
 		}
 	}
 	return nil
@@ -147,6 +148,7 @@ func (e *env) clusterRun(ctx context.Context, nodes []*redis.Client, url, file s
 	}
 	r.cpu = (after.cpu - before.cpu) / float64(rows) * 1e6
 	r.cmds = float64(after.commands-before.commands) / float64(rows)
+	r.memory = float64(after.memory-before.memory) / float64(rows)
 	if len(nodes) > 1 {
 		var total int64
 		for _, n := range nodes {
@@ -168,6 +170,7 @@ func (e *env) clusterRun(ctx context.Context, nodes []*redis.Client, url, file s
 type nodeTotals struct {
 	cpu      float64
 	commands int64
+	memory   int64 // used_memory, bytes
 }
 
 func sumStats(ctx context.Context, nodes []*redis.Client) (nodeTotals, error) {
@@ -178,6 +181,7 @@ func sumStats(ctx context.Context, nodes []*redis.Client) (nodeTotals, error) {
 			return t, err
 		}
 		t.cpu += st.cpu
+		t.memory += st.memory
 		for _, c := range st.calls {
 			t.commands += c
 		}
@@ -283,7 +287,8 @@ func (r *results) clusterMarkdown() string {
 		"(timed from the process's start to its exit), then `resendq worker --concurrency 50` draining them against a "+
 		"zero-latency API (timed from the worker's start until asynq's processed counter of the queue reaches N). "+
 		"On one Redis node, and on a Redis Cluster of %d masters on the same machine (`redis-cluster://`), "+
-		"the two taking turns at going first. Redis CPU and commands are summed over every node, batch and drain together. "+
+		"the two taking turns at going first. Redis CPU and commands are summed over every node, batch and drain together; "+
+		"memory is `used_memory` after the drain less after the flush before the batch, summed over every node. "+
 		"Each figure is the median of %d runs; each ratio the median of the ratios taken within one run.\n\n",
 		r.machine.date, count(r.clusterRows), clusterMasters, len(n))
 	b.WriteString("| figure | one node | cluster | cluster / one node |\n| --- | ---: | ---: | ---: |\n")
@@ -295,6 +300,7 @@ func (r *results) clusterMarkdown() string {
 		{"bulk drain, tasks/s", "%.0f", func(x clusterRun) float64 { return x.drain }},
 		{"Redis CPU per task, µs, all nodes", "%.1f", func(x clusterRun) float64 { return x.cpu }},
 		{"Redis commands per task, all nodes", "%.1f", func(x clusterRun) float64 { return x.cmds }},
+		{"Redis memory per task kept after the drain (its outcome record and index entries), bytes, all nodes", "%.0f", func(x clusterRun) float64 { return x.memory }},
 	} {
 		fmt.Fprintf(&b, "| %s | "+f.format+" | "+f.format+" | %.2f |\n", f.name, medianOf(n, f.get), medianOf(c, f.get), medianRatio(c, n, f.get))
 	}
