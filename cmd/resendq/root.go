@@ -49,7 +49,7 @@ func newRoot(a *app) *cobra.Command {
 	root.PersistentFlags().StringVar(&a.logFormat, "log-format", "text", "log format: text or json")
 	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr(err) })
-	root.AddCommand(newWorkerCmd(a), newEnqueueCmd(a), newBatchCmd(a), newOutcomesCmd(a), newDLQCmd(a), newStatusCmd(a), newServeCmd(a), newFakeAPICmd(a), newDevCmd(a))
+	root.AddCommand(newWorkerCmd(a), newEnqueueCmd(a), newBatchCmd(a), newOutcomesCmd(a), newDLQCmd(a), newStatusCmd(a), newServeCmd(a), newFakeAPICmd(a), newDevCmd(a), newMigrateCmd(a))
 	return root
 }
 
