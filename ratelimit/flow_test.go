@@ -74,10 +74,10 @@ func isOpen(l *Limiter, project string) bool {
 // one probe of an interval; the probe's success closes it for both.
 func TestTwoWorkersShareACircuit(t *testing.T) {
 	t.Parallel()
-	for _, be := range fleets {
-		t.Run(be.name, func(t *testing.T) {
+	for _, be := range redistest.Backends() {
+		t.Run(be.Name, func(t *testing.T) {
 			t.Parallel()
-			client := be.start(t)
+			client := be.Start(t)
 			var ea, eb events
 			a, b := New(client(t), quick(&ea)), New(client(t), quick(&eb))
 			run(t, a)
@@ -182,13 +182,13 @@ func TestOneFailingUserDoesNotOpenTheCircuit(t *testing.T) {
 // worker started later reads it.
 func TestAdaptiveRateIsLearnedLoweredAndRemembered(t *testing.T) {
 	t.Parallel()
-	for _, be := range fleets {
-		if be.name == "embedded" {
+	for _, be := range redistest.Backends() {
+		if be.Name == "embedded" {
 			continue
 		}
-		t.Run(be.name, func(t *testing.T) {
+		t.Run(be.Name, func(t *testing.T) {
 			t.Parallel()
-			client := be.start(t)
+			client := be.Start(t)
 			var ev events
 			a, b := New(client(t), quick(&ev)), New(client(t), quick(&ev))
 			run(t, a)

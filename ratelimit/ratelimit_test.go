@@ -22,28 +22,6 @@ var backends = []struct {
 	{"embedded", redistest.StartEmbedded},
 }
 
-// fleets are the Redis set-ups the tests of several workers run on: a
-// real redis-server, the embedded one of `resendq dev`, and a 3-master
-// Redis Cluster. start returns a maker of clients of a fresh one.
-var fleets = []struct {
-	name  string
-	start func(testing.TB) func(testing.TB) redis.UniversalClient
-}{
-	{"redis", single(redistest.Start)},
-	{"embedded", single(redistest.StartEmbedded)},
-	{"cluster", func(t testing.TB) func(testing.TB) redis.UniversalClient {
-		c := redistest.StartCluster(t, 3)
-		return func(t testing.TB) redis.UniversalClient { return c.Client(t) }
-	}},
-}
-
-func single(start func(testing.TB) *redistest.Server) func(testing.TB) func(testing.TB) redis.UniversalClient {
-	return func(t testing.TB) func(testing.TB) redis.UniversalClient {
-		srv := start(t)
-		return func(t testing.TB) redis.UniversalClient { return srv.Client(t) }
-	}
-}
-
 // clock is the fake clock of the tests: clockwork's, started at the real
 // time, that also hands every wait asked of After to the test.
 type clock struct {
@@ -135,10 +113,10 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 
 func TestCoolDownReachesEveryWorker(t *testing.T) {
 	t.Parallel()
-	for _, be := range fleets {
-		t.Run(be.name, func(t *testing.T) {
+	for _, be := range redistest.Backends() {
+		t.Run(be.Name, func(t *testing.T) {
 			t.Parallel()
-			client := be.start(t)
+			client := be.Start(t)
 			c := newClock()
 			opts := Options{Clock: c, MaxWait: time.Minute}
 			a, b := New(client(t), opts), New(client(t), opts)
@@ -315,10 +293,10 @@ func TestWaitCostsNothingUntilTheFirst429(t *testing.T) {
 
 func TestRateIsSharedByTheFleet(t *testing.T) {
 	t.Parallel()
-	for _, be := range fleets {
-		t.Run(be.name, func(t *testing.T) {
+	for _, be := range redistest.Backends() {
+		t.Run(be.Name, func(t *testing.T) {
 			t.Parallel()
-			client := be.start(t)
+			client := be.Start(t)
 			c := newClock()
 			opts := Options{Rate: 5, Clock: c}
 			a, b := New(client(t), opts), New(client(t), opts)
