@@ -61,6 +61,13 @@ const (
 // It recognises asynq's dequeue script by its keys (pending, paused, active
 // and lease of one queue, in that order), which asynq v0.26 passes in KEYS.
 // It runs on the real clock, as asynq's own polling and leases do.
+//
+// On a Redis Cluster it works as on one node: its scripts touch the keys of
+// one queue, asynq:{Q}:..., all in the slot of the queue's hash tag. They
+// are the one exception to the rule that every script of ours gets each
+// key it touches in KEYS: like asynq's own dequeue and requeue scripts,
+// they build a task's key, asynq:{Q}:t:<id>, from its ID inside Lua (the
+// IDs are only known there), and that key lies in the queue's slot too.
 type dequeuer struct {
 	redis.UniversalClient
 	recheck     time.Duration // while busy
@@ -86,6 +93,10 @@ type heldTask struct {
 	id, msg string
 	at      time.Time
 }
+
+// Unwrap returns the client the dequeuer wraps, so that rkey.IsCluster
+// tells a dequeuer on a Redis Cluster.
+func (d *dequeuer) Unwrap() redis.UniversalClient { return d.UniversalClient }
 
 // newDequeuer takes up to batch tasks per round trip on rdb, and skips a
 // queue found empty for recheck while busy, idleRecheck while idle.

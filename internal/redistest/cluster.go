@@ -147,3 +147,7 @@ func (c *Cluster) Node(t testing.TB, i int) *redis.Client {
 	t.Cleanup(func() { _ = rdb.Close() })
 	return rdb
 }
+
+// Stop stops the i-th master (in slot order) for good, as a crash would
+// leave it: the slots it holds go unserved.
+func (c *Cluster) Stop(i int) { c.nodes[i].Stop() }
