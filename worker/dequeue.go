@@ -194,12 +194,14 @@ func (st *dequeueState) takeOlder(now time.Time, age time.Duration) []heldTask {
 // requeue puts held tasks back at the front of their queue, in the order
 // they were taken.
 func (d *dequeuer) requeue(ctx context.Context, st *dequeueState, held []heldTask) error {
-	args := make([]any, 0, len(held)+1)
-	args = append(args, st.taskPrefix)
+	keys := make([]string, 0, len(held)+3)
+	keys = append(keys, st.keys[2], st.keys[3], st.keys[0])
+	args := make([]any, 0, len(held))
 	for _, t := range held {
+		keys = append(keys, st.taskPrefix+t.id)
 		args = append(args, t.id)
 	}
-	return requeueHeldScript.Run(ctx, d.UniversalClient, []string{st.keys[2], st.keys[3], st.keys[0]}, args...).Err()
+	return requeueHeldScript.Run(ctx, d.UniversalClient, keys, args...).Err()
 }
 
 // release puts back every task taken ahead older than age (all of them
@@ -296,14 +298,15 @@ return out`)
 // recoverer took it) is left alone.
 //
 // KEYS[1] asynq:{Q}:active, KEYS[2] asynq:{Q}:lease, KEYS[3]
-// asynq:{Q}:pending; ARGV[1] asynq:{Q}:t:, ARGV[2..] task IDs.
+// asynq:{Q}:pending, KEYS[3 + i] the key (asynq:{Q}:t:<id>) of the task
+// ARGV[i]; ARGV task IDs.
 var requeueHeldScript = redis.NewScript(`
-for i = #ARGV, 2, -1 do
+for i = #ARGV, 1, -1 do
   local id = ARGV[i]
   if redis.call("LREM", KEYS[1], 0, id) > 0 then
     redis.call("ZREM", KEYS[2], id)
     redis.call("RPUSH", KEYS[3], id)
-    redis.call("HSET", ARGV[1] .. id, "state", "pending")
+    redis.call("HSET", KEYS[3 + i], "state", "pending")
   end
 end
 return redis.status_reply("OK")`)
