@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/jonboulle/clockwork"
 
 	"github.com/resendq/resendq/internal/redistest"
 	"github.com/resendq/resendq/internal/rkey"
@@ -19,8 +18,8 @@ import (
 // TestWorkerOnACluster runs a worker process (New) on a 3-master Redis
 // Cluster: tasks of both queues, enqueued with asynq's client, are each sent
 // once, a 429 pauses the project (every worker's flow control) and its task
-// is sent on the retry, and a 5xx is retried. The outcome records are kept
-// in memory: the outcome store's layout for a cluster is its own.
+// is sent on the retry, and a 5xx is retried; the outcome records, with the
+// retried tasks' attempt histories, spread over the masters.
 func TestWorkerOnACluster(t *testing.T) {
 	t.Parallel()
 	c := redistest.StartCluster(t, 3)
@@ -30,8 +29,7 @@ func TestWorkerOnACluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	records := newMemOutcomes(clockwork.NewRealClock())
-	w.server.h.Outcomes = records
+	records := outcome.NewStore(rdb, outcome.Options{})
 	if !rkey.IsCluster(w.server.dequeue) {
 		t.Fatal("the dequeuer does not tell a cluster client")
 	}
@@ -79,13 +77,23 @@ func TestWorkerOnACluster(t *testing.T) {
 			return err == nil && info.Pending+info.Active+info.Retry+info.Archived == 0
 		}, "queue "+q+" to have no task left")
 	}
-	for _, u := range users {
+	for i, u := range users {
 		want := 1
 		if u == "limited@example.com" || u == "flaky@example.com" {
 			want = 2
 		}
 		if n := api.Count(u); n != want {
 			t.Errorf("%s: %d calls, want %d", u, n, want)
+		}
+		if i < 2 {
+			if tl, ok, err := records.Timeline(context.Background(), fmt.Sprintf("cluster-%d", i)); err != nil || !ok || len(tl.History) != 1 {
+				t.Errorf("%s: timeline %+v, %v, %v; want one attempt before the last", u, tl, ok, err)
+			}
+		}
+	}
+	for i := range c.Addrs {
+		if n := len(c.Node(t, i).Keys(context.Background(), "resendq:{o*}:outcome:*").Val()); n == 0 {
+			t.Errorf("master %d holds no outcome record", i)
 		}
 	}
 }
