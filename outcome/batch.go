@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/resendq/resendq/internal/rkey"
 )
 
 // BatchCounts counts the finished tasks of one batch.
@@ -38,14 +40,14 @@ func (s *Store) Batch(ctx context.Context, batchID string) (BatchCounts, error) 
 	for c := range st.ByCode {
 		suffixes, names = append(suffixes, "code:"+escape(c)), append(names, "code:"+c)
 	}
-	calls := make([]keysOnly, len(s.shards))
+	calls := make([][]string, len(s.shards))
 	for i, sh := range s.shards {
 		for _, suffix := range suffixes {
 			calls[i] = append(calls[i], sh.indexPrefix+suffix)
 		}
 	}
 	n := make([]int64, len(suffixes))
-	for _, c := range runScripts(ctx, s.rdb, batchCountScript, calls) {
+	for _, c := range rkey.RunScripts(ctx, s.rdb, batchCountScript, len(calls), func(i int) ([]string, []any) { return calls[i], nil }) {
 		part, err := c.Int64Slice()
 		if err == nil && len(part) != len(suffixes) {
 			err = fmt.Errorf("unexpected reply of %d items", len(part))
@@ -69,12 +71,6 @@ func (s *Store) Batch(ctx context.Context, batchID string) (BatchCounts, error) 
 	}
 	return bc, nil
 }
-
-// keysOnly is a script run with keys and no arguments.
-type keysOnly []string
-
-func (k keysOnly) scriptKeys() []string { return k }
-func (k keysOnly) scriptArgs() []any    { return nil }
 
 // batchCountScript counts a batch's index entries in other indexes.
 //

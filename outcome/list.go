@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/resendq/resendq/internal/rkey"
 )
 
 // Limits of List.
@@ -257,7 +259,7 @@ func (s *Store) scan(ctx context.Context, suffix string, pos position, n int) (s
 		calls[i] = scanCall{key: sh.indexPrefix + suffix, args: []any{pos.score, pos.member, n}}
 	}
 	var all []entry
-	for _, c := range runScripts(ctx, s.rdb, scanScript, calls) {
+	for _, c := range rkey.RunScripts(ctx, s.rdb, scanScript, len(calls), func(i int) ([]string, []any) { return []string{calls[i].key}, calls[i].args }) {
 		res, err := c.StringSlice()
 		if err != nil {
 			return scanResult{}, fmt.Errorf("outcome: scan index: %w", err)
@@ -293,9 +295,6 @@ type scanCall struct {
 	key  string
 	args []any
 }
-
-func (c scanCall) scriptKeys() []string { return []string{c.key} }
-func (c scanCall) scriptArgs() []any    { return c.args }
 
 // lower reports whether p's score is below score; "+inf" is above all.
 func (p position) lower(score string) bool {

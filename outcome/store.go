@@ -346,7 +346,7 @@ func (s *Store) FinishAll(ctx context.Context, recs []Record) ([]Record, error) 
 	// is not: the script then names them and the write is made again with
 	// their keys too.
 	for try := 0; len(calls) > 0; try++ {
-		replies := runScripts(ctx, s.rdb, finishScript, calls)
+		replies := rkey.RunScripts(ctx, s.rdb, finishScript, len(calls), func(i int) ([]string, []any) { return calls[i].keys, calls[i].args })
 		var again []*finishCall
 		for g, c := range calls {
 			reply, err := replies[g].Slice()
@@ -414,9 +414,6 @@ func (c *finishCall) addIndex(suffix string) {
 		c.keys = append(c.keys, c.sh.indexPrefix+suffix)
 	}
 }
-
-func (c *finishCall) scriptKeys() []string { return c.keys }
-func (c *finishCall) scriptArgs() []any    { return c.args }
 
 // readFinished reads the reply of finishScript into out at the positions
 // recs: each record's attempts, or the sent record kept in its place.

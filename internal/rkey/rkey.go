@@ -10,6 +10,7 @@
 package rkey
 
 import (
+	"context"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -67,4 +68,32 @@ func crc16(s string) uint16 {
 		}
 	}
 	return crc
+}
+
+// RunScripts runs script n times, the i-th with the keys and arguments
+// call(i) gives, all in one pipeline (on a cluster, one per master, sent in
+// parallel), and returns the replies in order. A run that finds the script
+// not loaded on its node is made again with Run, which loads it. A single
+// run is a plain Run.
+func RunScripts(ctx context.Context, rdb redis.UniversalClient, script *redis.Script, n int, call func(i int) ([]string, []any)) []*redis.Cmd {
+	cmds := make([]*redis.Cmd, n)
+	if n == 1 {
+		keys, args := call(0)
+		cmds[0] = script.Run(ctx, rdb, keys, args...)
+		return cmds
+	}
+	_, _ = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := range n {
+			keys, args := call(i)
+			cmds[i] = script.EvalSha(ctx, p, keys, args...)
+		}
+		return nil
+	})
+	for i, c := range cmds {
+		if err := c.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			keys, args := call(i)
+			cmds[i] = script.Run(ctx, rdb, keys, args...)
+		}
+	}
+	return cmds
 }
