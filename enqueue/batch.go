@@ -8,13 +8,16 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/jonboulle/clockwork"
+	"github.com/redis/go-redis/v9"
 
+	"github.com/resendq/resendq/internal/rkey"
 	"github.com/resendq/resendq/tasks"
 )
 
@@ -319,19 +322,11 @@ func (b *batchRun) feed(ctx context.Context, src RowSource, chunks chan<- []batc
 
 // process settles a chunk of valid rows, each enqueued, already queued or
 // failed: all in one call of batchEnqueueScript, or one by one when asynq's
-// enqueue call could not be captured. On Redis Cluster every row goes its
-// own way, all rows of the chunk at once: a row's task, outcome record and
-// dedup claim lie in different slots, which no script takes together, so
-// each row takes the steps of Enqueue (claim, asynq's enqueue, confirm),
-// each in one slot; a row cut short at any step is settled by running the
-// batch again, as on a single node.
+// enqueue call could not be captured. On Redis Cluster it is
+// processCluster's.
 func (b *batchRun) process(chunk []batchJob) {
 	if b.e.cluster {
-		var wg sync.WaitGroup
-		for _, j := range chunk {
-			wg.Go(func() { b.processSingle(j) })
-		}
-		wg.Wait()
+		b.processCluster(chunk)
 		return
 	}
 	rows := make([]scriptRow, 0, len(chunk))
@@ -370,6 +365,150 @@ func (b *batchRun) process(chunk []batchJob) {
 		b.processSingle(j)
 	}
 }
+
+// processCluster settles a chunk on Redis Cluster, where a row's task,
+// outcome record and dedup claim lie in different slots that no script
+// takes together. The rows take the steps of Enqueue, each step one
+// pipelined round trip for the whole chunk (its commands sent to every
+// master in parallel), each command in one slot: whether the task or its
+// record exists, the users' dedup claims, asynq's enqueue script, and the
+// claims' confirmation. A row cut short at any step is settled by running
+// the batch again, as on a single node. A row these steps do not settle
+// alone (another enqueue of its user under way, or its user's claim held by
+// a dead letter, which it may take over) then goes Enqueue's own way.
+func (b *batchRun) processCluster(chunk []batchJob) {
+	ctx := context.Background()
+	e := b.e
+	var rows, alone []batchJob
+	for _, j := range chunk {
+		if b.claim(j.id) {
+			rows = append(rows, j)
+		} else {
+			b.already.Add(1) // the same user is in flight from an earlier line
+		}
+	}
+	held := rows
+	defer func() {
+		for _, j := range held {
+			b.unclaim(j.id)
+		}
+		for _, j := range alone {
+			b.processSingle(j)
+		}
+	}()
+
+	// Whether each task or its outcome record exists.
+	exists := make([][2]*redis.IntCmd, len(rows))
+	_, _ = e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, j := range rows {
+			exists[i] = [2]*redis.IntCmd{p.Exists(ctx, asynqTaskKey(b.opts.Queue, j.id)), p.Exists(ctx, e.outcomes.RecordKey(j.id))}
+		}
+		return nil
+	})
+	type step struct {
+		j    batchJob
+		call scriptCall
+	}
+	var steps []step
+	for i, j := range rows {
+		n, err := exists[i][0].Val()+exists[i][1].Val(), errors.Join(exists[i][0].Err(), exists[i][1].Err())
+		if err != nil || n > 0 {
+			b.settle(replyAlready, err, j.id)
+			continue
+		}
+		task, err := tasks.NewTask(j.r)
+		if err == nil {
+			var call scriptCall
+			if call, err = capture(b.capturer, task, b.opts.Queue, j.id); err == nil && !call.isAsynqEnqueue() {
+				alone = append(alone, j)
+				continue
+			}
+			steps = append(steps, step{j, call})
+		}
+		if err != nil {
+			b.settle(replyEnqueued, err, j.id)
+		}
+	}
+
+	// The users' dedup claims, marked pending.
+	hold := e.opts.DedupWindow
+	if hold > 0 && len(steps) > 0 {
+		pending := min(hold, pendingTTL).Milliseconds()
+		replies := rkey.RunScripts(ctx, e.rdb, claimScript, len(steps), func(i int) ([]string, []any) {
+			return []string{steps[i].j.claim}, []any{steps[i].j.id, pending, pendingMark + steps[i].j.id}
+		})
+		claimed := steps[:0:0]
+		for i, st := range steps {
+			holder, err := replies[i].Text()
+			switch {
+			case errors.Is(err, redis.Nil):
+				claimed = append(claimed, st)
+			case err != nil:
+				b.settle(replyEnqueued, fmt.Errorf("dedup check: %w", err), st.j.id)
+			case strings.HasPrefix(holder, pendingMark) || e.deadLetter(ctx, holder):
+				alone = append(alone, st.j)
+			default:
+				b.settle(replyAlready, nil, st.j.id)
+			}
+		}
+		steps = claimed
+	}
+	if len(steps) == 0 {
+		return
+	}
+
+	// asynq's enqueue script, as asynq's Client would run it.
+	replies := rkey.RunScripts(ctx, e.rdb, asynqEnqueueScript, len(steps), func(i int) ([]string, []any) {
+		return steps[i].call.keys, steps[i].call.args
+	})
+	enqueued, failed := steps[:0:0], steps[:0:0]
+	for i, st := range steps {
+		n, err := replies[i].Int64()
+		switch {
+		case err != nil:
+			failed = append(failed, st)
+			b.settle(replyEnqueued, err, st.j.id)
+		case n == 0:
+			b.settle(replyAlready, nil, st.j.id) // an earlier run's task: the claim is its to confirm
+		default:
+			enqueued = append(enqueued, st)
+		}
+	}
+	if hold <= 0 {
+		for _, st := range enqueued {
+			b.settle(replyEnqueued, nil, st.j.id)
+		}
+		return
+	}
+	if len(failed) > 0 {
+		// Given back so that the next run can take them; else they expire.
+		rkey.RunScripts(ctx, e.rdb, releaseScript, len(failed), func(i int) ([]string, []any) {
+			return []string{failed[i].j.claim}, []any{failed[i].j.id}
+		})
+	}
+	if len(enqueued) == 0 {
+		return
+	}
+
+	// The claims confirmed for the window.
+	replies = rkey.RunScripts(ctx, e.rdb, confirmScript, len(enqueued), func(i int) ([]string, []any) {
+		return []string{enqueued[i].j.claim}, []any{enqueued[i].j.id, hold.Milliseconds()}
+	})
+	for i, st := range enqueued {
+		if holder, err := replies[i].Text(); err == nil && holder != "" {
+			// Another task took the claim after this one's pending claim
+			// expired: as Enqueue does, this one is deleted if it can be.
+			if res := e.confirmEnqueued(ctx, st.j.claim, hold, Result{TaskID: st.j.id, Queue: b.opts.Queue}); res.Duplicate {
+				b.settle(replyAlready, nil, st.j.id)
+				continue
+			}
+		}
+		b.settle(replyEnqueued, nil, st.j.id)
+	}
+}
+
+// asynqEnqueueScript is asynq's enqueue script, run as asynq runs it.
+var asynqEnqueueScript = redis.NewScript(asynqEnqueueSource)
 
 // settle counts one row by the script's reply n or its error.
 func (b *batchRun) settle(n int, err error, id string) {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sync"
+	"time"
 	"testing"
 
 	"github.com/hibiken/asynq"
@@ -63,10 +65,22 @@ func TestMigrateOntoACluster(t *testing.T) {
 	if err := srv.Start(asynq.HandlerFunc(func(context.Context, *asynq.Task) error { return nil })); err != nil {
 		t.Fatal(err)
 	}
+	var once sync.Once
+	stop := func() { once.Do(srv.Shutdown) }
+	t.Cleanup(stop) // before the client closes
+	srcIns := asynq.NewInspectorFromRedisClient(srcRdb)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if servers, err := srcIns.Servers(); err == nil && len(servers) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the worker on the source did not register within 10s")
+		}
+	}
 	if _, err := enqueue.Migrate(ctx, src, dst, nil); !errors.Is(err, enqueue.ErrWorkersRunning) {
 		t.Fatalf("Migrate with a worker on the source = %v, want ErrWorkersRunning", err)
 	}
-	srv.Shutdown()
+	stop()
 	if st, _ := dstStore.Stats(ctx); st.Sent+st.DeadLetter != 0 {
 		t.Fatalf("the refused migration wrote %+v", st)
 	}
