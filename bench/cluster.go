@@ -35,6 +35,7 @@ type clusterRun struct {
 	cpu     float64 // Redis CPU per task over the batch and the drain, µs, all nodes
 	cmds    float64 // Redis commands per task over the batch and the drain, all nodes
 	memory  float64 // bytes of Redis memory per task left after the drain (its outcome record), all nodes
+	queued  float64 // bytes of Redis memory per task waiting in the queue after the batch, all nodes
 	records []int64 // outcome records per master after the drain (cluster only)
 }
 
@@ -72,8 +73,8 @@ func (e *env) clusterFigure(ctx context.Context, runs, rows int, res *results) e
 				return fmt.Errorf("%s: %w", side, err)
 			}
 			res.cluster[side] = append(res.cluster[side], r)
-			fmt.Printf("run %d %-9s batch %6.0f rows/s  drain %6.0f tasks/s  Redis per task: %5.1f µs CPU, %4.1f commands, %4.0f bytes kept  records per master %v\n",
-				i+1, side, r.enqueue, r.drain, r.cpu, r.cmds, r.memory, r.records)
+			fmt.Printf("run %d %-9s batch %6.0f rows/s  drain %6.0f tasks/s  Redis per task: %5.1f µs CPU, %4.1f commands, %4.0f bytes queued, %4.0f bytes kept  records per master %v\n",
+				i+1, side, r.enqueue, r.drain, r.cpu, r.cmds, r.queued, r.memory, r.records)
 		}
 	}
 	return nil
@@ -99,6 +100,9 @@ func (e *env) clusterRun(ctx context.Context, nodes []*redis.Client, url, file s
 		return r, fmt.Errorf("resendq enqueue --file: %v: %s", err, strings.TrimSpace(string(out)))
 	}
 	r.enqueue = float64(rows) / time.Since(start).Seconds()
+	if mid, err := sumStats(ctx, nodes); err == nil {
+		r.queued = float64(mid.memory-before.memory) / float64(rows)
+	}
 
 	logPath := filepath.Join(e.tmp, "cluster-worker.log")
 	start = time.Now()
@@ -288,7 +292,7 @@ func (r *results) clusterMarkdown() string {
 		"zero-latency API (timed from the worker's start until asynq's processed counter of the queue reaches N). "+
 		"On one Redis node, and on a Redis Cluster of %d masters on the same machine (`redis-cluster://`), "+
 		"the two taking turns at going first. Redis CPU and commands are summed over every node, batch and drain together; "+
-		"memory is `used_memory` after the drain less after the flush before the batch, summed over every node. "+
+		"memory is `used_memory` after the batch, and after the drain, less after the flush before the batch, summed over every node. "+
 		"Each figure is the median of %d runs; each ratio the median of the ratios taken within one run.\n\n",
 		r.machine.date, count(r.clusterRows), clusterMasters, len(n))
 	b.WriteString("| figure | one node | cluster | cluster / one node |\n| --- | ---: | ---: | ---: |\n")
@@ -300,6 +304,7 @@ func (r *results) clusterMarkdown() string {
 		{"bulk drain, tasks/s", "%.0f", func(x clusterRun) float64 { return x.drain }},
 		{"Redis CPU per task, µs, all nodes", "%.1f", func(x clusterRun) float64 { return x.cpu }},
 		{"Redis commands per task, all nodes", "%.1f", func(x clusterRun) float64 { return x.cmds }},
+		{"Redis memory per task waiting in the queue after the batch (asynq's task and the user's dedup claim), bytes, all nodes", "%.0f", func(x clusterRun) float64 { return x.queued }},
 		{"Redis memory per task kept after the drain (its outcome record and index entries), bytes, all nodes", "%.0f", func(x clusterRun) float64 { return x.memory }},
 	} {
 		fmt.Fprintf(&b, "| %s | "+f.format+" | "+f.format+" | %.2f |\n", f.name, medianOf(n, f.get), medianOf(c, f.get), medianRatio(c, n, f.get))
