@@ -23,7 +23,6 @@ func TestOnRedisCluster(t *testing.T) {
 	c := redistest.StartCluster(t, 3)
 	rdb := c.Client(t)
 	e := enqueue.New(rdb, enqueue.Options{})
-	ins := asynq.NewInspectorFromRedisClient(rdb)
 
 	// Singles: the second of a user within the window is a duplicate.
 	r := tasks.Resend{ProjectID: testProject, Username: "single@example.com"}
@@ -65,25 +64,43 @@ func TestOnRedisCluster(t *testing.T) {
 		t.Fatalf("EnqueueMany: %d duplicates, want 100", dups)
 	}
 
-	// A batch, then the same batch again.
+	// A batch, then the same batch again. Before it, user5's resend ended as
+	// a dead letter (its claim may be taken over) and user6's waits (its
+	// claim holds).
+	store := outcome.NewStore(rdb, outcome.Options{})
+	ins := asynq.NewInspectorFromRedisClient(rdb)
+	for _, u := range []string{"user5@example.com", "user6@example.com"} {
+		res, err := e.Enqueue(ctx, tasks.Resend{ProjectID: testProject, Username: u})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u == "user5@example.com" {
+			if err := ins.DeleteTask(tasks.QueueSignup, res.TaskID); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := store.Finish(ctx, outcome.Record{TaskID: res.TaskID, ProjectID: testProject, Username: u, Queue: tasks.QueueSignup,
+				Status: outcome.StatusDeadLetter, Reason: outcome.ReasonExhausted}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	const n = 2000
 	sum, err := e.EnqueueBatch(ctx, csvSource(t, usersCSV(n)), enqueue.BatchOptions{BatchID: "cb"})
-	if err != nil || sum.Enqueued != n {
-		t.Fatalf("batch: %+v, %v; want %d enqueued", sum, err, n)
+	if err != nil || sum.Enqueued != n-1 || sum.AlreadyQueued != 1 {
+		t.Fatalf("batch: %+v, %v; want %d enqueued, user6 already", sum, err, n-1)
 	}
 	sum, err = e.EnqueueBatch(ctx, csvSource(t, usersCSV(n)), enqueue.BatchOptions{BatchID: "cb"})
 	if err != nil || sum.Enqueued != 0 || sum.AlreadyQueued != n {
 		t.Fatalf("batch again: %+v, %v; want all %d already queued", sum, err, n)
 	}
-	if info, err := ins.GetQueueInfo(tasks.QueueBulk); err != nil || info.Size != n {
-		t.Fatalf("bulk queue: %+v, %v; want %d tasks", info, err, n)
+	if info, err := ins.GetQueueInfo(tasks.QueueBulk); err != nil || info.Size != n-1 {
+		t.Fatalf("bulk queue: %+v, %v; want %d tasks", info, err, n-1)
 	}
 
 	// 50 of the batch end as dead letters (as a worker would record them,
 	// after taking them off the queue); a replay by code sends them again,
 	// once.
-	store := outcome.NewStore(rdb, outcome.Options{})
-	for i := range 50 {
+	for i := 10; i < 60; i++ {
 		res := tasks.Resend{ProjectID: testProject, Username: fmt.Sprintf("user%d@example.com", i), BatchID: "cb"}
 		id := enqueue.BatchTaskID("cb", res)
 		if err := ins.DeleteTask(tasks.QueueBulk, id); err != nil {
@@ -102,12 +119,12 @@ func TestOnRedisCluster(t *testing.T) {
 	if rep, err = e.ReplayDeadLetters(ctx, enqueue.ReplayOptions{Selection: sel}); err != nil || rep.Replayed != 0 || rep.AlreadyReplayed != 50 {
 		t.Fatalf("replay again: %+v, %v; want all 50 already replayed", rep, err)
 	}
-	if info, err := ins.GetQueueInfo(tasks.QueueBulk); err != nil || info.Size != n {
-		t.Fatalf("bulk queue after the replay: %d tasks, %v; want %d", info.Size, err, n)
+	if info, err := ins.GetQueueInfo(tasks.QueueBulk); err != nil || info.Size != n-1 {
+		t.Fatalf("bulk queue after the replay: %d tasks, %v; want %d", info.Size, err, n-1)
 	}
 
 	// Forget a replayed user: the record, the queued replay, the claims.
-	fs, err := e.Forget(ctx, testProject, "user3@example.com")
+	fs, err := e.Forget(ctx, testProject, "user13@example.com")
 	if err != nil || fs.Records != 1 || fs.Tasks < 1 || fs.Claims < 1 {
 		t.Fatalf("Forget = %+v, %v; want its record, its queued replay and its claims deleted", fs, err)
 	}
