@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# ensure-deps.sh [redis] [chromium] [cc]
+# ensure-deps.sh [redis] [sentinel] [chromium] [cc]
 #
 # Installs the system tools the tests need, only when they are missing:
 #   redis     -> redis-server            (Debian package: redis-server)
+#   sentinel  -> redis-sentinel          (Debian package: redis-sentinel)
 #   chromium  -> chromium, chromedriver  (Debian packages: chromium, chromium-driver)
 #   cc        -> a C compiler for `go test -race` (Debian packages: gcc, libc6-dev)
 #
@@ -10,25 +11,28 @@
 # As root it runs `apt-get update` once and installs the missing packages;
 # otherwise it prints what to install and exits 1.
 #
-# The Debian redis-server package would normally start a system service on
-# port 6379. Our tests never use that port and start their own throw-away
-# servers, so services are kept from starting during the install (policy-rc.d)
-# and a redis on 6379 that appeared because of the install is stopped.
+# The Debian redis-server and redis-sentinel packages would normally start a
+# system service (on 6379 and 26379). Our tests never use those ports and
+# start their own throw-away servers, so services are kept from starting
+# during the install (policy-rc.d) and a redis on 6379 or a sentinel on 26379
+# that appeared because of the install is stopped.
 set -euo pipefail
 
 usage() {
-	echo "usage: $0 [redis] [chromium] [cc]" >&2
+	echo "usage: $0 [redis] [sentinel] [chromium] [cc]" >&2
 	exit 2
 }
 
 [ "$#" -gt 0 ] || set -- redis
 
 want_redis=0
+want_sentinel=0
 want_chromium=0
 want_cc=0
 for arg in "$@"; do
 	case "$arg" in
 	redis) want_redis=1 ;;
+	sentinel) want_sentinel=1 ;;
 	chromium) want_chromium=1 ;;
 	cc) want_cc=1 ;;
 	-h | --help) usage ;;
@@ -44,6 +48,9 @@ have() { command -v "$1" >/dev/null 2>&1; }
 packages=()
 if [ "$want_redis" = 1 ] && ! have redis-server; then
 	packages+=(redis-server)
+fi
+if [ "$want_sentinel" = 1 ] && ! have redis-sentinel; then
+	packages+=(redis-sentinel)
 fi
 if [ "$want_chromium" = 1 ]; then
 	have chromium || packages+=(chromium)
@@ -78,6 +85,13 @@ redis_6379_running() {
 redis_was_running=0
 if redis_6379_running; then
 	redis_was_running=1
+fi
+sentinel_26379_running() {
+	(exec 3<>/dev/tcp/127.0.0.1/26379) >/dev/null 2>&1
+}
+sentinel_was_running=0
+if sentinel_26379_running; then
+	sentinel_was_running=1
 fi
 
 # Keep maintainer scripts from starting services during the install. An
@@ -130,8 +144,23 @@ if [ "$redis_was_running" = 0 ] && redis_6379_running; then
 	fi
 fi
 
+if [ "$sentinel_was_running" = 0 ] && sentinel_26379_running; then
+	echo "ensure-deps: stopping the redis-sentinel service the package started on 26379"
+	if have systemctl && [ -d /run/systemd/system ]; then
+		systemctl stop redis-sentinel >/dev/null 2>&1 || true
+		systemctl disable redis-sentinel >/dev/null 2>&1 || true
+	fi
+	if have service; then
+		service redis-sentinel stop >/dev/null 2>&1 || true
+	fi
+	if sentinel_26379_running && have redis-cli; then
+		redis-cli -p 26379 shutdown nosave >/dev/null 2>&1 || true
+	fi
+fi
+
 missing=()
 if [ "$want_redis" = 1 ] && ! have redis-server; then missing+=(redis-server); fi
+if [ "$want_sentinel" = 1 ] && ! have redis-sentinel; then missing+=(redis-sentinel); fi
 if [ "$want_chromium" = 1 ]; then
 	have chromium || missing+=(chromium)
 	have chromedriver || missing+=(chromedriver)
