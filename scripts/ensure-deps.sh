@@ -74,25 +74,13 @@ if ! have apt-get; then
 	exit 1
 fi
 
-# Is something already listening on 6379 (or a redis-server already running)?
-# If so it is not ours to stop afterwards.
-redis_6379_running() {
-	if have redis-cli && redis-cli -p 6379 ping >/dev/null 2>&1; then
-		return 0
-	fi
-	(exec 3<>/dev/tcp/127.0.0.1/6379) >/dev/null 2>&1
-}
+# Is something listening on 127.0.0.1:$1? What listened before the install
+# (on 6379 for redis-server, 26379 for redis-sentinel) is not ours to stop.
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") >/dev/null 2>&1; }
 redis_was_running=0
-if redis_6379_running; then
-	redis_was_running=1
-fi
-sentinel_26379_running() {
-	(exec 3<>/dev/tcp/127.0.0.1/26379) >/dev/null 2>&1
-}
+if listening 6379; then redis_was_running=1; fi
 sentinel_was_running=0
-if sentinel_26379_running; then
-	sentinel_was_running=1
-fi
+if listening 26379; then sentinel_was_running=1; fi
 
 # Keep maintainer scripts from starting services during the install. An
 # existing policy-rc.d (common in containers) is left untouched.
@@ -129,34 +117,23 @@ rm -f "$log"
 cleanup
 created_policy=0
 
-# Belt and braces: if the install still started a redis on 6379, stop it.
-if [ "$redis_was_running" = 0 ] && redis_6379_running; then
-	echo "ensure-deps: stopping the redis-server service the package started on 6379"
+# Belt and braces: if the install still started a service, stop it.
+# stop_service NAME PORT stops the service NAME listening on PORT.
+stop_service() {
+	echo "ensure-deps: stopping the $1 service the package started on $2"
 	if have systemctl && [ -d /run/systemd/system ]; then
-		systemctl stop redis-server >/dev/null 2>&1 || true
-		systemctl disable redis-server >/dev/null 2>&1 || true
+		systemctl stop "$1" >/dev/null 2>&1 || true
+		systemctl disable "$1" >/dev/null 2>&1 || true
 	fi
 	if have service; then
-		service redis-server stop >/dev/null 2>&1 || true
+		service "$1" stop >/dev/null 2>&1 || true
 	fi
-	if redis_6379_running && have redis-cli; then
-		redis-cli -p 6379 shutdown nosave >/dev/null 2>&1 || true
+	if listening "$2" && have redis-cli; then
+		redis-cli -p "$2" shutdown nosave >/dev/null 2>&1 || true
 	fi
-fi
-
-if [ "$sentinel_was_running" = 0 ] && sentinel_26379_running; then
-	echo "ensure-deps: stopping the redis-sentinel service the package started on 26379"
-	if have systemctl && [ -d /run/systemd/system ]; then
-		systemctl stop redis-sentinel >/dev/null 2>&1 || true
-		systemctl disable redis-sentinel >/dev/null 2>&1 || true
-	fi
-	if have service; then
-		service redis-sentinel stop >/dev/null 2>&1 || true
-	fi
-	if sentinel_26379_running && have redis-cli; then
-		redis-cli -p 26379 shutdown nosave >/dev/null 2>&1 || true
-	fi
-fi
+}
+if [ "$redis_was_running" = 0 ] && listening 6379; then stop_service redis-server 6379; fi
+if [ "$sentinel_was_running" = 0 ] && listening 26379; then stop_service redis-sentinel 26379; fi
 
 missing=()
 if [ "$want_redis" = 1 ] && ! have redis-server; then missing+=(redis-server); fi

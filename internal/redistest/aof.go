@@ -29,24 +29,16 @@ type Durable struct {
 func StartDurable(t testing.TB) *Durable {
 	t.Helper()
 	d := &Durable{bin: serverBinary(t), dir: t.TempDir()}
-	var lastErr error
-	for range startAttempts {
-		port, err := freePort()
-		if err != nil {
-			lastErr = err
-			continue
-		}
+	s, err := onFreePort(func(port int) (*Server, error) {
 		d.port = port
-		s, err := d.launch()
-		if err == nil {
-			d.Addr, d.URL, d.cur = s.Addr, s.URL, s
-			t.Cleanup(d.Kill)
-			return d
-		}
-		lastErr = err
+		return d.launch()
+	})
+	if err != nil {
+		t.Fatalf("redistest: redis-server with an append-only file did not start: %v", err)
 	}
-	t.Fatalf("redistest: redis-server with an append-only file did not start after %d attempts: %v", startAttempts, lastErr)
-	return nil
+	d.Addr, d.URL, d.cur = s.Addr, s.URL, s
+	t.Cleanup(d.Kill)
+	return d
 }
 
 func (d *Durable) launch() (*Server, error) {

@@ -43,8 +43,6 @@ type Sentinel struct {
 	// URL reaches the master through the Sentinel, in the form
 	// asynq.ParseRedisURI takes: redis-sentinel://host:port?master=NAME.
 	URL string
-
-	stop func()
 }
 
 // StartSentinel starts a master, a replica of it and a Sentinel for t, and
@@ -59,6 +57,27 @@ func StartSentinel(t testing.TB) *Sentinel {
 	master := Start(t)
 	replica := StartReplica(t, master)
 	dir := t.TempDir()
+	srv, err := onFreePort(func(port int) (*Server, error) {
+		conf := filepath.Join(dir, "sentinel-"+strconv.Itoa(port)+".conf")
+		if err := os.WriteFile(conf, []byte(sentinelConfig(master.Addr, dir)), 0o600); err != nil {
+			return nil, fmt.Errorf("write the Sentinel's configuration: %w", err)
+		}
+		return launch(sentinelBin, port, conf)
+	})
+	if err != nil {
+		t.Fatalf("redistest: redis-sentinel did not start: %v", err)
+	}
+	t.Cleanup(srv.Stop)
+	s := &Sentinel{Master: master, Replica: replica, Addr: srv.Addr,
+		URL: "redis-sentinel://" + srv.Addr + "?master=" + MasterName}
+	s.waitForReplica(t)
+	return s
+}
+
+// onFreePort calls start with a free port until it succeeds, startAttempts
+// times at most (another process may take the port first), and returns its
+// last error.
+func onFreePort(start func(port int) (*Server, error)) (*Server, error) {
 	var lastErr error
 	for range startAttempts {
 		port, err := freePort()
@@ -66,23 +85,13 @@ func StartSentinel(t testing.TB) *Sentinel {
 			lastErr = err
 			continue
 		}
-		conf := filepath.Join(dir, "sentinel-"+strconv.Itoa(port)+".conf")
-		if err := os.WriteFile(conf, []byte(sentinelConfig(master.Addr, dir)), 0o600); err != nil {
-			t.Fatalf("redistest: write the Sentinel's configuration: %v", err)
+		s, err := start(port)
+		if err == nil {
+			return s, nil
 		}
-		srv, err := launch(sentinelBin, port, conf)
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		t.Cleanup(srv.Stop)
-		s := &Sentinel{Master: master, Replica: replica, Addr: srv.Addr,
-			URL: "redis-sentinel://" + srv.Addr + "?master=" + MasterName, stop: srv.Stop}
-		s.waitForReplica(t)
-		return s
+		lastErr = err
 	}
-	t.Fatalf("redistest: redis-sentinel did not start after %d attempts: %v", startAttempts, lastErr)
-	return nil
+	return nil, fmt.Errorf("%d attempts: %w", startAttempts, lastErr)
 }
 
 // sentinelConfig is the configuration of a Sentinel monitoring the master
@@ -102,30 +111,21 @@ sentinel parallel-syncs %s 1
 func StartReplica(t testing.TB, master *Server) *Server {
 	t.Helper()
 	bin := serverBinary(t)
-	host, port, _ := net.SplitHostPort(master.Addr)
+	host, masterPort, _ := net.SplitHostPort(master.Addr)
 	dir := t.TempDir()
-	var lastErr error
-	for range startAttempts {
-		p, err := freePort()
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		s, err := launch(bin, p, "--save", "", "--appendonly", "no", "--dir", dir, "--replicaof", host, port)
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		t.Cleanup(s.Stop)
-		rdb := s.Client(t)
-		waitFor(t, sentinelTimeout, "the replica's link to its master", func(ctx context.Context) (bool, error) {
-			info, err := rdb.Info(ctx, "replication").Result()
-			return err == nil && infoField(info, "master_link_status") == "up" && infoField(info, "master_sync_in_progress") == "0", err
-		})
-		return s
+	s, err := onFreePort(func(port int) (*Server, error) {
+		return launch(bin, port, "--save", "", "--appendonly", "no", "--dir", dir, "--replicaof", host, masterPort)
+	})
+	if err != nil {
+		t.Fatalf("redistest: the replica did not start: %v", err)
 	}
-	t.Fatalf("redistest: the replica did not start after %d attempts: %v", startAttempts, lastErr)
-	return nil
+	t.Cleanup(s.Stop)
+	rdb := s.Client(t)
+	waitFor(t, sentinelTimeout, "the replica's link to its master", func(ctx context.Context) (bool, error) {
+		info, err := rdb.Info(ctx, "replication").Result()
+		return err == nil && infoField(info, "master_link_status") == "up" && infoField(info, "master_sync_in_progress") == "0", err
+	})
+	return s
 }
 
 // waitForReplica waits until the Sentinel has discovered the replica.
