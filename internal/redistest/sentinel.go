@@ -112,6 +112,10 @@ func StartReplica(t testing.TB, master *Server) *Server {
 	t.Helper()
 	bin := serverBinary(t)
 	host, masterPort, _ := net.SplitHostPort(master.Addr)
+	// The master otherwise waits 5s for more replicas before a full sync.
+	if err := master.Client(t).ConfigSet(context.Background(), "repl-diskless-sync-delay", "0").Err(); err != nil {
+		t.Fatalf("redistest: CONFIG SET on the master: %v", err)
+	}
 	dir := t.TempDir()
 	s, err := onFreePort(func(port int) (*Server, error) {
 		return launch(bin, port, "--save", "", "--appendonly", "no", "--dir", dir, "--replicaof", host, masterPort)
