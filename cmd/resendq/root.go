@@ -98,7 +98,7 @@ func (a *app) setupLog() error {
 type redisFlags struct{ url string }
 
 func (r *redisFlags) register(fs *pflag.FlagSet) {
-	fs.StringVar(&r.url, "redis-url", defaultRedisURL, "Redis to use: redis://[:password@]host:port[/db], rediss:// for TLS")
+	fs.StringVar(&r.url, "redis-url", defaultRedisURL, "Redis to use: redis://[:password@]host:port[/db], rediss:// for TLS, redis-socket://path, or the master NAME that Sentinels watch: redis-sentinel://[:sentinel-password@]host:port[,host:port...]?master=NAME")
 }
 
 // connect opens a client for --redis-url sized for poolSize concurrent
@@ -110,6 +110,10 @@ func (r *redisFlags) connect(ctx context.Context, poolSize int) (redis.Universal
 		return nil, usageErr(fmt.Errorf("--redis-url %s is not a Redis URL: want redis://[:password@]host:port[/db], rediss://... or redis-socket://path", redactURL(r.url)))
 	}
 	if o, ok := opt.(asynq.RedisClientOpt); ok && poolSize > 0 {
+		o.PoolSize = poolSize
+		opt = o
+	}
+	if o, ok := opt.(asynq.RedisFailoverClientOpt); ok && poolSize > 0 {
 		o.PoolSize = poolSize
 		opt = o
 	}
