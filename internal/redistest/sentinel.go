@@ -124,12 +124,28 @@ func StartReplica(t testing.TB, master *Server) *Server {
 		t.Fatalf("redistest: the replica did not start: %v", err)
 	}
 	t.Cleanup(s.Stop)
-	rdb := s.Client(t)
-	waitFor(t, sentinelTimeout, "the replica's link to its master", func(ctx context.Context) (bool, error) {
-		info, err := rdb.Info(ctx, "replication").Result()
-		return err == nil && infoField(info, "master_link_status") == "up" && infoField(info, "master_sync_in_progress") == "0", err
-	})
+	waitAcknowledging(t, master)
 	return s
+}
+
+// waitAcknowledging waits until a replica of master acknowledges writes:
+// for a second after its sync it may answer WAIT only on its own schedule.
+// It leaves no key behind.
+func waitAcknowledging(t testing.TB, master *Server) {
+	t.Helper()
+	ctx := context.Background()
+	conn := master.Client(t).Conn()
+	defer conn.Close()
+	const key = "redistest:replica-ready"
+	if err := conn.Set(ctx, key, "1", 0).Err(); err != nil {
+		t.Fatalf("redistest: SET on the master: %v", err)
+	}
+	if err := conn.Del(ctx, key).Err(); err != nil {
+		t.Fatalf("redistest: DEL on the master: %v", err)
+	}
+	if n, err := conn.Wait(ctx, 1, sentinelTimeout).Result(); err != nil || n < 1 {
+		t.Fatalf("redistest: WAIT for the replica: %d, %v; want its acknowledgement within %s", n, err, sentinelTimeout)
+	}
 }
 
 // waitForReplica waits until the Sentinel has discovered the replica.
