@@ -24,10 +24,11 @@ const EnvSentinel = "RESENDQ_REDIS_SENTINEL"
 const MasterName = "resendq"
 
 // Failover timing of a Sentinel of StartSentinel: the master counts as down
-// after this long without an answer, and a failover goes on no longer than
-// failoverTimeout, so that a test's failover takes a few seconds.
+// after downAfter without an answer, and a failover goes on no longer than
+// failoverTimeout, so that a test's failover takes a few seconds, yet longer
+// than a client's retries within a 2 s timeout (as /readyz's) can hide.
 const (
-	downAfter       = time.Second
+	downAfter       = 3 * time.Second
 	failoverTimeout = 10 * time.Second
 	sentinelTimeout = 20 * time.Second // how long the set-up waits for the replica and the Sentinel
 )
