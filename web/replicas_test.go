@@ -19,7 +19,7 @@ import (
 func TestTooFewReplicasIs503(t *testing.T) {
 	t.Parallel()
 	b := setup(t, func(o *web.Options) {
-		o.Enqueuer = enqueue.New(o.Redis, enqueue.Options{WaitReplicas: 1, WaitTimeout: 200 * time.Millisecond})
+		o.Enqueuer = enqueue.New(o.Redis, enqueue.Options{WaitReplicas: 1, WaitTimeout: time.Second})
 	})
 	replica := redistest.StartReplica(t, b.redis)
 	a := b.call(t, "POST", "/api/v1/resends", testToken, nil, resendBody("up@example.com"), true)
@@ -39,7 +39,7 @@ func TestTooFewReplicasIs503(t *testing.T) {
 		a := b.call(t, "POST", c.path, testToken, c.header, c.body, true)
 		code, _ := a.apiError(t)
 		if a.status != http.StatusServiceUnavailable || code != "unavailable" || a.header.Get("Retry-After") == "" ||
-			!strings.Contains(a.body, "only 0 of the 1 replicas asked for acknowledged it") {
+			!strings.Contains(a.body, "only 0 of the 1 replicas asked for acknowledged it within 1s") {
 			t.Errorf("POST %s with the replica down: %d %s, want 503 naming the replicas", c.path, a.status, a.body)
 		}
 	}
