@@ -414,3 +414,19 @@ func TestEnqueueWaitsForReplicas(t *testing.T) {
 		t.Errorf("a negative --redis-wait-replicas: %+v; want exit 2 naming it", r)
 	}
 }
+
+// TestSentinelURLNeedsMaster: a redis-sentinel:// URL without the master's
+// name, or without a Sentinel, is bad usage (exit 2) named at once, not a
+// Redis that cannot be reached.
+func TestSentinelURLNeedsMaster(t *testing.T) {
+	t.Parallel()
+	for url, want := range map[string]string{
+		"redis-sentinel://:s3cret@127.0.0.1:26379": "needs ?master=NAME",
+		"redis-sentinel://?master=m":               "needs the Sentinels' host:port",
+	} {
+		r := runCLI(t, nil, "enqueue", "--redis-url", url, "--project-id", testProject, "--username", "j@example.com")
+		if r.code != 2 || !strings.Contains(r.stderr, want) || strings.Contains(r.stderr, "s3cret") {
+			t.Errorf("%s: exit %d, stderr %q; want 2 and %q, no password", url, r.code, r.stderr, want)
+		}
+	}
+}

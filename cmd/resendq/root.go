@@ -113,9 +113,8 @@ func (r *redisFlags) connect(ctx context.Context, poolSize int) (redis.Universal
 		o.PoolSize = poolSize
 		opt = o
 	}
-	if o, ok := opt.(asynq.RedisFailoverClientOpt); ok && poolSize > 0 {
-		o.PoolSize = poolSize
-		opt = o
+	if opt, err = sentinelOpt(r.url, opt, poolSize); err != nil {
+		return nil, err
 	}
 	rdb, ok := opt.MakeRedisClient().(redis.UniversalClient)
 	if !ok {
