@@ -28,7 +28,7 @@ func main() {
 	flag.StringVar(&o.naive, "naive", "bin/naive", "the naive asynq worker (bench/naive)")
 	flag.BoolVar(&o.quick, "quick", false, "a small run of every figure, once, to check that the suite works (seconds; figures are not meaningful)")
 	flag.IntVar(&o.runs, "runs", 5, "runs of each figure")
-	flag.StringVar(&o.only, "only", "", "comma-separated figures to run: zero, c100, c400, bulk, bulk100k, bulkc400, idle, latency, fleet, enqueue, http, profiles (default: all)")
+	flag.StringVar(&o.only, "only", "", "comma-separated figures to run: zero, c100, c400, bulk, bulk100k, bulkc400, idle, latency, fleet, enqueue, http, cluster, profiles (default: all)")
 	flag.StringVar(&o.doc, "doc", "", "write the results into this Markdown file (its generated section only)")
 	flag.StringVar(&o.profiles, "profiles", "", "profile a zero-latency drain of each worker and keep the pprof -top text in this folder")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary folder (worker logs, raw profiles) and print its path")

@@ -34,8 +34,13 @@ func startRedis(bin, dir string) (*redisServer, error) {
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", dir, "--daemonize", "no", "--loglevel", "warning")
+	return startRedisOn(bin, dir, port)
+}
+
+// startRedisOn is startRedis on port, with extra arguments.
+func startRedisOn(bin, dir string, port int, extra ...string) (*redisServer, error) {
+	cmd := exec.Command(bin, append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", dir, "--daemonize", "no", "--loglevel", "warning"}, extra...)...)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("run %s: %w", bin, err)
 	}
@@ -75,14 +80,15 @@ func redisBinary() (string, error) {
 
 // redisStats is what Redis says of the work it did, read with INFO.
 type redisStats struct {
-	calls map[string]int64 // INFO commandstats: calls per command, script-internal ones included
-	usec  map[string]int64 // INFO commandstats: µs spent per command
-	reads int64            // total_reads_processed: read events on client sockets
-	cpu   float64          // used_cpu_user + used_cpu_sys, seconds
+	calls  map[string]int64 // INFO commandstats: calls per command, script-internal ones included
+	usec   map[string]int64 // INFO commandstats: µs spent per command
+	reads  int64            // total_reads_processed: read events on client sockets
+	cpu    float64          // used_cpu_user + used_cpu_sys, seconds
+	memory int64            // used_memory, bytes
 }
 
 func readStats(ctx context.Context, rdb *redis.Client) (redisStats, error) {
-	info, err := rdb.Info(ctx, "commandstats", "stats", "cpu").Result()
+	info, err := rdb.Info(ctx, "commandstats", "stats", "cpu", "memory").Result()
 	if err != nil {
 		return redisStats{}, err
 	}
@@ -108,6 +114,8 @@ func readStats(ctx context.Context, rdb *redis.Client) (redisStats, error) {
 			}
 		case k == "total_reads_processed":
 			st.reads, _ = strconv.ParseInt(v, 10, 64)
+		case k == "used_memory":
+			st.memory, _ = strconv.ParseInt(v, 10, 64)
 		case k == "used_cpu_user", k == "used_cpu_sys":
 			f, _ := strconv.ParseFloat(v, 64)
 			st.cpu += f

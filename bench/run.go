@@ -48,6 +48,8 @@ var (
 	fullIdle, quickIdle = 10 * time.Second, 2 * time.Second
 	fullEnqueueRows     = 100_000
 	quickEnqueueRows    = 2_000
+	fullClusterRows     = 20_000
+	quickClusterRows    = 1_000
 	fullLatency         = latencySpec{backlog: 100_000, signups: 60, concurrency: 50}
 	quickLatency        = latencySpec{backlog: 5_000, signups: 10, concurrency: 50}
 )
@@ -71,6 +73,9 @@ type results struct {
 	fleetRuns map[string][]fleetResult   // spec id → runs
 	profiles  []profileTop
 	quick     bool // a -quick run: too small for its figures to mean anything
+	// The Redis Cluster figure, when run: side (one node, cluster) → runs.
+	cluster     map[string][]clusterRun
+	clusterRows int
 }
 
 func run(ctx context.Context, o options) error {
@@ -143,6 +148,16 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
+	if want("cluster") {
+		rows := fullClusterRows
+		if o.quick {
+			rows = quickClusterRows
+		}
+		fmt.Printf("\n== one Redis node and a %d-master Redis Cluster: a batch of %s rows, then its drain\n", clusterMasters, count(rows))
+		if err := e.clusterFigure(ctx, o.runs, rows, res); err != nil {
+			return err
+		}
+	}
 	if o.profiles != "" && !o.quick && want("profiles") {
 		spec := drains[0]
 		for _, s := range drains {
@@ -158,15 +173,23 @@ func run(ctx context.Context, o options) error {
 	fmt.Println()
 	fmt.Println(res.table())
 	fmt.Println(res.fleetTable())
+	if res.cluster != nil {
+		fmt.Println(res.clusterMarkdown())
+	}
 	if o.doc != "" && !o.quick {
 		// Each part of the file is rewritten only by a run of its figures.
-		if o.only == "" || slices.ContainsFunc(strings.Split(o.only, ","), func(k string) bool { return k != "http" && k != "profiles" }) {
+		if o.only == "" || slices.ContainsFunc(strings.Split(o.only, ","), func(k string) bool { return k != "http" && k != "profiles" && k != "cluster" }) {
 			if err := writeDoc(o.doc, docBegin, docEnd, res.markdown()); err != nil {
 				return err
 			}
 		}
 		if want("http") {
 			if err := writeDoc(o.doc, httpDocBegin, httpDocEnd, res.httpMarkdown()); err != nil {
+				return err
+			}
+		}
+		if want("cluster") {
+			if err := writeDoc(o.doc, clusterDocBegin, clusterDocEnd, res.clusterMarkdown()); err != nil {
 				return err
 			}
 		}

@@ -8,14 +8,16 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/jonboulle/clockwork"
+	"github.com/redis/go-redis/v9"
 
-	"github.com/resendq/resendq/outcome"
+	"github.com/resendq/resendq/internal/rkey"
 	"github.com/resendq/resendq/tasks"
 )
 
@@ -325,11 +327,14 @@ func (b *batchRun) feed(ctx context.Context, src RowSource, chunks chan<- []batc
 
 // process settles a chunk of valid rows, each enqueued, already queued or
 // failed: all in one call of batchEnqueueScript, or one by one when asynq's
-// enqueue call could not be captured.
+// enqueue call could not be captured. On Redis Cluster it is
+// processCluster's.
 func (b *batchRun) process(chunk []batchJob) {
-	keys := make([]string, 0, 4*len(chunk))
-	args := make([]any, 0, 3*len(chunk)+2)
-	ids := make([]string, 0, len(chunk))
+	if b.e.cluster {
+		b.processCluster(chunk)
+		return
+	}
+	rows := make([]scriptRow, 0, len(chunk))
 	jobs := make([]batchJob, 0, len(chunk))
 	var single []batchJob
 	for _, j := range chunk {
@@ -343,35 +348,172 @@ func (b *batchRun) process(chunk []batchJob) {
 			single = append(single, j)
 			continue
 		}
-		keys = append(keys, call.keys[0], call.keys[1], b.e.outcomes.RecordKey(j.id), j.claim)
-		args = append(args, call.args...)
-		ids = append(ids, j.id)
+		rows = append(rows, scriptRow{call: call, id: j.id, claim: j.claim})
 		jobs = append(jobs, j)
 	}
-	if len(ids) > 0 {
-		args = append(args, max(b.e.opts.DedupWindow, 0).Milliseconds(), b.e.outcomes.RecordKey(""), outcome.StatusField, string(outcome.StatusDeadLetter))
+	if len(rows) > 0 {
 		// Rows read are settled even after Ctrl-C: no cancelable context.
-		// Run loads the script again if Redis lost it (a restart, SCRIPT FLUSH).
-		replies, err := batchEnqueueScript.Run(context.Background(), b.e.rdb, keys, args...).Int64Slice()
-		if err == nil && len(replies) != len(ids) {
-			err = fmt.Errorf("%d replies for %d rows", len(replies), len(ids))
-		}
-		for i, id := range ids {
+		replies, err := b.e.runBatchScript(context.Background(), rows)
+		for i, j := range jobs {
 			var n int64
 			if err == nil {
 				n = replies[i]
 			}
 			if n == replyPending {
-				single = append(single, jobs[i])
+				single = append(single, j)
 				continue
 			}
-			b.settle(int(n), err, id)
+			b.settle(int(n), err, j.id)
 		}
 	}
 	for _, j := range single {
 		b.processSingle(j)
 	}
 }
+
+// processCluster settles a chunk on Redis Cluster, where a row's task,
+// outcome record and dedup claim lie in different slots that no script
+// takes together. The rows take the steps of Enqueue, each step one
+// pipelined round trip for the whole chunk (its commands sent to every
+// master in parallel), each command in one slot: whether the task or its
+// record exists, the users' dedup claims, asynq's enqueue script, and the
+// claims' confirmation. A row cut short at any step is settled by running
+// the batch again, as on a single node. A row these steps do not settle
+// alone (another enqueue of its user under way, or its user's claim held by
+// a dead letter, which it may take over) then goes Enqueue's own way.
+func (b *batchRun) processCluster(chunk []batchJob) {
+	ctx := context.Background()
+	e := b.e
+	var rows, alone []batchJob
+	for _, j := range chunk {
+		if b.claim(j.id) {
+			rows = append(rows, j)
+		} else {
+			b.already.Add(1) // the same user is in flight from an earlier line
+		}
+	}
+	held := rows
+	defer func() {
+		for _, j := range held {
+			b.unclaim(j.id)
+		}
+		for _, j := range alone {
+			b.processSingle(j)
+		}
+	}()
+
+	// Whether each task or its outcome record exists.
+	exists := make([][2]*redis.IntCmd, len(rows))
+	_, _ = e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, j := range rows {
+			exists[i] = [2]*redis.IntCmd{p.Exists(ctx, asynqTaskKey(b.opts.Queue, j.id)), p.Exists(ctx, e.outcomes.RecordKey(j.id))}
+		}
+		return nil
+	})
+	type step struct {
+		j    batchJob
+		call scriptCall
+	}
+	var steps []step
+	for i, j := range rows {
+		n, err := exists[i][0].Val()+exists[i][1].Val(), errors.Join(exists[i][0].Err(), exists[i][1].Err())
+		if err != nil || n > 0 {
+			b.settle(replyAlready, err, j.id)
+			continue
+		}
+		task, err := tasks.NewTask(j.r)
+		if err == nil {
+			var call scriptCall
+			if call, err = capture(b.capturer, task, b.opts.Queue, j.id); err == nil && !call.isAsynqEnqueue() {
+				alone = append(alone, j)
+				continue
+			}
+			steps = append(steps, step{j, call})
+		}
+		if err != nil {
+			b.settle(replyEnqueued, err, j.id)
+		}
+	}
+
+	// The users' dedup claims, marked pending.
+	hold := e.opts.DedupWindow
+	if hold > 0 && len(steps) > 0 {
+		pending := min(hold, pendingTTL).Milliseconds()
+		replies := rkey.RunScripts(ctx, e.rdb, claimScript, len(steps), func(i int) ([]string, []any) {
+			return []string{steps[i].j.claim}, []any{steps[i].j.id, pending, pendingMark + steps[i].j.id}
+		})
+		claimed := steps[:0:0]
+		for i, st := range steps {
+			holder, err := replies[i].Text()
+			switch {
+			case errors.Is(err, redis.Nil):
+				claimed = append(claimed, st)
+			case err != nil:
+				b.settle(replyEnqueued, fmt.Errorf("dedup check: %w", err), st.j.id)
+			case strings.HasPrefix(holder, pendingMark) || e.deadLetter(ctx, holder):
+				alone = append(alone, st.j)
+			default:
+				b.settle(replyAlready, nil, st.j.id)
+			}
+		}
+		steps = claimed
+	}
+	if len(steps) == 0 {
+		return
+	}
+
+	// asynq's enqueue script, as asynq's Client would run it.
+	replies := rkey.RunScripts(ctx, e.rdb, asynqEnqueueScript, len(steps), func(i int) ([]string, []any) {
+		return steps[i].call.keys, steps[i].call.args
+	})
+	enqueued, failed := steps[:0:0], steps[:0:0]
+	for i, st := range steps {
+		n, err := replies[i].Int64()
+		switch {
+		case err != nil:
+			failed = append(failed, st)
+			b.settle(replyEnqueued, err, st.j.id)
+		case n == 0:
+			b.settle(replyAlready, nil, st.j.id) // an earlier run's task: the claim is its to confirm
+		default:
+			enqueued = append(enqueued, st)
+		}
+	}
+	if hold <= 0 {
+		for _, st := range enqueued {
+			b.settle(replyEnqueued, nil, st.j.id)
+		}
+		return
+	}
+	if len(failed) > 0 {
+		// Given back so that the next run can take them; else they expire.
+		rkey.RunScripts(ctx, e.rdb, releaseScript, len(failed), func(i int) ([]string, []any) {
+			return []string{failed[i].j.claim}, []any{failed[i].j.id}
+		})
+	}
+	if len(enqueued) == 0 {
+		return
+	}
+
+	// The claims confirmed for the window.
+	replies = rkey.RunScripts(ctx, e.rdb, confirmScript, len(enqueued), func(i int) ([]string, []any) {
+		return []string{enqueued[i].j.claim}, []any{enqueued[i].j.id, hold.Milliseconds()}
+	})
+	for i, st := range enqueued {
+		if holder, err := replies[i].Text(); err == nil && holder != "" {
+			// Another task took the claim after this one's pending claim
+			// expired: as Enqueue does, this one is deleted if it can be.
+			if res := e.confirmEnqueued(ctx, st.j.claim, hold, Result{TaskID: st.j.id, Queue: b.opts.Queue}); res.Duplicate {
+				b.settle(replyAlready, nil, st.j.id)
+				continue
+			}
+		}
+		b.settle(replyEnqueued, nil, st.j.id)
+	}
+}
+
+// asynqEnqueueScript is asynq's enqueue script, run as asynq runs it.
+var asynqEnqueueScript = redis.NewScript(asynqEnqueueSource)
 
 // settle counts one row by the script's reply n or its error.
 func (b *batchRun) settle(n int, err error, id string) {
@@ -400,7 +542,7 @@ func (b *batchRun) processSingle(j batchJob) {
 	}
 	defer b.unclaim(j.id)
 	ctx := context.Background()
-	n, err := b.e.rdb.Exists(ctx, asynqTaskKey(b.opts.Queue, j.id), b.e.outcomes.RecordKey(j.id)).Result()
+	n, err := b.e.exists(ctx, asynqTaskKey(b.opts.Queue, j.id), b.e.outcomes.RecordKey(j.id))
 	if err != nil || n > 0 {
 		b.settle(replyAlready, err, j.id)
 		return

@@ -21,6 +21,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/resendq/resendq/internal/rkey"
 	"github.com/resendq/resendq/outcome"
 	"github.com/resendq/resendq/tasks"
 )
@@ -79,6 +80,10 @@ type Enqueuer struct {
 	// for the Enqueuer, so that asynq registers the queue once, as it does
 	// for client.
 	capturer *asynq.Client
+	// cluster is set on Redis Cluster: the keys of a task, its outcome
+	// record and its user's dedup claim lie in different slots, so no
+	// script or command takes them together (see enqueueChunk).
+	cluster bool
 }
 
 // Result says what became of one enqueue.
@@ -120,8 +125,43 @@ func New(rdb redis.UniversalClient, opts Options) *Enqueuer {
 	return &Enqueuer{
 		rdb: rdb, client: asynq.NewClientFromRedisClient(rdb), ins: asynq.NewInspectorFromRedisClient(rdb),
 		outcomes: outcome.NewStore(rdb, outcome.Options{KeyPrefix: opts.KeyPrefix}), opts: opts, newID: uuid.NewString,
-		capturer: asynq.NewClientFromRedisClient(capturingClient{rdb}),
+		capturer: asynq.NewClientFromRedisClient(capturingClient{rdb}), cluster: rkey.IsCluster(rdb),
 	}
+}
+
+// exists counts which of keys exist: one EXISTS on a single node, one per
+// key (in one pipeline) on a cluster, where the keys may lie in different
+// slots.
+func (e *Enqueuer) exists(ctx context.Context, keys ...string) (int64, error) {
+	if !e.cluster {
+		return e.rdb.Exists(ctx, keys...).Result()
+	}
+	return e.perKey(ctx, keys, func(p redis.Pipeliner, k string) *redis.IntCmd { return p.Exists(ctx, k) })
+}
+
+// del deletes keys and counts those that existed, as exists does.
+func (e *Enqueuer) del(ctx context.Context, keys ...string) (int64, error) {
+	if !e.cluster {
+		return e.rdb.Del(ctx, keys...).Result()
+	}
+	return e.perKey(ctx, keys, func(p redis.Pipeliner, k string) *redis.IntCmd { return p.Del(ctx, k) })
+}
+
+func (e *Enqueuer) perKey(ctx context.Context, keys []string, cmd func(redis.Pipeliner, string) *redis.IntCmd) (int64, error) {
+	cmds := make([]*redis.IntCmd, len(keys))
+	if _, err := e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range keys {
+			cmds[i] = cmd(p, k)
+		}
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, c := range cmds {
+		n += c.Val()
+	}
+	return n, nil
 }
 
 // A claim key names the task that holds it; while that task's enqueue is
@@ -226,7 +266,7 @@ func (e *Enqueuer) EnqueueAs(ctx context.Context, r tasks.Resend, id string) (Re
 // exists or existed (its outcome record).
 func (e *Enqueuer) enqueueOwnID(ctx context.Context, r tasks.Resend, id string) (Result, error) {
 	res := Result{TaskID: id, Queue: e.opts.Queue, Warnings: r.Warnings()}
-	n, err := e.rdb.Exists(ctx, asynqTaskKey(res.Queue, id), e.outcomes.RecordKey(id)).Result()
+	n, err := e.exists(ctx, asynqTaskKey(res.Queue, id), e.outcomes.RecordKey(id))
 	if err != nil {
 		return Result{}, fmt.Errorf("enqueue: look for task %s: %w", id, err)
 	}

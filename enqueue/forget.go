@@ -95,7 +95,7 @@ func (e *Enqueuer) Forget(ctx context.Context, projectID, username string) (Forg
 		return sum, err
 	}
 	if len(keys) > 0 {
-		deleted, err := e.rdb.Del(ctx, keys...).Result()
+		deleted, err := e.del(ctx, keys...)
 		if err != nil {
 			return sum, fmt.Errorf("forget: delete claims: %w", err)
 		}

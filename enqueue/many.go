@@ -9,7 +9,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/resendq/resendq/outcome"
 	"github.com/resendq/resendq/tasks"
 )
 
@@ -27,7 +26,8 @@ type ItemResult struct {
 
 // EnqueueMany validates every resend of rs and enqueues the valid ones on
 // the Enqueuer's queue, as Enqueue would one by one (the dedup window
-// applies, also between resends of rs), in one Redis call per 128 resends.
+// applies, also between resends of rs), in two Redis round trips per 128 resends
+// (on Redis Cluster, each resend on its own, all at once).
 // Task IDs come from taskID, which may be nil (random IDs): with IDs of
 // Once, a task ID that exists, or whose outcome is recorded, is a
 // duplicate naming it. The results are in the order of rs. It returns an
@@ -87,10 +87,10 @@ type manyJob struct {
 
 // enqueueChunk enqueues jobs in one call of batchEnqueueScript, and those
 // it cannot settle (asynq's call not captured, another enqueue of the user
-// under way) one by one, and fills their results in out.
+// under way) one by one, all at once, and fills their results in out. On
+// Redis Cluster all go one by one (see batchRun.process).
 func (e *Enqueuer) enqueueChunk(ctx context.Context, jobs []manyJob, out []ItemResult) {
-	keys := make([]string, 0, 4*len(jobs))
-	args := make([]any, 0, 3*len(jobs)+4)
+	var rows []scriptRow
 	var scripted, single []manyJob
 	for _, j := range jobs {
 		id := out[j.i].TaskID
@@ -100,21 +100,15 @@ func (e *Enqueuer) enqueueChunk(ctx context.Context, jobs []manyJob, out []ItemR
 			continue
 		}
 		call, err := capture(e.capturer, task, e.opts.Queue, id)
-		if err != nil || !call.isAsynqEnqueue() {
+		if err != nil || !call.isAsynqEnqueue() || e.cluster {
 			single = append(single, j)
 			continue
 		}
-		keys = append(keys, call.keys[0], call.keys[1], e.outcomes.RecordKey(id), j.claim)
-		args = append(args, call.args...)
+		rows = append(rows, scriptRow{call: call, id: id, claim: j.claim})
 		scripted = append(scripted, j)
 	}
-	if len(scripted) > 0 {
-		args = append(args, max(e.opts.DedupWindow, 0).Milliseconds(), e.outcomes.RecordKey(""), outcome.StatusField, string(outcome.StatusDeadLetter))
-		// Once asked, the enqueue is settled even when ctx ends.
-		replies, err := batchEnqueueScript.Run(context.WithoutCancel(ctx), e.rdb, keys, args...).Int64Slice()
-		if err == nil && len(replies) != len(scripted) {
-			err = fmt.Errorf("%d replies for %d resends", len(replies), len(scripted))
-		}
+	if len(rows) > 0 {
+		replies, err := e.runBatchScript(ctx, rows)
 		var already []manyJob
 		for k, j := range scripted {
 			switch {

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/resendq/resendq/internal/rkey"
 )
 
 // BatchCounts counts the finished tasks of one batch.
@@ -30,20 +32,32 @@ func (s *Store) Batch(ctx context.Context, batchID string) (BatchCounts, error) 
 	if err != nil {
 		return BatchCounts{}, err
 	}
-	keys := []string{s.indexPrefix + "batch:" + escape(batchID), s.indexPrefix + "status:" + string(StatusSent), s.indexPrefix + "status:" + string(StatusDeadLetter)}
+	suffixes := []string{"batch:" + escape(batchID), "status:" + string(StatusSent), "status:" + string(StatusDeadLetter)}
 	var names []string
 	for r := range st.ByReason {
-		keys, names = append(keys, s.indexPrefix+"reason:"+r), append(names, "reason:"+r)
+		suffixes, names = append(suffixes, "reason:"+r), append(names, "reason:"+r)
 	}
 	for c := range st.ByCode {
-		keys, names = append(keys, s.indexPrefix+"code:"+escape(c)), append(names, "code:"+c)
+		suffixes, names = append(suffixes, "code:"+escape(c)), append(names, "code:"+c)
 	}
-	n, err := batchCountScript.Run(ctx, s.rdb, keys).Int64Slice()
-	if err != nil {
-		return BatchCounts{}, fmt.Errorf("outcome: count batch %s: %w", batchID, err)
+	calls := make([][]string, len(s.shards))
+	for i, sh := range s.shards {
+		for _, suffix := range suffixes {
+			calls[i] = append(calls[i], sh.indexPrefix+suffix)
+		}
 	}
-	if len(n) != len(keys) {
-		return BatchCounts{}, fmt.Errorf("outcome: count batch %s: unexpected reply of %d items", batchID, len(n))
+	n := make([]int64, len(suffixes))
+	for _, c := range rkey.RunScripts(ctx, s.rdb, batchCountScript, len(calls), func(i int) ([]string, []any) { return calls[i], nil }) {
+		part, err := c.Int64Slice()
+		if err == nil && len(part) != len(suffixes) {
+			err = fmt.Errorf("unexpected reply of %d items", len(part))
+		}
+		if err != nil {
+			return BatchCounts{}, fmt.Errorf("outcome: count batch %s: %w", batchID, err)
+		}
+		for i, v := range part {
+			n[i] += v
+		}
 	}
 	bc := BatchCounts{Sent: n[1], DeadLetter: n[2], LastMinute: n[0], ByReason: map[string]int64{}, ByCode: map[string]int64{}}
 	for i, name := range names {

@@ -28,8 +28,9 @@ func (s *Store) MarkReplayed(ctx context.Context, rec Record, replayedAs string,
 	if err != nil {
 		return rec, false, fmt.Errorf("outcome: encode record of task %s: %w", rec.TaskID, err)
 	}
-	n, err := markReplayedScript.Run(ctx, s.rdb, []string{s.recordPrefix + rec.TaskID, s.statsKey},
-		s.indexPrefix, body, rec.FinishedAt.UnixMilli(), rec.TaskID, rec.replayCounters()).Int()
+	sh := s.of(rec.TaskID)
+	n, err := markReplayedScript.Run(ctx, s.rdb, []string{sh.recordPrefix + rec.TaskID, sh.statsKey, sh.indexPrefix + "replayed"},
+		body, rec.FinishedAt.UnixMilli(), rec.TaskID, rec.replayCounters()).Int()
 	if err != nil {
 		return rec, false, fmt.Errorf("outcome: mark task %s replayed: %w", rec.TaskID, err)
 	}
@@ -40,22 +41,27 @@ func (s *Store) MarkReplayed(ctx context.Context, rec Record, replayedAs string,
 const deleteBatch = 500
 
 // Delete removes the records of taskIDs, with their index entries, Stats
-// counts and attempt histories, as if they had aged out, and returns how many there were. IDs of
-// no record are skipped.
+// counts and attempt histories, as if they had aged out, and returns how
+// many there were. IDs of no record are skipped.
 func (s *Store) Delete(ctx context.Context, taskIDs []string) (int, error) {
-	removed := 0
-	keys := []string{s.indexPrefix + "all", s.statsKey}
-	for start := 0; start < len(taskIDs); start += deleteBatch {
-		ids := taskIDs[start:min(start+deleteBatch, len(taskIDs))]
-		args := make([]any, 0, 4+len(ids))
-		args = append(args, s.indexPrefix, s.recordPrefix, s.ratePrefix, s.historyPrefix)
-		for _, id := range ids {
-			args = append(args, id)
+	byShard := map[*shard][]string{}
+	var order []*shard
+	for _, id := range taskIDs {
+		sh := s.of(id)
+		if byShard[sh] == nil {
+			order = append(order, sh)
 		}
-		n, err := deleteScript.Run(ctx, s.rdb, keys, args...).Int()
-		removed += n
-		if err != nil {
-			return removed, fmt.Errorf("outcome: delete records: %w", err)
+		byShard[sh] = append(byShard[sh], id)
+	}
+	removed := 0
+	for _, sh := range order {
+		ids := byShard[sh]
+		for start := 0; start < len(ids); start += deleteBatch {
+			n, err := s.remove(ctx, sh, ids[start:min(start+deleteBatch, len(ids))])
+			removed += n
+			if err != nil {
+				return removed, fmt.Errorf("outcome: delete records: %w", err)
+			}
 		}
 	}
 	return removed, nil
@@ -71,56 +77,65 @@ type Span struct {
 // DeadLetterSpan returns when the oldest and newest retained dead letters
 // finished, in one round trip.
 func (s *Store) DeadLetterSpan(ctx context.Context) (Span, error) {
-	key := s.indexPrefix + "status:" + string(StatusDeadLetter)
-	var first, last *redis.ZSliceCmd
+	sp, err := s.spans(ctx, []string{"status:" + string(StatusDeadLetter)})
+	if err != nil {
+		return Span{}, fmt.Errorf("outcome: dead letters' span: %w", err)
+	}
+	return sp[0], nil
+}
+
+// spans returns when the oldest and the newest entry of each index (by its
+// suffix) finished, over every shard, in one round trip.
+func (s *Store) spans(ctx context.Context, suffixes []string) ([]Span, error) {
+	type ends struct{ first, last *redis.ZSliceCmd }
+	cmds := make([][]ends, len(suffixes))
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		first = p.ZRangeWithScores(ctx, key, 0, 0)
-		last = p.ZRevRangeWithScores(ctx, key, 0, 0)
+		for i, suffix := range suffixes {
+			for _, sh := range s.shards {
+				key := sh.indexPrefix + suffix
+				cmds[i] = append(cmds[i], ends{p.ZRangeWithScores(ctx, key, 0, 0), p.ZRevRangeWithScores(ctx, key, 0, 0)})
+			}
+		}
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return Span{}, fmt.Errorf("outcome: dead letters' span: %w", err)
+		return nil, err
 	}
-	var sp Span
-	if z := first.Val(); len(z) == 1 {
-		sp.Oldest = time.UnixMilli(int64(z[0].Score)).UTC()
+	out := make([]Span, len(suffixes))
+	for i, perShard := range cmds {
+		sp := &out[i]
+		for _, c := range perShard {
+			if z := c.first.Val(); len(z) == 1 {
+				if t := time.UnixMilli(int64(z[0].Score)).UTC(); sp.Oldest.IsZero() || t.Before(sp.Oldest) {
+					sp.Oldest = t
+				}
+			}
+			if z := c.last.Val(); len(z) == 1 {
+				if t := time.UnixMilli(int64(z[0].Score)).UTC(); t.After(sp.Newest) {
+					sp.Newest = t
+				}
+			}
+		}
 	}
-	if z := last.Val(); len(z) == 1 {
-		sp.Newest = time.UnixMilli(int64(z[0].Score)).UTC()
-	}
-	return sp, nil
+	return out, nil
 }
 
 // markReplayedScript marks a dead letter's record replayed, unless it is
 // gone or marked already.
 //
-// KEYS: 1 the record hash, 2 the stats hash. ARGV: 1 index key prefix,
-// 2 the record's JSON with its replay, 3 its score (finished_at in ms),
-// 4 its task ID, 5 the stats fields counting it as replayed, newline-separated.
+// KEYS: 1 the record hash, 2 the stats hash, 3 the index of replayed dead
+// letters. ARGV: 1 the record's JSON with its replay, 2 its score
+// (finished_at in ms), 3 its task ID, 4 the stats fields counting it as
+// replayed, newline-separated.
 // Returns 1 when it marked the record, 0 otherwise.
 var markReplayedScript = redis.NewScript(`
 local r = redis.call('HMGET', KEYS[1], 'index', 'stats')
 if not r[1] then return 0 end
 if string.find('\n' .. r[1] .. '\n', '\nreplayed\n', 1, true) then return 0 end
-redis.call('HSET', KEYS[1], 'record', ARGV[2], 'index', r[1] .. '\nreplayed', 'stats', (r[2] or '') .. '\n' .. ARGV[5])
-redis.call('ZADD', ARGV[1] .. 'replayed', ARGV[3], ARGV[4])
-for f in string.gmatch(ARGV[5], '[^\n]+') do redis.call('HINCRBY', KEYS[2], f, 1) end
+redis.call('HSET', KEYS[1], 'record', ARGV[1], 'index', r[1] .. '\nreplayed', 'stats', (r[2] or '') .. '\n' .. ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+for f in string.gmatch(ARGV[4], '[^\n]+') do redis.call('HINCRBY', KEYS[2], f, 1) end
 return 1
-`)
-
-// deleteScript removes records and what lists and counts them.
-//
-// KEYS: 1 index of all records, 2 stats hash. ARGV: 1 index key prefix,
-// 2 record key prefix, 3 rate state key prefix, 4 attempt history key
-// prefix, 5... task IDs.
-// Returns how many records it removed.
-var deleteScript = redis.NewScript(removeRecordLua + `
-local n = 0
-for i = 5, #ARGV do
-  if removeRecord(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[4], ARGV[i]) then n = n + 1 end
-  redis.call('DEL', ARGV[3] .. ARGV[i])
-end
-return n
 `)
 
 // DeadLetterStats counts the retained dead letters, open and replayed.
@@ -179,26 +194,18 @@ func (s *Store) codeSpans(ctx context.Context, byCode map[string]OpenReplayed) e
 	if len(byCode) == 0 {
 		return nil
 	}
-	type ends struct{ first, last *redis.ZSliceCmd }
-	cmds := map[string]ends{}
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for code := range byCode {
-			key := s.indexPrefix + "code:" + escape(code)
-			cmds[code] = ends{p.ZRangeWithScores(ctx, key, 0, 0), p.ZRevRangeWithScores(ctx, key, 0, 0)}
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
+	codes := make([]string, 0, len(byCode))
+	suffixes := make([]string, 0, len(byCode))
+	for code := range byCode {
+		codes, suffixes = append(codes, code), append(suffixes, "code:"+escape(code))
+	}
+	sp, err := s.spans(ctx, suffixes)
+	if err != nil {
 		return fmt.Errorf("outcome: dead letters' span by code: %w", err)
 	}
-	for code, c := range cmds {
+	for i, code := range codes {
 		n := byCode[code]
-		if z := c.first.Val(); len(z) == 1 {
-			n.Oldest = time.UnixMilli(int64(z[0].Score)).UTC()
-		}
-		if z := c.last.Val(); len(z) == 1 {
-			n.Newest = time.UnixMilli(int64(z[0].Score)).UTC()
-		}
+		n.Oldest, n.Newest = sp[i].Oldest, sp[i].Newest
 		byCode[code] = n
 	}
 	return nil

@@ -10,7 +10,7 @@ import (
 
 // Get returns the outcome record of one task, if it has one.
 func (s *Store) Get(ctx context.Context, taskID string) (Record, bool, error) {
-	vals, err := s.rdb.HMGet(ctx, s.recordPrefix+taskID, "record", "attempts").Result()
+	vals, err := s.rdb.HMGet(ctx, s.RecordKey(taskID), "record", "attempts").Result()
 	if errors.Is(err, redis.Nil) {
 		return Record{}, false, nil
 	}
@@ -39,7 +39,7 @@ func (s *Store) Exist(ctx context.Context, taskIDs []string) ([]bool, error) {
 	cmds := make([]*redis.IntCmd, len(taskIDs))
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range taskIDs {
-			cmds[i] = p.Exists(ctx, s.recordPrefix+id)
+			cmds[i] = p.Exists(ctx, s.RecordKey(id))
 		}
 		return nil
 	})

@@ -96,7 +96,7 @@ func (s *Store) AddAttempt(ctx context.Context, taskID string, a Attempt) error 
 	if err != nil {
 		return fmt.Errorf("outcome: encode an attempt of task %s: %w", taskID, err)
 	}
-	err = addAttemptScript.Run(ctx, s.rdb, []string{s.historyPrefix + taskID, s.ratePrefix + taskID},
+	err = addAttemptScript.Run(ctx, s.rdb, []string{s.of(taskID).historyPrefix + taskID, s.of(taskID).ratePrefix + taskID},
 		body, MaxHistory, s.retention.Milliseconds()).Err()
 	if err != nil {
 		return fmt.Errorf("outcome: record an attempt of task %s: %w", taskID, err)
@@ -119,7 +119,7 @@ func cut(s string, n int) string {
 // the task made no call short of its end (a task sent on its first call),
 // or when it is unknown.
 func (s *Store) History(ctx context.Context, taskID string) ([]Attempt, error) {
-	items, err := s.rdb.LRange(ctx, s.historyPrefix+taskID, 0, -1).Result()
+	items, err := s.rdb.LRange(ctx, s.of(taskID).historyPrefix+taskID, 0, -1).Result()
 	if err != nil {
 		return nil, fmt.Errorf("outcome: attempt history of task %s: %w", taskID, err)
 	}
@@ -158,8 +158,9 @@ func (s *Store) Timeline(ctx context.Context, taskID string) (Timeline, bool, er
 	var rec *redis.SliceCmd
 	var hist *redis.StringSliceCmd
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		rec = p.HMGet(ctx, s.recordPrefix+taskID, "record", "attempts")
-		hist = p.LRange(ctx, s.historyPrefix+taskID, 0, -1)
+		sh := s.of(taskID)
+		rec = p.HMGet(ctx, sh.recordPrefix+taskID, "record", "attempts")
+		hist = p.LRange(ctx, sh.historyPrefix+taskID, 0, -1)
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {

@@ -1,16 +1,20 @@
 package outcome
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/resendq/resendq/internal/rkey"
 )
 
 // Limits of List.
@@ -99,7 +103,7 @@ func (s *Store) List(ctx context.Context, f Filter) (Page, error) {
 		return Page{}, err
 	}
 	page := Page{Records: []Record{}}
-	key, empty, err := s.pickIndex(ctx, &f)
+	index, empty, err := s.pickIndex(ctx, &f)
 	if err != nil {
 		return Page{}, err
 	}
@@ -114,7 +118,7 @@ func (s *Store) List(ctx context.Context, f Filter) (Page, error) {
 	chunk := f.Limit
 	for scanned := 0; scanned < budget; chunk *= 2 {
 		n := min(chunk, budget-scanned)
-		entries, err := s.scan(ctx, key, pos, n)
+		entries, err := s.scan(ctx, index, pos, n)
 		if err != nil {
 			return Page{}, err
 		}
@@ -185,13 +189,13 @@ func (f *Filter) normalize() (position, error) {
 	return pos, nil
 }
 
-// pickIndex returns the key of the smallest index that f selects, and
-// whether it is empty, in one round trip.
-func (s *Store) pickIndex(ctx context.Context, f *Filter) (key string, empty bool, err error) {
+// pickIndex returns the suffix of the smallest index that f selects (over
+// every shard), and whether it is empty, in one round trip.
+func (s *Store) pickIndex(ctx context.Context, f *Filter) (suffix string, empty bool, err error) {
 	var candidates []string
 	add := func(value, suffix string) {
 		if value != "" {
-			candidates = append(candidates, s.indexPrefix+suffix)
+			candidates = append(candidates, suffix)
 		}
 	}
 	add(f.Username, "user:"+escape(f.Username))
@@ -204,25 +208,31 @@ func (s *Store) pickIndex(ctx context.Context, f *Filter) (key string, empty boo
 		add("replayed", "replayed")
 	}
 	if len(candidates) == 0 {
-		return s.indexPrefix + "all", false, nil
+		return "all", false, nil
 	}
-	cards := make([]*redis.IntCmd, len(candidates))
+	cards := make([][]*redis.IntCmd, len(candidates))
 	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, k := range candidates {
-			cards[i] = p.ZCard(ctx, k)
+		for i, suffix := range candidates {
+			for _, sh := range s.shards {
+				cards[i] = append(cards[i], p.ZCard(ctx, sh.indexPrefix+suffix))
+			}
 		}
 		return nil
 	})
 	if err != nil {
 		return "", false, fmt.Errorf("outcome: size indexes: %w", err)
 	}
-	best := 0
-	for i, c := range cards {
-		if c.Val() < cards[best].Val() {
-			best = i
+	best, bestN := 0, int64(-1)
+	for i, perShard := range cards {
+		var n int64
+		for _, c := range perShard {
+			n += c.Val()
+		}
+		if bestN < 0 || n < bestN {
+			best, bestN = i, n
 		}
 	}
-	return candidates[best], cards[best].Val() == 0, nil
+	return candidates[best], bestN == 0, nil
 }
 
 // entry is one index entry: a task ID and its finished_at in ms.
@@ -241,25 +251,49 @@ type scanResult struct {
 	all, kept []entry
 }
 
-// scan reads up to n index entries from pos on, in one round trip.
-func (s *Store) scan(ctx context.Context, key string, pos position, n int) (scanResult, error) {
-	res, err := scanScript.Run(ctx, s.rdb, []string{key}, pos.score, pos.member, n).StringSlice()
-	if err != nil {
-		return scanResult{}, fmt.Errorf("outcome: scan index: %w", err)
+// scan reads up to n entries of an index (by its suffix) from pos on, over
+// every shard, in one round trip: each shard's next n, merged.
+func (s *Store) scan(ctx context.Context, suffix string, pos position, n int) (scanResult, error) {
+	calls := make([]scanCall, len(s.shards))
+	for i, sh := range s.shards {
+		calls[i] = scanCall{key: sh.indexPrefix + suffix, args: []any{pos.score, pos.member, n}}
 	}
-	var out scanResult
-	for i := 0; i+1 < len(res); i += 2 {
-		score, err := strconv.ParseFloat(res[i+1], 64)
+	var all []entry
+	for _, c := range rkey.RunScripts(ctx, s.rdb, scanScript, len(calls), func(i int) ([]string, []any) { return []string{calls[i].key}, calls[i].args }) {
+		res, err := c.StringSlice()
 		if err != nil {
-			return scanResult{}, fmt.Errorf("outcome: scan index: score %q: %w", res[i+1], err)
+			return scanResult{}, fmt.Errorf("outcome: scan index: %w", err)
 		}
-		e := entry{member: res[i], score: int64(score)}
-		out.all = append(out.all, e)
+		for i := 0; i+1 < len(res); i += 2 {
+			score, err := strconv.ParseFloat(res[i+1], 64)
+			if err != nil {
+				return scanResult{}, fmt.Errorf("outcome: scan index: score %q: %w", res[i+1], err)
+			}
+			all = append(all, entry{member: res[i], score: int64(score)})
+		}
+	}
+	if len(calls) > 1 {
+		slices.SortFunc(all, func(a, b entry) int {
+			if c := cmp.Compare(b.score, a.score); c != 0 {
+				return c
+			}
+			return strings.Compare(b.member, a.member)
+		})
+		all = all[:min(len(all), n)]
+	}
+	out := scanResult{all: all}
+	for _, e := range all {
 		if pos.member == "" || e.position().lower(pos.score) || e.member < pos.member {
 			out.kept = append(out.kept, e)
 		}
 	}
 	return out, nil
+}
+
+// scanCall is one run of scanScript.
+type scanCall struct {
+	key  string
+	args []any
 }
 
 // lower reports whether p's score is below score; "+inf" is above all.
@@ -279,42 +313,59 @@ func (p position) lower(score string) bool {
 // matching f to page until it is full, moving pos past each entry it uses.
 // It reports done when it reached an entry older than since.
 func (s *Store) collect(ctx context.Context, f *Filter, page *Page, pos *position, entries []entry, since int64) (done bool, err error) {
-	if len(entries) == 0 {
-		return false, nil
-	}
-	cmds := make([]*redis.SliceCmd, len(entries))
-	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, e := range entries {
-			cmds[i] = p.HMGet(ctx, s.recordPrefix+e.member, "record", "attempts")
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return false, fmt.Errorf("outcome: read records: %w", err)
+	recs, err := s.read(ctx, entries)
+	if err != nil {
+		return false, err
 	}
 	for i, e := range entries {
 		if e.score < since {
 			return true, nil
 		}
 		*pos = e.position()
-		v := cmds[i].Val()
-		body, ok := v[0].(string)
-		if !ok {
+		if recs[i] == nil {
 			continue // removed since the scan
 		}
-		attempts, _ := v[1].(string)
-		rec, err := decode(body, attempts)
-		if err != nil {
-			return false, err
-		}
-		if f.matches(&rec) {
-			page.Records = append(page.Records, rec)
+		if f.matches(recs[i]) {
+			page.Records = append(page.Records, *recs[i])
 			if len(page.Records) == f.Limit {
 				return false, nil
 			}
 		}
 	}
 	return false, nil
+}
+
+// read fetches the records of entries in one round trip; nil for those
+// removed since.
+func (s *Store) read(ctx context.Context, entries []entry) ([]*Record, error) {
+	if len(entries) == 0 {
+		return nil, nil
+	}
+	cmds := make([]*redis.SliceCmd, len(entries))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, e := range entries {
+			cmds[i] = p.HMGet(ctx, s.RecordKey(e.member), "record", "attempts")
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("outcome: read records: %w", err)
+	}
+	out := make([]*Record, len(entries))
+	for i := range entries {
+		v := cmds[i].Val()
+		body, ok := v[0].(string)
+		if !ok {
+			continue
+		}
+		attempts, _ := v[1].(string)
+		rec, err := decode(body, attempts)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = &rec
+	}
+	return out, nil
 }
 
 // matches reports whether rec satisfies every field of f that is set.

@@ -2,9 +2,11 @@ package outcome
 
 import "github.com/redis/go-redis/v9"
 
-// The Lua scripts of the Store. Each runs as one EVALSHA. Index keys are
-// computed inside the scripts from the prefix and the suffixes stored in a
-// record, so the Store needs a single Redis node (not Redis Cluster).
+// The Lua scripts of the Store. Each runs as one EVALSHA, and every key it
+// touches is passed in KEYS, all of one shard (one hash tag on a cluster). A
+// record keeps the suffixes of the index keys that list it; a script that
+// must remove it from them is given the keys (prefix + suffix) and looks the
+// suffixes up among them.
 
 // finishScript writes one or more records, each replacing an earlier one of
 // the same task, as if they were written one after the other in the order
@@ -15,20 +17,33 @@ import "github.com/redis/go-redis/v9"
 // that replaces one of the same run).
 //
 // KEYS: 1 stats hash, then for each record: its record hash, its rate
-// state hash and its attempt history. A history, which only a task with a
-// running state has (see addAttemptScript), stops expiring: Trim removes it
-// with the record.
-// ARGV: 1 index key prefix, then for each record eight values: task ID,
-// record JSON, attempts known to the caller, project ID, score (finished_at in
-// ms), index suffixes and stats fields, both newline-separated, and status.
+// state hash and its attempt history; then the index keys (the index key
+// prefix and a suffix) of the records written and of those they replace.
+// A history, which only a task with a running state has (see
+// addAttemptScript), stops expiring: Trim removes it with the record.
+// ARGV: 1 index key prefix, 2 number of records, then for each record eight
+// values: task ID, record JSON, attempts known to the caller, project ID,
+// score (finished_at in ms), index suffixes and stats fields, both
+// newline-separated, and status.
 // Returns two values per record: its total attempts (the attempts passed
 // plus the task's rate-limited calls) and "" when it was written; or, when
 // the task's sent record was kept instead, that record's attempts and JSON.
-var finishScript = redis.NewScript(`
-local stats, prefix = KEYS[1], ARGV[1]
+// When a record it would replace is listed in an index whose key it was not
+// given, it writes nothing and returns -1 and the suffixes of those indexes.
+var finishScript = redis.NewScript(indexKeysLua + `
+local stats, nrec = KEYS[1], tonumber(ARGV[2])
+local idx = indexKeys(ARGV[1], 1 + 3 * nrec)
+local missing = {}
+for r = 1, nrec do
+  local old = redis.call('HGET', KEYS[3 * r - 1], 'index')
+  for s in string.gmatch(old or '', '[^\n]+') do
+    if not idx[s] then missing[#missing + 1] = s; idx[s] = true end
+  end
+end
+if #missing > 0 then return {-1, unpack(missing)} end
 local out, seen, adds, keys, counts, fields = {}, {}, {}, {}, {}, {}
 local function flush()
-  for _, k in ipairs(keys) do redis.call('ZADD', prefix .. k, unpack(adds[k])) end
+  for _, k in ipairs(keys) do redis.call('ZADD', idx[k], unpack(adds[k])) end
   for _, f in ipairs(fields) do redis.call('HINCRBY', stats, f, counts[f]) end
   adds, keys, counts, fields, seen = {}, {}, {}, {}, {}
 end
@@ -40,7 +55,7 @@ end
 local function write(rec, rl, hist, a, id, index, counters, old)
   if old[1] then
     for s in string.gmatch(old[1], '[^\n]+') do
-      redis.call('ZREM', prefix .. s, id)
+      redis.call('ZREM', idx[s], id)
     end
     for f in string.gmatch(old[2] or '', '[^\n]+') do
       if redis.call('HINCRBY', stats, f, -1) <= 0 then redis.call('HDEL', stats, f) end
@@ -65,8 +80,8 @@ local function write(rec, rl, hist, a, id, index, counters, old)
   end
   return attempts
 end
-for r = 1, (#KEYS - 1) / 3 do
-  local rec, rl, hist, a = KEYS[3 * r - 1], KEYS[3 * r], KEYS[3 * r + 1], 8 * (r - 1) + 1
+for r = 1, nrec do
+  local rec, rl, hist, a = KEYS[3 * r - 1], KEYS[3 * r], KEYS[3 * r + 1], 8 * (r - 1) + 2
   local id, index, counters = ARGV[a + 1], ARGV[a + 6], ARGV[a + 7]
   if seen[id] then flush() end
   seen[id] = true
@@ -82,6 +97,19 @@ end
 flush()
 return out
 `)
+
+// indexKeysLua defines indexKeys(prefix, from), which maps the suffix of
+// each key KEYS[from + 1], ... that starts with prefix to the key: the
+// index keys a script was given, by the suffixes records keep.
+const indexKeysLua = `
+local function indexKeys(prefix, from)
+  local idx = {}
+  for i = from + 1, #KEYS do
+    if string.sub(KEYS[i], 1, #prefix) == prefix then idx[string.sub(KEYS[i], #prefix + 1)] = KEYS[i] end
+  end
+  return idx
+end
+`
 
 // rateLimitedScript counts one 429 of a task that is not final yet.
 //
@@ -119,24 +147,6 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1
 `)
 
-// latestScript finds the newest record of a user, optionally in one project.
-//
-// KEYS: 1 user index. ARGV: 1 record key prefix, 2 project ID or "" for any,
-// 3 most index entries to look at.
-// Returns {record JSON, attempts} or nil.
-var latestScript = redis.NewScript(`
-local limit, step = tonumber(ARGV[3]), 20
-for start = 0, limit - 1, step do
-  local ids = redis.call('ZREVRANGE', KEYS[1], start, math.min(start + step, limit) - 1)
-  for _, id in ipairs(ids) do
-    local r = redis.call('HMGET', ARGV[1] .. id, 'record', 'attempts', 'project')
-    if r[1] and (ARGV[2] == '' or r[3] == ARGV[2]) then return {r[1], r[2]} end
-  end
-  if #ids < step then break end
-end
-return false
-`)
-
 // scanScript reads index entries after a position, newest first. The position
 // is a score and a member: the entries after it are those with a lower score,
 // and those with the same score and a lower member. When the member is still
@@ -159,39 +169,50 @@ if not start then start = redis.call('ZCOUNT', key, '(' .. max, '+inf') end
 return redis.call('ZREVRANGE', key, start, start + count - 1, 'WITHSCORES')
 `)
 
-// trimScript removes up to a batch of records that finished more than the
+// expiredScript lists up to a batch of records that finished more than the
 // retention period ago by Redis's clock.
 //
-// KEYS: 1 index of all records, 2 stats hash. ARGV: 1 index key prefix,
-// 2 record key prefix, 3 retention in ms, 4 batch size, 5 attempt history
-// key prefix.
-// Returns how many records it removed, each with its attempt history.
-var trimScript = redis.NewScript(removeRecordLua + `
+// KEYS: 1 index of all records. ARGV: 1 retention in ms, 2 batch size.
+// Returns their task IDs, oldest first.
+var expiredScript = redis.NewScript(`
 local t = redis.call('TIME')
-local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3])
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. cutoff, 'LIMIT', 0, tonumber(ARGV[4]))
-for _, id in ipairs(ids) do
-  removeRecord(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[5], id)
-end
-return #ids
+local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[1])
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. cutoff, 'LIMIT', 0, tonumber(ARGV[2]))
 `)
 
-// removeRecordLua defines removeRecord(all, stats, prefix, recPrefix,
-// histPrefix, id), which removes the record of task id with its index
-// entries, stats counts and attempt history, and returns whether there was
-// one; the start of the scripts that remove records.
-const removeRecordLua = `
-local function removeRecord(all, stats, prefix, recPrefix, histPrefix, id)
-  local rec = recPrefix .. id
-  local old = redis.call('HMGET', rec, 'index', 'stats')
+// removeScript removes records with their index entries, stats counts,
+// running states and attempt histories.
+//
+// KEYS: 1 index of all records, 2 stats hash, then for each record: its
+// record hash, its running state and its attempt history; then the index
+// keys that list the records (the index key prefix and a suffix).
+// ARGV: 1 index key prefix, 2... the records' task IDs.
+// Returns how many records it removed; or, when a record is listed in an
+// index whose key it was not given, it removes nothing and returns -1 and
+// the suffixes of those indexes.
+var removeScript = redis.NewScript(indexKeysLua + `
+local all, stats, nrec = KEYS[1], KEYS[2], #ARGV - 1
+local idx = indexKeys(ARGV[1], 2 + 3 * nrec)
+local olds, missing = {}, {}
+for r = 1, nrec do
+  olds[r] = redis.call('HMGET', KEYS[3 * r], 'index', 'stats')
+  for s in string.gmatch(olds[r][1] or '', '[^\n]+') do
+    if not idx[s] then missing[#missing + 1] = s; idx[s] = true end
+  end
+end
+if #missing > 0 then return {-1, unpack(missing)} end
+local n = 0
+for r = 1, nrec do
+  local id, old = ARGV[r + 1], olds[r]
   for s in string.gmatch(old[1] or '', '[^\n]+') do
-    redis.call('ZREM', prefix .. s, id)
+    redis.call('ZREM', idx[s], id)
   end
   for f in string.gmatch(old[2] or '', '[^\n]+') do
     if redis.call('HINCRBY', stats, f, -1) <= 0 then redis.call('HDEL', stats, f) end
   end
   redis.call('ZREM', all, id)
-  redis.call('DEL', histPrefix .. id)
-  return redis.call('DEL', rec) == 1
+  redis.call('DEL', KEYS[3 * r + 1], KEYS[3 * r + 2])
+  n = n + redis.call('DEL', KEYS[3 * r])
 end
-`
+return {n}
+`)

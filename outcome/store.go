@@ -50,8 +50,19 @@
 // the raw task ID; their prefix "outcome:" never collides with the others.
 //
 // Every write (Finish, FinishAll, RateLimited, AddAttempt) is one Lua script run with
-// EVALSHA, one round trip; the scripts compute index keys themselves, so the Store needs a
-// single Redis node, not Redis Cluster.
+// EVALSHA, one round trip, and every script is given all the keys it touches.
+//
+// # Redis Cluster
+//
+// On a cluster client the records are split over ClusterShards shards by a
+// hash of the task ID. Every key of shard i carries the shard's hash tag
+// after the prefix, e.g. "resendq:{o3.1}:outcome:{task_id}", so that each
+// shard lives in one slot and its scripts touch one slot; the tags are
+// picked so that the shards spread over the whole slot range, and thus over
+// every master. Whoever has a task ID finds its record in one step; the
+// indexes and stats are per shard, and List, Latest, Stats, DeadLetters and
+// Batch read every shard in one pipelined round trip (one per master, in
+// parallel) and merge. FinishAll runs one script per shard.
 package outcome
 
 import (
@@ -60,12 +71,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/resendq/resendq/internal/rkey"
 )
 
 // Defaults of Options and of the retention loop.
@@ -103,7 +117,13 @@ type Store struct {
 	rdb       redis.UniversalClient
 	retention time.Duration
 	clock     clockwork.Clock
+	shards    []*shard // one on a single node; ClusterShards on a cluster
+}
 
+// shard holds the keys of one share of the records: on a single node the
+// only one, named as the package doc says; on a cluster one of
+// ClusterShards, whose keys all carry one hash tag (one slot).
+type shard struct {
 	recordPrefix  string // + task ID
 	ratePrefix    string // + task ID
 	historyPrefix string // + task ID
@@ -111,7 +131,27 @@ type Store struct {
 	statsKey      string
 }
 
+func newShard(p string) *shard {
+	return &shard{
+		recordPrefix:  p + "outcome:",
+		ratePrefix:    p + "outcome-rl:",
+		historyPrefix: p + "outcome-history:",
+		indexPrefix:   p + "outcome-index:",
+		statsKey:      p + "outcome-stats",
+	}
+}
+
+// ClusterShards is how many shares the records are split into on Redis
+// Cluster, each under a hash tag of its own. The tags are chosen so that
+// shard i's slot lies in the i-th sixteenth of the slot range: on a cluster
+// whose masters hold equal ranges of slots, every master holds records. The
+// number is part of the key layout: changing it strands the records written
+// before.
+const ClusterShards = 16
+
 // NewStore returns a Store over rdb, filling unset Options with their defaults.
+// On a Redis Cluster client (rkey.IsCluster) the records are split over
+// ClusterShards hash tags; on a single node they keep the one layout.
 func NewStore(rdb redis.UniversalClient, opts Options) *Store {
 	if opts.Retention <= 0 {
 		opts.Retention = DefaultRetention
@@ -122,17 +162,42 @@ func NewStore(rdb redis.UniversalClient, opts Options) *Store {
 	if opts.KeyPrefix == "" {
 		opts.KeyPrefix = DefaultKeyPrefix
 	}
-	p := opts.KeyPrefix
-	return &Store{
-		rdb:           rdb,
-		retention:     opts.Retention,
-		clock:         opts.Clock,
-		recordPrefix:  p + "outcome:",
-		ratePrefix:    p + "outcome-rl:",
-		historyPrefix: p + "outcome-history:",
-		indexPrefix:   p + "outcome-index:",
-		statsKey:      p + "outcome-stats",
+	s := &Store{rdb: rdb, retention: opts.Retention, clock: opts.Clock}
+	if !rkey.IsCluster(rdb) {
+		s.shards = []*shard{newShard(opts.KeyPrefix)}
+		return s
 	}
+	for _, tag := range shardTags(ClusterShards) {
+		s.shards = append(s.shards, newShard(opts.KeyPrefix+tag+":"))
+	}
+	return s
+}
+
+// shardTags returns n hash tags, the i-th the first of "{o<i>.<k>}" for k =
+// 0, 1, ... whose slot falls in the i-th n-th of the slot range.
+func shardTags(n int) []string {
+	tags := make([]string, n)
+	for i := range tags {
+		for k := 0; ; k++ {
+			tag := "{o" + strconv.Itoa(i) + "." + strconv.Itoa(k) + "}"
+			if rkey.Slot(tag)*n/16384 == i {
+				tags[i] = tag
+				break
+			}
+		}
+	}
+	return tags
+}
+
+// of returns the shard of a task's record: on a cluster, by a hash of the
+// task ID, so that whoever has only the ID finds the record in one step.
+func (s *Store) of(taskID string) *shard {
+	if len(s.shards) == 1 {
+		return s.shards[0]
+	}
+	h := fnv.New32a()
+	h.Write([]byte(taskID))
+	return s.shards[h.Sum32()%uint32(len(s.shards))]
 }
 
 // StatusField is the field of a record's hash (RecordKey) that holds its
@@ -144,7 +209,7 @@ const StatusField = "status"
 
 // RecordKey is the Redis key of the record of taskID, for such scripts;
 // RecordKey("") is the prefix of every record's key.
-func (s *Store) RecordKey(taskID string) string { return s.recordPrefix + taskID }
+func (s *Store) RecordKey(taskID string) string { return s.of(taskID).recordPrefix + taskID }
 
 // RateState is the running rate-limit state of a task that is not final yet.
 type RateState struct {
@@ -164,7 +229,7 @@ func (s *Store) RateLimited(ctx context.Context, taskID string) (RateState, erro
 	if taskID == "" {
 		return RateState{}, &FieldError{Field: "task_id", Problem: "is empty"}
 	}
-	res, err := rateLimitedScript.Run(ctx, s.rdb, []string{s.ratePrefix + taskID}, s.retention.Milliseconds()).Int64Slice()
+	res, err := rateLimitedScript.Run(ctx, s.rdb, []string{s.of(taskID).ratePrefix + taskID}, s.retention.Milliseconds()).Int64Slice()
 	if err != nil {
 		return RateState{}, fmt.Errorf("outcome: record 429 of task %s: %w", taskID, err)
 	}
@@ -193,7 +258,7 @@ func (s *Store) addWait(ctx context.Context, taskID, field string, d time.Durati
 	if taskID == "" {
 		return 0, &FieldError{Field: "task_id", Problem: "is empty"}
 	}
-	ms, err := addWaitScript.Run(ctx, s.rdb, []string{s.ratePrefix + taskID}, field, d.Milliseconds(), s.retention.Milliseconds()).Int64()
+	ms, err := addWaitScript.Run(ctx, s.rdb, []string{s.of(taskID).ratePrefix + taskID}, field, d.Milliseconds(), s.retention.Milliseconds()).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("outcome: record a wait of task %s: %w", taskID, err)
 	}
@@ -223,26 +288,21 @@ func (s *Store) Finish(ctx context.Context, rec Record) (Record, error) {
 const MaxFinishAll = 100
 
 // FinishAll writes each of recs as Finish does, all in one round trip and
-// one script run, in order, and returns them as stored. It writes nothing
-// when one of them is invalid, and at most MaxFinishAll records. When it
-// fails otherwise, any of the records may or may not have been written;
-// writing them again is safe.
+// one script run per shard (one on a single node), in order, and returns
+// them as stored. It writes nothing when one of them is invalid, and at most
+// MaxFinishAll records. When it fails otherwise, any of the records may or
+// may not have been written; writing them again is safe.
 func (s *Store) FinishAll(ctx context.Context, recs []Record) ([]Record, error) {
 	if len(recs) > MaxFinishAll {
 		return nil, fmt.Errorf("%w: %d records, at most %d at once", ErrInvalid, len(recs), MaxFinishAll)
 	}
 	out := make([]Record, len(recs))
-	keys := make([]string, 1, 1+3*len(recs))
-	keys[0] = s.statsKey
-	args := make([]any, 1, 1+8*len(recs))
-	args[0] = s.indexPrefix
 	// The JSON bodies, index suffixes and stats fields of all records share
 	// one buffer; the arguments are slices of it.
 	var buf bytes.Buffer
 	buf.Grow(len(recs) * 640)
 	enc := json.NewEncoder(&buf)
-	type span struct{ body, index, counters [2]int }
-	spans := make([]span, len(recs))
+	spans := make([]finishSpan, len(recs))
 	for i, rec := range recs {
 		rec.Username = strings.TrimSpace(rec.Username)
 		if err := rec.validate(); err != nil {
@@ -269,34 +329,100 @@ func (s *Store) FinishAll(ctx context.Context, recs []Record) ([]Record, error) 
 	if len(recs) == 0 {
 		return out, nil
 	}
-	b := buf.Bytes()
+	groups := map[*shard][]int{}
+	var order []*shard
 	for i := range out {
-		rec, sp := &out[i], &spans[i]
-		keys = append(keys, s.recordPrefix+rec.TaskID, s.ratePrefix+rec.TaskID, s.historyPrefix+rec.TaskID)
-		args = append(args, rec.TaskID, b[sp.body[0]:sp.body[1]], rec.Attempts, rec.ProjectID, rec.FinishedAt.UnixMilli(),
-			b[sp.index[0]:sp.index[1]], b[sp.counters[0]:sp.counters[1]], string(rec.Status))
+		sh := s.of(out[i].TaskID)
+		if groups[sh] == nil {
+			order = append(order, sh)
+		}
+		groups[sh] = append(groups[sh], i)
 	}
-	reply, err := finishScript.Run(ctx, s.rdb, keys, args...).Slice()
-	if err == nil && len(reply) != 2*len(recs) {
-		err = fmt.Errorf("unexpected reply of %d items", len(reply))
+	calls := make([]*finishCall, len(order))
+	for g, sh := range order {
+		calls[g] = newFinishCall(sh, out, spans, buf.Bytes(), groups[sh])
 	}
-	if err == nil {
-		err = readFinished(out, reply)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("outcome: write record of task %s: %w", taskIDs(recs), err)
+	// A record replaced by this write may be listed in indexes the new one
+	// is not: the script then names them and the write is made again with
+	// their keys too.
+	for try := 0; len(calls) > 0; try++ {
+		replies := rkey.RunScripts(ctx, s.rdb, finishScript, len(calls), func(i int) ([]string, []any) { return calls[i].keys, calls[i].args })
+		var again []*finishCall
+		for g, c := range calls {
+			reply, err := replies[g].Slice()
+			if err == nil && len(reply) > 0 && reply[0] == int64(-1) && try < 3 {
+				for _, m := range reply[1:] {
+					if suffix, ok := m.(string); ok {
+						c.addIndex(suffix)
+					}
+				}
+				again = append(again, c)
+				continue
+			}
+			if err == nil && len(reply) != 2*len(c.recs) {
+				err = fmt.Errorf("unexpected reply of %d items", len(reply))
+			}
+			if err == nil {
+				err = readFinished(out, c.recs, reply)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("outcome: write record of task %s: %w", taskIDs(recs), err)
+			}
+		}
+		calls = again
 	}
 	return out, nil
 }
 
-// readFinished reads the reply of finishScript into out: each record's
-// attempts, or the sent record kept in its place.
-func readFinished(out []Record, reply []any) error {
-	for i := range out {
-		attempts, ok := reply[2*i].(int64)
-		kept, ok2 := reply[2*i+1].(string)
+// finishSpan locates one record's JSON, index suffixes and stats fields in
+// FinishAll's buffer.
+type finishSpan struct{ body, index, counters [2]int }
+
+// finishCall is one run of finishScript: the records of one shard.
+type finishCall struct {
+	sh      *shard
+	recs    []int // positions in FinishAll's records
+	keys    []string
+	args    []any
+	indexes map[string]bool // the index suffixes given in keys
+}
+
+func newFinishCall(sh *shard, out []Record, spans []finishSpan, b []byte, recs []int) *finishCall {
+	c := &finishCall{sh: sh, recs: recs, indexes: map[string]bool{}}
+	c.keys = make([]string, 1, 1+9*len(recs))
+	c.keys[0] = sh.statsKey
+	c.args = make([]any, 2, 2+8*len(recs))
+	c.args[0], c.args[1] = sh.indexPrefix, len(recs)
+	for _, i := range recs {
+		rec, sp := &out[i], &spans[i]
+		c.keys = append(c.keys, sh.recordPrefix+rec.TaskID, sh.ratePrefix+rec.TaskID, sh.historyPrefix+rec.TaskID)
+		c.args = append(c.args, rec.TaskID, b[sp.body[0]:sp.body[1]], rec.Attempts, rec.ProjectID, rec.FinishedAt.UnixMilli(),
+			b[sp.index[0]:sp.index[1]], b[sp.counters[0]:sp.counters[1]], string(rec.Status))
+	}
+	for _, i := range recs {
+		sp := &spans[i]
+		for suffix := range bytes.SplitSeq(b[sp.index[0]:sp.index[1]], []byte{'\n'}) {
+			c.addIndex(string(suffix))
+		}
+	}
+	return c
+}
+
+func (c *finishCall) addIndex(suffix string) {
+	if !c.indexes[suffix] {
+		c.indexes[suffix] = true
+		c.keys = append(c.keys, c.sh.indexPrefix+suffix)
+	}
+}
+
+// readFinished reads the reply of finishScript into out at the positions
+// recs: each record's attempts, or the sent record kept in its place.
+func readFinished(out []Record, recs []int, reply []any) error {
+	for j, i := range recs {
+		attempts, ok := reply[2*j].(int64)
+		kept, ok2 := reply[2*j+1].(string)
 		if !ok || !ok2 {
-			return fmt.Errorf("unexpected reply %v", reply[2*i:2*i+2])
+			return fmt.Errorf("unexpected reply %v", reply[2*j:2*j+2])
 		}
 		if kept != "" {
 			var rec Record
@@ -321,28 +447,34 @@ func taskIDs(recs []Record) string {
 // Latest returns the newest record of username in projectID, and false if
 // there is none. The username is matched exactly after strings.TrimSpace; an
 // empty projectID matches any project. It looks at the user's newest 1,000
-// records at most, in one round trip.
+// records at most, usually in two round trips: one reads the newest
+// entries of the user's index (of every shard), one their records.
 func (s *Store) Latest(ctx context.Context, projectID, username string) (Record, bool, error) {
 	username = strings.TrimSpace(username)
 	if username == "" {
 		return Record{}, false, fmt.Errorf("%w: username is empty", ErrInvalid)
 	}
-	res, err := latestScript.Run(ctx, s.rdb, []string{s.indexPrefix + "user:" + escape(username)},
-		s.recordPrefix, projectID, latestDepth).StringSlice()
-	if errors.Is(err, redis.Nil) {
-		return Record{}, false, nil
+	pos, step := position{score: "+inf"}, 20
+	for scanned := 0; scanned < latestDepth; scanned += step {
+		entries, err := s.scan(ctx, "user:"+escape(username), pos, step)
+		if err != nil {
+			return Record{}, false, fmt.Errorf("outcome: latest record of a user: %w", err)
+		}
+		recs, err := s.read(ctx, entries.kept)
+		if err != nil {
+			return Record{}, false, fmt.Errorf("outcome: latest record of a user: %w", err)
+		}
+		for _, rec := range recs {
+			if rec != nil && (projectID == "" || rec.ProjectID == projectID) {
+				return *rec, true, nil
+			}
+		}
+		if len(entries.all) < step {
+			break
+		}
+		pos = entries.all[len(entries.all)-1].position()
 	}
-	if err != nil {
-		return Record{}, false, fmt.Errorf("outcome: latest record of a user: %w", err)
-	}
-	if len(res) != 2 {
-		return Record{}, false, fmt.Errorf("outcome: latest record of a user: unexpected reply of %d items", len(res))
-	}
-	rec, err := decode(res[0], res[1])
-	if err != nil {
-		return Record{}, false, err
-	}
-	return rec, true, nil
+	return Record{}, false, nil
 }
 
 // decode turns a stored record and its attempts field into a Record.
@@ -384,10 +516,17 @@ type Stats struct {
 	ReplayedByProject map[string]int64 `json:"replayed_by_project"`
 }
 
-// Stats returns the counts of the retained records, read in one round trip.
-// Records removed by Trim are no longer counted.
+// Stats returns the counts of the retained records, read in one round trip
+// (the counts of every shard, added up). Records removed by Trim are no
+// longer counted.
 func (s *Store) Stats(ctx context.Context) (Stats, error) {
-	fields, err := s.rdb.HGetAll(ctx, s.statsKey).Result()
+	cmds := make([]*redis.MapStringStringCmd, len(s.shards))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, sh := range s.shards {
+			cmds[i] = p.HGetAll(ctx, sh.statsKey)
+		}
+		return nil
+	})
 	if err != nil {
 		return Stats{}, fmt.Errorf("outcome: read stats: %w", err)
 	}
@@ -395,54 +534,129 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 		ByReason: map[string]int64{}, ByCode: map[string]int64{}, DeadByProject: map[string]int64{},
 		ReplayedByReason: map[string]int64{}, ReplayedByCode: map[string]int64{}, ReplayedByProject: map[string]int64{},
 	}
-	for f, v := range fields {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			return Stats{}, fmt.Errorf("outcome: read stats field %q: %w", f, err)
-		}
-		switch {
-		case f == string(StatusSent):
-			st.Sent = n
-		case f == string(StatusDeadLetter):
-			st.DeadLetter = n
-		case strings.HasPrefix(f, "reason:"):
-			st.ByReason[strings.TrimPrefix(f, "reason:")] = n
-		case strings.HasPrefix(f, "code:"):
-			st.ByCode[unescape(strings.TrimPrefix(f, "code:"))] = n
-		case strings.HasPrefix(f, "dead-project:"):
-			st.DeadByProject[unescape(strings.TrimPrefix(f, "dead-project:"))] = n
-		case f == "replayed":
-			st.Replayed = n
-		case strings.HasPrefix(f, "replayed-reason:"):
-			st.ReplayedByReason[strings.TrimPrefix(f, "replayed-reason:")] = n
-		case strings.HasPrefix(f, "replayed-code:"):
-			st.ReplayedByCode[unescape(strings.TrimPrefix(f, "replayed-code:"))] = n
-		case strings.HasPrefix(f, "replayed-project:"):
-			st.ReplayedByProject[unescape(strings.TrimPrefix(f, "replayed-project:"))] = n
+	for _, c := range cmds {
+		if err := st.add(c.Val()); err != nil {
+			return Stats{}, err
 		}
 	}
 	return st, nil
 }
 
+// add adds the counts of one shard's stats hash to st.
+func (st *Stats) add(fields map[string]string) error {
+	for f, v := range fields {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return fmt.Errorf("outcome: read stats field %q: %w", f, err)
+		}
+		switch {
+		case f == string(StatusSent):
+			st.Sent += n
+		case f == string(StatusDeadLetter):
+			st.DeadLetter += n
+		case strings.HasPrefix(f, "reason:"):
+			st.ByReason[strings.TrimPrefix(f, "reason:")] += n
+		case strings.HasPrefix(f, "code:"):
+			st.ByCode[unescape(strings.TrimPrefix(f, "code:"))] += n
+		case strings.HasPrefix(f, "dead-project:"):
+			st.DeadByProject[unescape(strings.TrimPrefix(f, "dead-project:"))] += n
+		case f == "replayed":
+			st.Replayed += n
+		case strings.HasPrefix(f, "replayed-reason:"):
+			st.ReplayedByReason[strings.TrimPrefix(f, "replayed-reason:")] += n
+		case strings.HasPrefix(f, "replayed-code:"):
+			st.ReplayedByCode[unescape(strings.TrimPrefix(f, "replayed-code:"))] += n
+		case strings.HasPrefix(f, "replayed-project:"):
+			st.ReplayedByProject[unescape(strings.TrimPrefix(f, "replayed-project:"))] += n
+		}
+	}
+	return nil
+}
+
 // Trim removes the records that finished more than the retention period ago
 // (by Redis's clock, so that a worker whose clock runs ahead removes nothing
-// early), in batches of 500 per round trip, together with their index
-// entries, Stats counts and attempt histories, and returns how many it
-// removed. Nothing else ever removes a record.
+// early), in batches of 500 per shard, together with their index entries,
+// Stats counts and attempt histories, and returns how many it removed.
+// Nothing else ever removes a record.
 func (s *Store) Trim(ctx context.Context) (removed int, err error) {
-	keys := []string{s.indexPrefix + "all", s.statsKey}
-	for {
-		n, err := trimScript.Run(ctx, s.rdb, keys,
-			s.indexPrefix, s.recordPrefix, s.retention.Milliseconds(), trimBatch, s.historyPrefix).Int()
-		removed += n
+	for _, sh := range s.shards {
+		for {
+			ids, err := expiredScript.Run(ctx, s.rdb, []string{sh.indexPrefix + "all"},
+				s.retention.Milliseconds(), trimBatch).StringSlice()
+			if err == nil {
+				var n int
+				n, err = s.remove(ctx, sh, ids)
+				removed += n
+			}
+			if err != nil {
+				return removed, fmt.Errorf("outcome: trim records: %w", err)
+			}
+			if len(ids) < trimBatch {
+				break
+			}
+			if err := ctx.Err(); err != nil {
+				return removed, fmt.Errorf("outcome: trim records: %w", err)
+			}
+		}
+	}
+	return removed, nil
+}
+
+// remove removes the records of ids, all of shard sh, with removeScript: it
+// reads the indexes that list them first, in one round trip, and then runs
+// the script, again with the keys of indexes it names if one of the records
+// changed in between. It returns how many records there were.
+func (s *Store) remove(ctx context.Context, sh *shard, ids []string) (int, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	cmds := make([]*redis.StringCmd, len(ids))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = p.HGet(ctx, sh.recordPrefix+id, "index")
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return 0, fmt.Errorf("read the indexes of records: %w", err)
+	}
+	keys := make([]string, 2, 2+4*len(ids))
+	keys[0], keys[1] = sh.indexPrefix+"all", sh.statsKey
+	args := make([]any, 1, 1+len(ids))
+	args[0] = sh.indexPrefix
+	for _, id := range ids {
+		keys = append(keys, sh.recordPrefix+id, sh.ratePrefix+id, sh.historyPrefix+id)
+		args = append(args, id)
+	}
+	given := map[string]bool{}
+	addIndex := func(suffix string) {
+		if !given[suffix] {
+			given[suffix] = true
+			keys = append(keys, sh.indexPrefix+suffix)
+		}
+	}
+	for _, c := range cmds {
+		for suffix := range strings.SplitSeq(c.Val(), "\n") {
+			if suffix != "" {
+				addIndex(suffix)
+			}
+		}
+	}
+	for try := 0; ; try++ {
+		reply, err := removeScript.Run(ctx, s.rdb, keys, args...).Slice()
 		if err != nil {
-			return removed, fmt.Errorf("outcome: trim records: %w", err)
+			return 0, err
 		}
-		if n < trimBatch {
-			return removed, nil
+		if n, ok := reply[0].(int64); ok && len(reply) == 1 {
+			return int(n), nil
 		}
-		if err := ctx.Err(); err != nil {
-			return removed, fmt.Errorf("outcome: trim records: %w", err)
+		if try == 3 {
+			return 0, errors.New("the records' indexes keep changing")
+		}
+		for _, m := range reply[1:] {
+			if suffix, ok := m.(string); ok {
+				addIndex(suffix)
+			}
 		}
 	}
 }

@@ -222,7 +222,7 @@ func TestSentRecordStays(t *testing.T) {
 			if page := list(t, b, Filter{Status: StatusDeadLetter}); len(page.Records) != 0 {
 				t.Errorf("dead letters %v, want none", ids(page.Records))
 			}
-			if n, _ := b.rdb.Exists(b.ctx, b.store.ratePrefix+"t1").Result(); n != 0 {
+			if n, _ := b.rdb.Exists(b.ctx, b.store.of("t1").ratePrefix+"t1").Result(); n != 0 {
 				t.Error("the 429 state of a finished task is left behind")
 			}
 			// In one batch too, after the sent record; and a sent re-run still

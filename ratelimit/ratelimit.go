@@ -71,8 +71,16 @@
 // reported from before the last close are stale),
 // flow:rates (hash: project → adaptive rate and when it last changed),
 // flow:counts:{project} (hash: worker → its counts and when it reported
-// them), flow:probe:{project} (the probe's lease), rate:resendq:rate:{project}
+// them), flow:probe:{project} (the probe's lease), rate:resendq:rate:PROJECT
 // (the GCRA state of redis_rate). The Pub/Sub channel is flow.
+//
+// On a Redis Cluster (rkey.IsCluster) every key but redis_rate's carries the
+// hash tag {flow} instead, so that each script runs in one slot:
+// {flow}:cooldowns, {flow}:circuits, {flow}:watch, {flow}:closes,
+// {flow}:rates, {flow}:counts:PROJECT, {flow}:probe:PROJECT (after the
+// prefix); redis_rate's key, the only one its script touches, stays as it
+// is, and so does the channel (Pub/Sub reaches every node of a cluster).
+// Every script gets every key it touches in KEYS.
 package ratelimit
 
 import (
@@ -89,6 +97,8 @@ import (
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/resendq/resendq/internal/rkey"
 )
 
 // Defaults of Options.
@@ -300,10 +310,26 @@ type keys struct {
 	rates    string // hash: project → "rate changed_at decreased_at learn_until"
 	channel  string
 	gcra     string // + project: redis_rate's key
+	cluster  bool
 }
 
-func (k keys) counts(project string) string { return k.prefix + "flow:counts:{" + project + "}" }
-func (k keys) probe(project string) string  { return k.prefix + "flow:probe:{" + project + "}" }
+// counts is the key of a project's counts hash, and probe the key of its
+// probe lease.
+func (k keys) counts(project string) string { return k.project("counts", project) }
+func (k keys) probe(project string) string  { return k.project("probe", project) }
+
+func (k keys) project(kind, project string) string {
+	if k.cluster {
+		return k.prefix + clusterTag + ":" + kind + ":" + project
+	}
+	return k.prefix + "flow:" + kind + ":{" + project + "}"
+}
+
+// clusterTag is the hash tag of every key of the limiters on a Redis
+// Cluster, so that each script, which touches the shared hashes and a
+// project's keys at once, runs in one slot. Their data is small (a few
+// fields per project), so one slot holds it all.
+var clusterTag = rkey.Tag("flow")
 
 // New returns a Limiter on rdb. Call Start to hear of the rest of the
 // fleet.
@@ -354,19 +380,25 @@ func New(rdb redis.UniversalClient, opts Options) *Limiter {
 	if opts.Clock == nil {
 		opts.Clock = clockwork.NewRealClock()
 	}
-	return &Limiter{rdb: rdb, gcra: redis_rate.NewLimiter(rdb), opts: opts, keys: keysFor(opts.KeyPrefix)}
+	return &Limiter{rdb: rdb, gcra: redis_rate.NewLimiter(rdb), opts: opts, keys: keysFor(opts.KeyPrefix, rkey.IsCluster(rdb))}
 }
 
 // keysFor are the keys of a limiter with the given KeyPrefix ("" for the
-// default).
-func keysFor(p string) keys {
+// default), on a Redis Cluster or a single Redis. On a single Redis they are
+// the names they always had; on a cluster they all carry clusterTag.
+func keysFor(p string, cluster bool) keys {
 	if p == "" {
 		p = "resendq:"
 	}
+	flow := p + "flow:"
+	cooldown := p + "cooldowns"
+	if cluster {
+		flow = p + clusterTag + ":"
+		cooldown = flow + "cooldowns"
+	}
 	return keys{
-		prefix: p, cooldown: p + "cooldowns", circuits: p + "flow:circuits", watch: p + "flow:watch",
-		closes: p + "flow:closes",
-		rates:  p + "flow:rates", channel: p + "flow", gcra: p + "rate:",
+		prefix: p, cooldown: cooldown, circuits: flow + "circuits", watch: flow + "watch",
+		closes: flow + "closes", rates: flow + "rates", channel: p + "flow", gcra: p + "rate:", cluster: cluster,
 	}
 }
 

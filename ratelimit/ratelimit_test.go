@@ -113,13 +113,13 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 
 func TestCoolDownReachesEveryWorker(t *testing.T) {
 	t.Parallel()
-	for _, be := range backends {
-		t.Run(be.name, func(t *testing.T) {
+	for _, be := range redistest.Backends() {
+		t.Run(be.Name, func(t *testing.T) {
 			t.Parallel()
-			srv := be.start(t)
+			client := be.Start(t)
 			c := newClock()
 			opts := Options{Clock: c, MaxWait: time.Minute}
-			a, b := New(srv.Client(t), opts), New(srv.Client(t), opts)
+			a, b := New(client(t), opts), New(client(t), opts)
 			run(t, a)
 			run(t, b) // Start returns once subscribed
 
@@ -144,7 +144,7 @@ func TestCoolDownReachesEveryWorker(t *testing.T) {
 			waitUntil(t, "a to hear of the longer one", func() bool { return a.Until(p1).Equal(until) })
 			// A worker that has not heard of it learns from Redis what
 			// remains of it: 8s, less the real time since it was set.
-			fresh := New(srv.Client(t), opts)
+			fresh := New(client(t), opts)
 			if started, u, err := fresh.CoolDown(context.Background(), p1, time.Second); started || err != nil {
 				t.Errorf("a shorter cool-down from a worker that had not heard: %v, %v", started, err)
 			} else {
@@ -152,17 +152,17 @@ func TestCoolDownReachesEveryWorker(t *testing.T) {
 				within(t, "its own view", fresh.Until(p1), until, time.Since(set))
 			}
 			// A worker started later has read what runs once Start returns.
-			late := New(srv.Client(t), opts)
+			late := New(client(t), opts)
 			run(t, late)
 			within(t, "the late worker", late.Until(p1), until, time.Since(set))
 			// A pause longer than MaxWait is handed back, not waited.
-			short := New(srv.Client(t), Options{Clock: c})
+			short := New(client(t), Options{Clock: c})
 			run(t, short)
 			if permit, err := short.Wait(context.Background(), p1); permit.Later <= time.Second || permit.Later > 8*time.Second || permit.Hold != HoldPaused || err != nil || len(c.waits) != 0 {
 				t.Errorf("Wait with the default MaxWait = %+v, %v; want about 8s handed back", permit, err)
 			}
 			// A pause heard of is capped at MaxCoolDown from now.
-			capped := New(srv.Client(t), Options{Clock: c, MaxCoolDown: time.Second})
+			capped := New(client(t), Options{Clock: c, MaxCoolDown: time.Second})
 			run(t, capped)
 			if d := capped.Paused(p1); d != time.Second {
 				t.Errorf("heard pause %s, want it capped at 1s", d)
@@ -293,13 +293,13 @@ func TestWaitCostsNothingUntilTheFirst429(t *testing.T) {
 
 func TestRateIsSharedByTheFleet(t *testing.T) {
 	t.Parallel()
-	for _, be := range backends {
-		t.Run(be.name, func(t *testing.T) {
+	for _, be := range redistest.Backends() {
+		t.Run(be.Name, func(t *testing.T) {
 			t.Parallel()
-			srv := be.start(t)
+			client := be.Start(t)
 			c := newClock()
 			opts := Options{Rate: 5, Clock: c}
-			a, b := New(srv.Client(t), opts), New(srv.Client(t), opts)
+			a, b := New(client(t), opts), New(client(t), opts)
 			wait(t, a, p1) // calls are spaced evenly: the first goes at once
 			if len(c.waits) != 0 {
 				t.Fatalf("the first call waited %s", <-c.waits)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/resendq/resendq/internal/rkey"
 )
 
 // State is the flow control of one project, as a worker or the fleet knows
@@ -71,7 +73,7 @@ func (l *Limiter) Local() []State {
 // an operator asks when the API misbehaves. prefix is the limiters'
 // KeyPrefix ("" for the default).
 func Status(ctx context.Context, rdb redis.UniversalClient, prefix string) ([]State, error) {
-	k := keysFor(prefix)
+	k := keysFor(prefix, rkey.IsCluster(rdb))
 	res, err := stateScript.Run(ctx, rdb, []string{k.cooldown, k.circuits, k.watch, k.rates, k.closes}, 0).StringSlice()
 	if err != nil {
 		return nil, fmt.Errorf("flow control: read the fleet's state: %w", err)

@@ -4,7 +4,7 @@
 // outcome records and the fleet's flow control.
 //
 //	/healthz                   liveness: 200 while the process runs
-//	/readyz                    readiness: 200 when Redis answers PING, else 503 and why
+//	/readyz                    readiness: 200 when Redis answers PING (every master of a cluster), else 503 and why
 //	/monitoring/               asynqmon, read-only unless Options.UIWrite
 //	/metrics                   Prometheus text format (Options.Metrics)
 //	GET /api/v1/outcomes       outcome records, newest first, with filters and a cursor
@@ -75,7 +75,8 @@ type Outcomes interface {
 // others are their documented defaults.
 type Options struct {
 	// Redis holds the asynq queues; the UI and /readyz use it. It is shared,
-	// never closed by the handler. Required.
+	// never closed by the handler. A single Redis or a Redis Cluster
+	// (*redis.ClusterClient). Required.
 	Redis redis.UniversalClient
 	// Outcomes serves /api/v1/outcomes. Required.
 	Outcomes Outcomes
@@ -199,7 +200,8 @@ func apiNotFound(w http.ResponseWriter, r *http.Request) {
 
 // sharedRedis hands asynqmon the worker's Redis client instead of a new
 // connection pool. asynqmon closes its client only in HTTPHandler.Close,
-// which is never called.
+// which is never called. A *redis.ClusterClient gets asynqmon's cluster
+// view of Redis (its nodes, and the slot and node of each queue).
 type sharedRedis struct{ rdb redis.UniversalClient }
 
 // MakeRedisClient returns the shared client.
@@ -216,12 +218,25 @@ type ready struct {
 func (h ready) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
 	defer cancel()
-	if err := h.rdb.Ping(ctx).Err(); err != nil {
+	if err := ping(ctx, h.rdb); err != nil {
 		h.log.WithError(err).Warn("readyz: redis does not answer")
 		writeText(w, http.StatusServiceUnavailable, "not ready: redis: "+reason(err))
 		return
 	}
 	writeText(w, http.StatusOK, "ok")
+}
+
+// ping checks that Redis answers: every master of a Redis Cluster (a
+// worker serves queues on each, and a PING of the cluster client reaches
+// only one node, at random), else the one Redis.
+func ping(ctx context.Context, rdb redis.UniversalClient) error {
+	cc, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		return rdb.Ping(ctx).Err()
+	}
+	return cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+		return node.Ping(ctx).Err()
+	})
 }
 
 // reason says why Redis did not answer without naming its address: the

@@ -61,6 +61,13 @@ const (
 // It recognises asynq's dequeue script by its keys (pending, paused, active
 // and lease of one queue, in that order), which asynq v0.26 passes in KEYS.
 // It runs on the real clock, as asynq's own polling and leases do.
+//
+// On a Redis Cluster it works as on one node: its scripts touch the keys of
+// one queue, asynq:{Q}:..., all in the slot of the queue's hash tag. They
+// are the one exception to the rule that every script of ours gets each
+// key it touches in KEYS: like asynq's own dequeue and requeue scripts,
+// they build a task's key, asynq:{Q}:t:<id>, from its ID inside Lua (the
+// IDs are only known there), and that key lies in the queue's slot too.
 type dequeuer struct {
 	redis.UniversalClient
 	recheck     time.Duration // while busy
@@ -86,6 +93,10 @@ type heldTask struct {
 	id, msg string
 	at      time.Time
 }
+
+// Unwrap returns the client the dequeuer wraps, so that rkey.IsCluster
+// tells a dequeuer on a Redis Cluster.
+func (d *dequeuer) Unwrap() redis.UniversalClient { return d.UniversalClient }
 
 // newDequeuer takes up to batch tasks per round trip on rdb, and skips a
 // queue found empty for recheck while busy, idleRecheck while idle.
@@ -183,12 +194,14 @@ func (st *dequeueState) takeOlder(now time.Time, age time.Duration) []heldTask {
 // requeue puts held tasks back at the front of their queue, in the order
 // they were taken.
 func (d *dequeuer) requeue(ctx context.Context, st *dequeueState, held []heldTask) error {
-	args := make([]any, 0, len(held)+1)
-	args = append(args, st.taskPrefix)
+	keys := make([]string, 0, len(held)+3)
+	keys = append(keys, st.keys[2], st.keys[3], st.keys[0])
+	args := make([]any, 0, len(held))
 	for _, t := range held {
+		keys = append(keys, st.taskPrefix+t.id)
 		args = append(args, t.id)
 	}
-	return requeueHeldScript.Run(ctx, d.UniversalClient, []string{st.keys[2], st.keys[3], st.keys[0]}, args...).Err()
+	return requeueHeldScript.Run(ctx, d.UniversalClient, keys, args...).Err()
 }
 
 // requeueOrKeep puts held tasks back at the front of their queue; when
@@ -300,14 +313,15 @@ return out`)
 // recoverer took it) is left alone.
 //
 // KEYS[1] asynq:{Q}:active, KEYS[2] asynq:{Q}:lease, KEYS[3]
-// asynq:{Q}:pending; ARGV[1] asynq:{Q}:t:, ARGV[2..] task IDs.
+// asynq:{Q}:pending, KEYS[3 + i] the key (asynq:{Q}:t:<id>) of the task
+// ARGV[i]; ARGV task IDs.
 var requeueHeldScript = redis.NewScript(`
-for i = #ARGV, 2, -1 do
+for i = #ARGV, 1, -1 do
   local id = ARGV[i]
   if redis.call("LREM", KEYS[1], 0, id) > 0 then
     redis.call("ZREM", KEYS[2], id)
     redis.call("RPUSH", KEYS[3], id)
-    redis.call("HSET", ARGV[1] .. id, "state", "pending")
+    redis.call("HSET", KEYS[3 + i], "state", "pending")
   end
 end
 return redis.status_reply("OK")`)

@@ -54,21 +54,9 @@ type pipeline struct {
 // say on the Options.
 func newPipeline(t *testing.T, start func(testing.TB) *redistest.Server, edit func(*Options)) *pipeline {
 	t.Helper()
-	p := &pipeline{srv: start(t), api: fake.New()}
+	p := &pipeline{srv: start(t)}
 	p.rdb = p.srv.Client(t)
-	httpSrv := httptest.NewServer(p.api)
-	t.Cleanup(httpSrv.Close)
-	client, err := loginapi.New(loginapi.Options{BaseURL: httpSrv.URL + "/api", HTTPClient: loginapi.NewHTTPClient(500 * time.Millisecond)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	p.opts = Options{
-		API: client, Log: log, Concurrency: 10,
-		Backoff:     Backoff{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond},
-		MaxAttempts: 3, RateLimitMaxWait: 5 * time.Second, PauseMax: DefaultPauseMax, OutageProbe: ratelimit.DefaultProbeInterval,
-	}
+	p.api, p.opts = apiDouble(t)
 	if edit != nil {
 		edit(&p.opts)
 	}
@@ -78,6 +66,27 @@ func newPipeline(t *testing.T, start func(testing.TB) *redistest.Server, edit fu
 	p.enq = enqueue.New(p.rdb, enqueue.Options{DedupWindow: -1})
 	p.ins = asynq.NewInspectorFromRedisClient(p.rdb)
 	return p
+}
+
+// apiDouble starts a double of the Login API for the test and returns it with
+// the Options of a worker calling it: quick retries, 3 attempts, a
+// concurrency of 10 and the default flow control, no log.
+func apiDouble(t *testing.T) (*fake.API, Options) {
+	t.Helper()
+	api := fake.New()
+	httpSrv := httptest.NewServer(api)
+	t.Cleanup(httpSrv.Close)
+	client, err := loginapi.New(loginapi.Options{BaseURL: httpSrv.URL + "/api", HTTPClient: loginapi.NewHTTPClient(500 * time.Millisecond)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	return api, Options{
+		API: client, Log: log, Concurrency: 10,
+		Backoff:     Backoff{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond},
+		MaxAttempts: 3, RateLimitMaxWait: 5 * time.Second, PauseMax: DefaultPauseMax, OutageProbe: ratelimit.DefaultProbeInterval,
+	}
 }
 
 // newWorker assembles another worker process of the pipeline's options.

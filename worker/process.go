@@ -210,16 +210,23 @@ func (w *Worker) Run(ctx context.Context) error {
 // flight (asynq's dequeue and done scripts, the outcome writes) over one
 // connection, so that the worker and Redis each read and write many
 // commands per system call instead of one. Each command still waits for its
-// own reply, in order. It stops when rdb is closed. A client it cannot
-// stream on (Redis Cluster) is used as it is. See docs/BENCHMARKS.md.
+// own reply, in order. It stops when rdb is closed. On a Redis Cluster it
+// streams over one connection per master, each command to the master of its
+// slot, and the client it returns unwraps to rdb (rkey.IsCluster). A client
+// it cannot stream on is used as it is. See docs/BENCHMARKS.md.
 func streamed(rdb redis.UniversalClient) redis.UniversalClient {
-	c, ok := rdb.(*redis.Client)
-	if !ok {
-		return rdb
-	}
 	opt := redis.DefaultBlockingAutoPipelineOptions()
 	opt.FullDuplex = true
-	ap, err := c.AutoPipelineWithOptions(opt)
+	var ap *redis.AutoPipeliner
+	var err error
+	switch c := rdb.(type) {
+	case *redis.Client:
+		ap, err = c.AutoPipelineWithOptions(opt)
+	case *redis.ClusterClient:
+		ap, err = c.AutoPipelineWithOptions(opt)
+	default:
+		return rdb
+	}
 	if err != nil {
 		return rdb
 	}
@@ -229,5 +236,18 @@ func streamed(rdb redis.UniversalClient) redis.UniversalClient {
 		_ = ap.Close()
 		return rdb
 	}
+	if _, ok := rdb.(*redis.ClusterClient); ok {
+		return clusterStream{ap, rdb}
+	}
 	return ap
 }
+
+// clusterStream is the autopipeliner of a cluster client, which tells what
+// it streams over.
+type clusterStream struct {
+	*redis.AutoPipeliner
+	cluster redis.UniversalClient
+}
+
+// Unwrap returns the cluster client.
+func (s clusterStream) Unwrap() redis.UniversalClient { return s.cluster }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/resendq/resendq/internal/rkey"
 	"github.com/resendq/resendq/metrics"
 )
 
@@ -21,7 +22,8 @@ func TestWorkerHotPathIsStreamed(t *testing.T) {
 	}
 	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
 	defer cluster.Close()
-	if got := streamed(cluster); got != redis.UniversalClient(cluster) {
-		t.Errorf("streamed(*redis.ClusterClient) = %T, want the client itself", got)
+	cs, ok := streamed(cluster).(clusterStream)
+	if !ok || !cs.Config().FullDuplex || !rkey.IsCluster(cs) {
+		t.Errorf("streamed(*redis.ClusterClient) = %T, want a full-duplex autopipeliner that tells a cluster", streamed(cluster))
 	}
 }

@@ -62,7 +62,8 @@ type Config struct {
 	// outcome. Default 15s; negative: never.
 	SweepInterval time.Duration
 	// KeyPrefix prefixes the worker's own Redis key (the sweep's lock,
-	// KeyPrefix+"sweep-lock:{"+queue+"}"). Default "resendq:".
+	// KeyPrefix+"sweep-lock:{"+queue+"}", one key per command: on a Redis
+	// Cluster it lies in its queue's slot). Default "resendq:".
 	KeyPrefix string
 }
 

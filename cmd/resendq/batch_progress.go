@@ -15,6 +15,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/resendq/resendq/enqueue"
+	"github.com/resendq/resendq/internal/redisurl"
 )
 
 // Progress refresh intervals: the bar on a terminal, a plain line otherwise.
@@ -157,7 +158,7 @@ func (p *progress) start(in *batchInput, dryRun bool, redisURL string, derivedID
 		fmt.Fprintf(p.w, "resendq: dry run of batch %s: checking %s (%s%s); nothing is written to Redis\n", id, in.name, in.format, size)
 		return
 	}
-	fmt.Fprintf(p.w, "resendq: batch %s: enqueuing %s (%s%s) on queue bulk at %s\n", id, in.name, in.format, size, redactURL(redisURL))
+	fmt.Fprintf(p.w, "resendq: batch %s: enqueuing %s (%s%s) on queue bulk at %s\n", id, in.name, in.format, size, redisurl.Redact(redisURL))
 }
 
 // update is the batch's OnProgress.

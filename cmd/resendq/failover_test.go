@@ -421,8 +421,8 @@ func TestEnqueueWaitsForReplicas(t *testing.T) {
 func TestSentinelURLNeedsMaster(t *testing.T) {
 	t.Parallel()
 	for url, want := range map[string]string{
-		"redis-sentinel://:s3cret@127.0.0.1:26379": "needs ?master=NAME",
-		"redis-sentinel://?master=m":               "needs the Sentinels' host:port",
+		"redis-sentinel://:s3cret@127.0.0.1:26379": "no master name",
+		"redis-sentinel://?master=m":               "no host",
 	} {
 		r := runCLI(t, nil, "enqueue", "--redis-url", url, "--project-id", testProject, "--username", "j@example.com")
 		if r.code != 2 || !strings.Contains(r.stderr, want) || strings.Contains(r.stderr, "s3cret") {

@@ -9,11 +9,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/resendq/resendq/internal/redisurl"
 )
 
 // app holds what every command shares: the streams and the logger.
@@ -49,7 +50,7 @@ func newRoot(a *app) *cobra.Command {
 	root.PersistentFlags().StringVar(&a.logFormat, "log-format", "text", "log format: text or json")
 	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr(err) })
-	root.AddCommand(newWorkerCmd(a), newEnqueueCmd(a), newBatchCmd(a), newOutcomesCmd(a), newDLQCmd(a), newStatusCmd(a), newServeCmd(a), newFakeAPICmd(a), newDevCmd(a))
+	root.AddCommand(newWorkerCmd(a), newEnqueueCmd(a), newBatchCmd(a), newOutcomesCmd(a), newDLQCmd(a), newStatusCmd(a), newServeCmd(a), newFakeAPICmd(a), newDevCmd(a), newMigrateCmd(a))
 	return root
 }
 
@@ -98,33 +99,22 @@ func (a *app) setupLog() error {
 type redisFlags struct{ url string }
 
 func (r *redisFlags) register(fs *pflag.FlagSet) {
-	fs.StringVar(&r.url, "redis-url", defaultRedisURL, "Redis to use: redis://[:password@]host:port[/db], rediss:// for TLS, redis-socket://path, or the master NAME that Sentinels watch: redis-sentinel://[:sentinel-password@]host:port[,host:port...]?master=NAME")
+	fs.StringVar(&r.url, "redis-url", defaultRedisURL, "Redis to use: "+redisurl.Forms)
 }
 
 // connect opens a client for --redis-url sized for poolSize concurrent
-// users (0: go-redis's default) and checks that Redis answers.
+// users (0: go-redis's default; on a cluster, per node) and checks that
+// Redis answers.
 func (r *redisFlags) connect(ctx context.Context, poolSize int) (redis.UniversalClient, error) {
-	opt, err := asynq.ParseRedisURI(r.url)
+	rdb, err := redisurl.Open(r.url, redisurl.Options{PoolSize: poolSize})
 	if err != nil {
-		// The parser's own message may repeat the URL, password and all.
-		return nil, usageErr(fmt.Errorf("--redis-url %s is not a Redis URL: want redis://[:password@]host:port[/db], rediss://... or redis-socket://path", redactURL(r.url)))
-	}
-	if o, ok := opt.(asynq.RedisClientOpt); ok && poolSize > 0 {
-		o.PoolSize = poolSize
-		opt = o
-	}
-	if opt, err = sentinelOpt(r.url, opt, poolSize); err != nil {
-		return nil, err
-	}
-	rdb, ok := opt.MakeRedisClient().(redis.UniversalClient)
-	if !ok {
-		return nil, usageErr(fmt.Errorf("--redis-url %s: unsupported form", redactURL(r.url)))
+		return nil, usageErr(fmt.Errorf("--redis-url: %w", err))
 	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {
 		rdb.Close()
-		return nil, fmt.Errorf("cannot reach Redis at %s: %v", redactURL(r.url), err)
+		return nil, fmt.Errorf("cannot reach Redis at %s: %v", redisurl.Redact(r.url), err)
 	}
 	return rdb, nil
 }

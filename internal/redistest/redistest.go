@@ -60,7 +60,7 @@ func Start(t testing.TB) *Server {
 	dir := t.TempDir()
 	var lastErr error
 	for range startAttempts {
-		s, err := startProcess(bin, dir)
+		s, err := startProcess(bin, dir, 0)
 		if err == nil {
 			t.Cleanup(s.Stop)
 			return s
@@ -95,13 +95,17 @@ func findBinary(t testing.TB, env, name string) string {
 	return p
 }
 
-// startProcess runs one redis-server on a fresh free port and waits for it.
-func startProcess(bin, dir string) (*Server, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
+// startProcess runs one redis-server on a fresh free port and waits for it;
+// extra arguments follow the harness's own. A port of 0 picks a free one.
+func startProcess(bin, dir string, port int, extra ...string) (*Server, error) {
+	if port == 0 {
+		p, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		port = p
 	}
-	return launch(bin, port, "--save", "", "--appendonly", "no", "--dir", dir)
+	return launch(bin, port, append([]string{"--save", "", "--appendonly", "no", "--dir", dir}, extra...)...)
 }
 
 // launch runs bin with args on 127.0.0.1:port, in the foreground, and waits

@@ -92,3 +92,30 @@ func (f *fatalRecorder) Fatalf(format string, args ...any) {
 	f.failed = true
 	runtime.Goexit()
 }
+
+func TestStartClusterSpreadsSlotsOverThreeMasters(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := StartCluster(t, 3)
+	rdb := c.Client(t)
+	// Keys of different hash tags land on different masters.
+	for _, k := range []string{"{a}", "{b}", "{c}", "{d}", "{e}", "{f}"} {
+		if err := rdb.Set(ctx, k, "v", 0).Err(); err != nil {
+			t.Fatalf("SET %s: %v", k, err)
+		}
+	}
+	holding := 0
+	for i := range c.Addrs {
+		if n, err := c.Node(t, i).DBSize(ctx).Result(); err != nil {
+			t.Fatalf("DBSIZE node %d: %v", i, err)
+		} else if n > 0 {
+			holding++
+		}
+	}
+	if holding < 2 {
+		t.Fatalf("6 keys of different tags sit on %d of 3 masters; want at least 2", holding)
+	}
+	if c.URL == "" || len(c.Addrs) != 3 {
+		t.Fatalf("URL %q, Addrs %v", c.URL, c.Addrs)
+	}
+}

@@ -119,7 +119,7 @@ func StartReplica(t testing.TB, master *Server) *Server {
 	}
 	dir := t.TempDir()
 	s, err := onFreePort(func(port int) (*Server, error) {
-		return launch(bin, port, "--save", "", "--appendonly", "no", "--dir", dir, "--replicaof", host, masterPort)
+		return startProcess(bin, dir, port, "--replicaof", host, masterPort)
 	})
 	if err != nil {
 		t.Fatalf("redistest: the replica did not start: %v", err)
