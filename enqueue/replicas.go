@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/resendq/resendq/internal/rkey"
 )
 
 // DefaultWaitTimeout bounds the wait for replicas (Options.WaitReplicas)
@@ -47,9 +49,9 @@ func (e *Enqueuer) waitReplicas(ctx context.Context) error {
 	if want <= 0 {
 		return nil
 	}
-	single, ok := e.rdb.(interface{ Conn() *redis.Conn })
+	single, ok := singleClient(e.rdb)
 	if !ok {
-		return errors.New("enqueue: waiting for replicas needs a client of one Redis master (or of Sentinel), not of a Redis Cluster")
+		return ErrWaitOnCluster
 	}
 	// WAIT counts the replicas that have the last write of its own
 	// connection: this SET, and so everything written before it.
@@ -67,4 +69,25 @@ func (e *Enqueuer) waitReplicas(ctx context.Context) error {
 		return &ReplicasError{Want: want, Acked: n, Timeout: e.opts.WaitTimeout}
 	}
 	return nil
+}
+
+// ErrWaitOnCluster is the error of a wait for replicas (Options.WaitReplicas)
+// on a Redis Cluster client: WAIT counts the replicas of one master.
+var ErrWaitOnCluster = errors.New("enqueue: waiting for replicas needs a client of one Redis master (or of Sentinel), not of a Redis Cluster")
+
+// singleClient returns the client of one Redis (or of the master a Sentinel
+// names) that rdb is or wraps (rkey.Unwrapper), and false for anything
+// else, a cluster client above all.
+func singleClient(rdb redis.UniversalClient) (*redis.Client, bool) {
+	for rdb != nil {
+		if c, ok := rdb.(*redis.Client); ok {
+			return c, true
+		}
+		u, ok := rdb.(rkey.Unwrapper)
+		if !ok {
+			return nil, false
+		}
+		rdb = u.Unwrap()
+	}
+	return nil, false
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/resendq/resendq/internal/redistest"
 	"github.com/resendq/resendq/tasks"
 )
@@ -110,4 +112,24 @@ func csvSourceOf(t *testing.T, s string) *CSVReader {
 		t.Fatal(fmt.Errorf("CSV: %w", err))
 	}
 	return src
+}
+
+// wrapped is a client that wraps another, as the worker's do.
+type wrapped struct{ redis.UniversalClient }
+
+func (w wrapped) Unwrap() redis.UniversalClient { return w.UniversalClient }
+
+func TestWaitReplicasLooksThroughWrappersButNotAtClusters(t *testing.T) {
+	t.Parallel()
+	single := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer single.Close()
+	if c, ok := singleClient(wrapped{wrapped{single}}); !ok || c != single {
+		t.Errorf("singleClient of a wrapped client = %v, %v; want the client inside", c, ok)
+	}
+	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
+	defer cluster.Close()
+	enq := New(wrapped{cluster}, Options{WaitReplicas: 1})
+	if err := enq.waitReplicas(context.Background()); !errors.Is(err, ErrWaitOnCluster) {
+		t.Errorf("waitReplicas on a cluster client: %v; want ErrWaitOnCluster", err)
+	}
 }

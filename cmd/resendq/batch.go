@@ -228,6 +228,9 @@ func runBatch(ctx context.Context, a *app, rf *redisFlags, b *batchFlags, defaul
 			return usageErr(fmt.Errorf("%w; nothing was enqueued", err)) // exit 2: nothing was started
 		}
 		defer rdb.Close()
+		if err := checkWaitClient(eopts.WaitReplicas, rdb); err != nil {
+			return err
+		}
 		e = enqueue.New(rdb, eopts)
 	}
 	rej, err := openRejects(a, b, in)

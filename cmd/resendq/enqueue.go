@@ -62,6 +62,9 @@ again is safe).
 				return err
 			}
 			defer rdb.Close()
+			if err := checkWaitClient(opts.WaitReplicas, rdb); err != nil {
+				return err
+			}
 			res, err := enqueue.New(rdb, opts).Enqueue(cmd.Context(), r)
 			var re *enqueue.ReplicasError
 			if err != nil && !errors.As(err, &re) {

@@ -430,3 +430,25 @@ func TestSentinelURLNeedsMaster(t *testing.T) {
 		}
 	}
 }
+
+// TestWaitForReplicasIsRefusedOnACluster: --redis-wait-replicas on a Redis
+// Cluster is bad usage, said before anything is enqueued, by the single and
+// the batch enqueue.
+func TestWaitForReplicasIsRefusedOnACluster(t *testing.T) {
+	t.Parallel()
+	c := redistest.StartCluster(t, 3)
+	file := filepath.Join(t.TempDir(), "users.csv")
+	if err := os.WriteFile(file, []byte("username\nj@example.com\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, input := range [][]string{{"--username", "j@example.com"}, {"--file", file}} {
+		args := append([]string{"enqueue", "--redis-url", c.URL, "--project-id", testProject, "--redis-wait-replicas", "1"}, input...)
+		r := runCLI(t, nil, args...)
+		if r.code != 2 || !strings.Contains(r.stderr, "--redis-wait-replicas: not available on Redis Cluster") {
+			t.Errorf("%v: exit %d, stderr %q; want 2, refused on a cluster", input, r.code, r.stderr)
+		}
+	}
+	if n, err := c.Client(t).DBSize(context.Background()).Result(); err != nil || n != 0 {
+		t.Errorf("the cluster holds %d keys (%v); want nothing enqueued", n, err)
+	}
+}

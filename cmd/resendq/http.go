@@ -146,6 +146,9 @@ func (h *httpFlags) serve(a *app, sf surface, fallback bool) (*httpServer, error
 		close(s.served)
 		return s, nil
 	}
+	if err := checkWaitClient(h.replicas.replicas, sf.rdb); err != nil {
+		return nil, err
+	}
 	handler, err := web.New(web.Options{
 		Redis: sf.rdb, Outcomes: sf.outcomes, Metrics: sf.metrics,
 		Enqueuer: enqueue.New(sf.rdb, h.replicas.options(enqueue.Options{DedupWindow: enqueue.DedupWindowOf(h.dedup), IdempotencyWindow: h.idempotency})),

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/pflag"
 
 	"github.com/resendq/resendq/enqueue"
+	"github.com/resendq/resendq/internal/rkey"
 )
 
 // exitReplicas is the exit status of an enqueue that reached the Redis
@@ -42,6 +44,15 @@ func (f *replicaFlags) validate() error {
 func (f *replicaFlags) options(opts enqueue.Options) enqueue.Options {
 	opts.WaitReplicas, opts.WaitTimeout = f.replicas, f.timeout
 	return opts
+}
+
+// checkWaitClient refuses --redis-wait-replicas on a Redis Cluster before
+// anything is enqueued: WAIT counts the replicas of one master.
+func checkWaitClient(replicas int, rdb redis.UniversalClient) error {
+	if replicas > 0 && rkey.IsCluster(rdb) {
+		return usageErr(errors.New("--redis-wait-replicas: not available on Redis Cluster (WAIT counts the replicas of one master); nothing was enqueued"))
+	}
+	return nil
 }
 
 // replicasExit gives err exit status exitReplicas when it is (or holds) an
