@@ -145,6 +145,8 @@ func asynqTaskKey(queue, taskID string) string {
 // *BatchBusyError. When ctx ends, reading stops, the rows already read are
 // settled, and the summary comes back with Interrupted set and ctx's error.
 // A Redis failure stops the run too; the summary counts the failed rows.
+// With Options.WaitReplicas, a run that enqueued rows waits for the
+// replicas at its end, and a *ReplicasError says they fell short.
 func (e *Enqueuer) EnqueueBatch(ctx context.Context, src RowSource, opts BatchOptions) (Summary, error) {
 	if err := CheckBatchID(opts.BatchID); err != nil {
 		return Summary{}, err
@@ -161,6 +163,9 @@ func (e *Enqueuer) EnqueueBatch(ctx context.Context, src RowSource, opts BatchOp
 	b.capturer = e.capturer
 	b.client = asynq.NewClientFromRedisClient(e.rdb)
 	sum, err := b.run(ctx, src)
+	if err == nil && sum.Enqueued+sum.AlreadyQueued > 0 {
+		err = e.waitReplicas(ctx)
+	}
 	return sum, errors.Join(err, unlock())
 }
 

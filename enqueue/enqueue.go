@@ -47,6 +47,16 @@ type Options struct {
 	// Clock stamps EnqueuedAt, paces the waits for a concurrent enqueue of
 	// the same user and times batches. Default: the real clock.
 	Clock clockwork.Clock
+	// WaitReplicas, when positive, makes Enqueue, EnqueueAs, EnqueueMany
+	// (and so a Grouper) and EnqueueBatch wait, once their writes are done,
+	// until that many replicas of the Redis master have them (Redis WAIT),
+	// so that a failover right after the enqueue cannot lose them. Fewer
+	// within WaitTimeout: the result comes with a *ReplicasError. Default
+	// 0: no wait (replication is asynchronous). Not on Redis Cluster.
+	WaitReplicas int
+	// WaitTimeout bounds the wait for WaitReplicas. Default
+	// DefaultWaitTimeout.
+	WaitTimeout time.Duration
 }
 
 // DedupWindowOf is the Options.DedupWindow of a window given on the
@@ -108,6 +118,9 @@ func New(rdb redis.UniversalClient, opts Options) *Enqueuer {
 	}
 	if opts.Clock == nil {
 		opts.Clock = clockwork.NewRealClock()
+	}
+	if opts.WaitTimeout <= 0 {
+		opts.WaitTimeout = DefaultWaitTimeout
 	}
 	return &Enqueuer{
 		rdb: rdb, client: asynq.NewClientFromRedisClient(rdb), ins: asynq.NewInspectorFromRedisClient(rdb),
@@ -212,7 +225,9 @@ var ErrBusy = errors.New("enqueue: another enqueue for this user has not finishe
 const claimTries = 3
 
 // Enqueue validates r and enqueues it. A validation failure is a
-// *tasks.ValidationError and touches nothing in Redis.
+// *tasks.ValidationError and touches nothing in Redis. With
+// Options.WaitReplicas, a *ReplicasError comes with a valid result: the
+// task is on the master.
 func (e *Enqueuer) Enqueue(ctx context.Context, r tasks.Resend) (Result, error) {
 	r = r.Normalize()
 	if err := r.Validate(); err != nil {
@@ -224,7 +239,11 @@ func (e *Enqueuer) Enqueue(ctx context.Context, r tasks.Resend) (Result, error) 
 		return Result{}, err
 	}
 	res := Result{TaskID: e.newID(), Queue: e.opts.Queue, Warnings: r.Warnings()}
-	return e.enqueueClaimed(ctx, e.dedupKey(r), e.opts.DedupWindow, true, false, task, res)
+	res, err = e.enqueueClaimed(ctx, e.dedupKey(r), e.opts.DedupWindow, true, false, task, res)
+	if err != nil {
+		return res, err
+	}
+	return res, e.waitReplicas(ctx)
 }
 
 // EnqueueAs is Enqueue with the task ID id (see Once): when a task of that
@@ -236,7 +255,11 @@ func (e *Enqueuer) EnqueueAs(ctx context.Context, r tasks.Resend, id string) (Re
 		return Result{}, err
 	}
 	r.EnqueuedAt = e.opts.Clock.Now().UTC()
-	return e.enqueueOwnID(ctx, r, id)
+	res, err := e.enqueueOwnID(ctx, r, id)
+	if err != nil {
+		return res, err
+	}
+	return res, e.waitReplicas(ctx)
 }
 
 // enqueueOwnID enqueues the valid, normalized r as task id unless that task

@@ -82,11 +82,14 @@ func (g *Grouper) write(ctx context.Context) {
 	// gone: the other callers wait for it.
 	out, err := g.e.EnqueueMany(context.WithoutCancel(ctx), rs, func(i int) string { return group[i].id })
 	for i, it := range group {
-		if err != nil {
+		if out == nil {
 			it.res = ItemResult{Err: err}
 			continue
 		}
 		it.res = out[i]
+		if it.res.Err == nil {
+			it.res.Err = err // a *ReplicasError: the resend is on the master
+		}
 	}
 
 	g.mu.Lock()

@@ -31,7 +31,9 @@ type ItemResult struct {
 // Task IDs come from taskID, which may be nil (random IDs): with IDs of
 // Once, a task ID that exists, or whose outcome is recorded, is a
 // duplicate naming it. The results are in the order of rs. It returns an
-// error, besides the results, only when rs is longer than MaxMany.
+// error, besides the results, only when rs is longer than MaxMany (and no
+// results), or, with Options.WaitReplicas, a *ReplicasError when too few
+// replicas acknowledged the enqueued resends.
 func (e *Enqueuer) EnqueueMany(ctx context.Context, rs []tasks.Resend, taskID func(i int) string) ([]ItemResult, error) {
 	if len(rs) > MaxMany {
 		return nil, fmt.Errorf("enqueue: %d resends in one call; at most %d", len(rs), MaxMany)
@@ -70,7 +72,10 @@ func (e *Enqueuer) EnqueueMany(ctx context.Context, rs []tasks.Resend, taskID fu
 		out[i].Result = Result{TaskID: f.TaskID, Queue: f.Queue, Duplicate: true, Warnings: out[i].Warnings}
 		out[i].Err = f.Err
 	}
-	return out, nil
+	if len(jobs) == 0 {
+		return out, nil
+	}
+	return out, e.waitReplicas(ctx)
 }
 
 // manyJob is one valid resend of EnqueueMany on its way to Redis.

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# ensure-deps.sh [redis] [chromium] [cc]
+# ensure-deps.sh [redis] [sentinel] [chromium] [cc]
 #
 # Installs the system tools the tests need, only when they are missing:
 #   redis     -> redis-server            (Debian package: redis-server)
+#   sentinel  -> redis-sentinel          (Debian package: redis-sentinel)
 #   chromium  -> chromium, chromedriver  (Debian packages: chromium, chromium-driver)
 #   cc        -> a C compiler for `go test -race` (Debian packages: gcc, libc6-dev)
 #
@@ -10,25 +11,28 @@
 # As root it runs `apt-get update` once and installs the missing packages;
 # otherwise it prints what to install and exits 1.
 #
-# The Debian redis-server package would normally start a system service on
-# port 6379. Our tests never use that port and start their own throw-away
-# servers, so services are kept from starting during the install (policy-rc.d)
-# and a redis on 6379 that appeared because of the install is stopped.
+# The Debian redis-server and redis-sentinel packages would normally start a
+# system service (on 6379 and 26379). Our tests never use those ports and
+# start their own throw-away servers, so services are kept from starting
+# during the install (policy-rc.d) and a redis on 6379 or a sentinel on 26379
+# that appeared because of the install is stopped.
 set -euo pipefail
 
 usage() {
-	echo "usage: $0 [redis] [chromium] [cc]" >&2
+	echo "usage: $0 [redis] [sentinel] [chromium] [cc]" >&2
 	exit 2
 }
 
 [ "$#" -gt 0 ] || set -- redis
 
 want_redis=0
+want_sentinel=0
 want_chromium=0
 want_cc=0
 for arg in "$@"; do
 	case "$arg" in
 	redis) want_redis=1 ;;
+	sentinel) want_sentinel=1 ;;
 	chromium) want_chromium=1 ;;
 	cc) want_cc=1 ;;
 	-h | --help) usage ;;
@@ -44,6 +48,9 @@ have() { command -v "$1" >/dev/null 2>&1; }
 packages=()
 if [ "$want_redis" = 1 ] && ! have redis-server; then
 	packages+=(redis-server)
+fi
+if [ "$want_sentinel" = 1 ] && ! have redis-sentinel; then
+	packages+=(redis-sentinel)
 fi
 if [ "$want_chromium" = 1 ]; then
 	have chromium || packages+=(chromium)
@@ -67,18 +74,13 @@ if ! have apt-get; then
 	exit 1
 fi
 
-# Is something already listening on 6379 (or a redis-server already running)?
-# If so it is not ours to stop afterwards.
-redis_6379_running() {
-	if have redis-cli && redis-cli -p 6379 ping >/dev/null 2>&1; then
-		return 0
-	fi
-	(exec 3<>/dev/tcp/127.0.0.1/6379) >/dev/null 2>&1
-}
+# Is something listening on 127.0.0.1:$1? What listened before the install
+# (on 6379 for redis-server, 26379 for redis-sentinel) is not ours to stop.
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") >/dev/null 2>&1; }
 redis_was_running=0
-if redis_6379_running; then
-	redis_was_running=1
-fi
+if listening 6379; then redis_was_running=1; fi
+sentinel_was_running=0
+if listening 26379; then sentinel_was_running=1; fi
 
 # Keep maintainer scripts from starting services during the install. An
 # existing policy-rc.d (common in containers) is left untouched.
@@ -115,23 +117,27 @@ rm -f "$log"
 cleanup
 created_policy=0
 
-# Belt and braces: if the install still started a redis on 6379, stop it.
-if [ "$redis_was_running" = 0 ] && redis_6379_running; then
-	echo "ensure-deps: stopping the redis-server service the package started on 6379"
+# Belt and braces: if the install still started a service, stop it.
+# stop_service NAME PORT stops the service NAME listening on PORT.
+stop_service() {
+	echo "ensure-deps: stopping the $1 service the package started on $2"
 	if have systemctl && [ -d /run/systemd/system ]; then
-		systemctl stop redis-server >/dev/null 2>&1 || true
-		systemctl disable redis-server >/dev/null 2>&1 || true
+		systemctl stop "$1" >/dev/null 2>&1 || true
+		systemctl disable "$1" >/dev/null 2>&1 || true
 	fi
 	if have service; then
-		service redis-server stop >/dev/null 2>&1 || true
+		service "$1" stop >/dev/null 2>&1 || true
 	fi
-	if redis_6379_running && have redis-cli; then
-		redis-cli -p 6379 shutdown nosave >/dev/null 2>&1 || true
+	if listening "$2" && have redis-cli; then
+		redis-cli -p "$2" shutdown nosave >/dev/null 2>&1 || true
 	fi
-fi
+}
+if [ "$redis_was_running" = 0 ] && listening 6379; then stop_service redis-server 6379; fi
+if [ "$sentinel_was_running" = 0 ] && listening 26379; then stop_service redis-sentinel 26379; fi
 
 missing=()
 if [ "$want_redis" = 1 ] && ! have redis-server; then missing+=(redis-server); fi
+if [ "$want_sentinel" = 1 ] && ! have redis-sentinel; then missing+=(redis-sentinel); fi
 if [ "$want_chromium" = 1 ]; then
 	have chromium || missing+=(chromium)
 	have chromedriver || missing+=(chromedriver)

@@ -15,15 +15,17 @@ die() {
 
 command -v go >/dev/null 2>&1 || die "go is not on PATH"
 
-step "system dependencies (redis-server, chromium, C compiler for -race)"
-scripts/ensure-deps.sh redis chromium cc
+step "system dependencies (redis-server, redis-sentinel, chromium, C compiler for -race)"
+scripts/ensure-deps.sh redis sentinel chromium cc
 
 RESENDQ_REDIS_SERVER=$(command -v redis-server) || die "redis-server not found after ensure-deps"
+RESENDQ_REDIS_SENTINEL=$(command -v redis-sentinel) || die "redis-sentinel not found after ensure-deps"
 RESENDQ_CHROMIUM=$(command -v chromium) || die "chromium not found after ensure-deps"
-export RESENDQ_REDIS_SERVER RESENDQ_CHROMIUM
+export RESENDQ_REDIS_SERVER RESENDQ_REDIS_SENTINEL RESENDQ_CHROMIUM
 echo "$(go version)"
-echo "tests use redis-server: $RESENDQ_REDIS_SERVER ($("$RESENDQ_REDIS_SERVER" --version 2>/dev/null | head -n1))"
-echo "tests use chromium:     $RESENDQ_CHROMIUM ($("$RESENDQ_CHROMIUM" --version 2>/dev/null | head -n1))"
+echo "tests use redis-server:   $RESENDQ_REDIS_SERVER ($("$RESENDQ_REDIS_SERVER" --version 2>/dev/null | head -n1))"
+echo "tests use redis-sentinel: $RESENDQ_REDIS_SENTINEL"
+echo "tests use chromium:       $RESENDQ_CHROMIUM ($("$RESENDQ_CHROMIUM" --version 2>/dev/null | head -n1))"
 
 step "gofmt"
 # Every tracked-or-not Go file outside hidden dirs, vendor/ and testdata/.

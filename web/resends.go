@@ -245,10 +245,12 @@ func (a *resendsAPI) get(w http.ResponseWriter, r *http.Request) {
 }
 
 // failEnqueue answers an enqueue that failed: 409 for a reused
-// idempotency key, 400 for a bad one, else 503 (Redis, or a concurrent
-// enqueue of the user not finished: try again).
+// idempotency key, 400 for a bad one, else 503 (Redis, too few replicas
+// acknowledged it, or a concurrent enqueue of the user not finished: try
+// again).
 func (a *resendsAPI) failEnqueue(w http.ResponseWriter, r *http.Request, err error) {
 	var ve *tasks.ValidationError
+	var re *enqueue.ReplicasError
 	switch {
 	case errors.Is(err, enqueue.ErrIdempotencyConflict):
 		writeFieldError(w, http.StatusConflict, codeConflict, IdempotencyHeader, err.Error())
@@ -256,6 +258,10 @@ func (a *resendsAPI) failEnqueue(w http.ResponseWriter, r *http.Request, err err
 		invalid(w, err)
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nobody reads the answer.
+	case errors.As(err, &re):
+		a.log.WithField("path", r.URL.Path).WithField("replicas_acked", re.Acked).WithField("replicas_wanted", re.Want).
+			Warn("api: enqueued, but too few Redis replicas acknowledged it")
+		unavailable(w, re.Error()+"; try again with the same Idempotency-Key, or within the dedup window")
 	default:
 		a.log.WithError(err).WithField("path", r.URL.Path).Error("api: enqueue failed")
 		msg := "the resend could not be enqueued: Redis unavailable; try again (with the same Idempotency-Key, no second email is sent)"

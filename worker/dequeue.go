@@ -145,7 +145,7 @@ func (d *dequeuer) dequeue(ctx context.Context, q string, keys []string, args []
 	skip := now.Before(st.emptyUntil)
 	d.mu.Unlock()
 	if len(stale) > 0 {
-		_ = d.requeue(ctx, st, stale) // else they wait out their lease, as a task in flight would
+		_ = d.requeueOrKeep(ctx, st, stale) // the release every second tries again
 	}
 	if next != nil {
 		cmd.SetVal(next.msg)
@@ -204,8 +204,23 @@ func (d *dequeuer) requeue(ctx context.Context, st *dequeueState, held []heldTas
 	return requeueHeldScript.Run(ctx, d.UniversalClient, keys, args...).Err()
 }
 
+// requeueOrKeep puts held tasks back at the front of their queue; when
+// Redis fails, it keeps them, first in st and no longer handed out (they
+// are stale), for the next release to try again: a Redis restart or a
+// failover does not leave them to wait out their lease.
+func (d *dequeuer) requeueOrKeep(ctx context.Context, st *dequeueState, held []heldTask) error {
+	err := d.requeue(ctx, st, held)
+	if err != nil {
+		d.mu.Lock()
+		st.held = append(held[:len(held):len(held)], st.held...)
+		d.mu.Unlock()
+	}
+	return err
+}
+
 // release puts back every task taken ahead older than age (all of them
-// with 0), queue by queue.
+// with 0), queue by queue; those Redis fails to take back are kept for the
+// next release.
 func (d *dequeuer) release(ctx context.Context, age time.Duration) (int, error) {
 	now := d.now()
 	d.mu.Lock()
@@ -223,7 +238,7 @@ func (d *dequeuer) release(ctx context.Context, age time.Duration) (int, error) 
 	n := 0
 	var errs []error
 	for _, b := range back {
-		if err := d.requeue(ctx, b.st, b.held); err != nil {
+		if err := d.requeueOrKeep(ctx, b.st, b.held); err != nil {
 			errs = append(errs, err)
 			continue
 		}

@@ -246,6 +246,36 @@ func TestDequeuerPutsHeldTasksBackInOrder(t *testing.T) {
 	}
 }
 
+// TestHeldTasksGoBackOnceRedisReturns: tasks taken ahead that cannot go
+// back to their queue while Redis is down are kept, not handed out, and go
+// back on the first release after Redis returns, rather than waiting out
+// their lease.
+func TestHeldTasksGoBackOnceRedisReturns(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StartDurable(t)
+	f := newDequeueFixture(t, func(testing.TB) func(testing.TB) redis.UniversalClient {
+		return func(t testing.TB) redis.UniversalClient { return srv.Client(t) }
+	}, 4)
+	if got := f.take(t); got != f.ids[0] {
+		t.Fatalf("took %q", got)
+	}
+	srv.Kill()
+	f.now = f.now.Add(holdMax)
+	if n, err := f.d.release(context.Background(), holdMax); err == nil || n != 0 {
+		t.Fatalf("release with Redis down: %d, %v; want an error", n, err)
+	}
+	if n := f.d.heldCount(); n != 3 {
+		t.Fatalf("holding %d after the failed release, want the 3 kept", n)
+	}
+	srv.Restart(t)
+	if n, err := f.d.release(context.Background(), holdMax); err != nil || n != 3 {
+		t.Fatalf("release once Redis is back: %d, %v; want the 3 kept", n, err)
+	}
+	if got := f.states(t); got["active"] != 1 || got["pending"] != 3 {
+		t.Errorf("states %v, want the one handed out active and 3 pending", got)
+	}
+}
+
 func TestDequeuerHandsOutNoStaleTask(t *testing.T) {
 	t.Parallel()
 	f := newDequeueFixture(t, redistest.Single(redistest.Start), 4)

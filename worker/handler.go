@@ -524,33 +524,39 @@ func (h *Handler) finish(ctx context.Context, rec outcome.Record, result error) 
 	return result
 }
 
-// outcomeWriteTries is how many times storeOutcome tries to write a record,
-// within outcomeWriteTimeout.
+// How storeOutcome writes a record while Redis fails: each try bounded by
+// outcomeWriteTry, tries outcomeWriteBackoff apart at first, doubled up to
+// outcomeWriteBackoffMax, for outcomeWriteWindow on the handler's clock.
+// The email has gone out by then: the record is what tells support so, and
+// what keeps a later run of the task from sending a second one. A Redis
+// restart or a Sentinel failover takes seconds to tens of seconds, and
+// asynq runs a task again only once its 30 s lease has expired and its
+// recoverer (every minute) has seen it: a minute covers both.
 const (
-	outcomeWriteTries   = 3
-	outcomeWriteTimeout = 5 * time.Second
+	outcomeWriteTry        = 5 * time.Second
+	outcomeWriteBackoff    = 100 * time.Millisecond
+	outcomeWriteBackoffMax = time.Second
+	outcomeWriteWindow     = time.Minute
 )
 
-// storeOutcome writes rec, trying again briefly if Redis hiccups.
+// storeOutcome writes rec, trying again while Redis fails, for
+// outcomeWriteWindow at most.
 func (h *Handler) storeOutcome(ctx context.Context, rec outcome.Record) (outcome.Record, error) {
-	// The task's own context may be nearly spent; the write gets its own.
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), outcomeWriteTimeout)
-	defer cancel()
-	var err error
-	for i := range outcomeWriteTries {
-		if i > 0 {
-			select {
-			case <-wctx.Done():
-				return rec, err
-			case <-h.clock().After(time.Duration(50<<i) * time.Millisecond): // 100ms, 200ms
-			}
-		}
-		var stored outcome.Record
-		if stored, err = h.finishOutcome(wctx, rec); err == nil {
+	clock := h.clock()
+	start := clock.Now()
+	for delay := outcomeWriteBackoff; ; delay = min(2*delay, outcomeWriteBackoffMax) {
+		// The task's own context may be spent; the write gets its own.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), outcomeWriteTry)
+		stored, err := h.finishOutcome(wctx, rec)
+		cancel()
+		if err == nil {
 			return stored, nil
 		}
+		if clock.Since(start)+delay > outcomeWriteWindow {
+			return rec, err
+		}
+		<-clock.After(delay)
 	}
-	return rec, err
 }
 
 func outcomeFields(rec outcome.Record) logrus.Fields {

@@ -89,6 +89,13 @@ func (m *memOutcomes) RateWait(_ context.Context, taskID string, d time.Duration
 	return nil
 }
 
+// calls returns how many times Finish was called.
+func (m *memOutcomes) calls() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.finishCalls
+}
+
 func (m *memOutcomes) Finish(_ context.Context, rec outcome.Record) (outcome.Record, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -403,18 +410,40 @@ func TestOutcomeWriteFailureStillEndsTask(t *testing.T) {
 	b.out.finishErr = errors.New("redis: connection refused")
 	done := make(chan error, 1)
 	go func() { done <- b.h.process(context.Background(), first(attempt{}), payload(t, "j@example.com")) }()
-	// The write is tried three times, 100ms and 200ms apart on the clock.
-	for _, d := range []time.Duration{100 * time.Millisecond, 200 * time.Millisecond} {
-		if err := b.clock.BlockUntilContext(context.Background(), 1); err != nil {
-			t.Fatal(err)
+	// The write is tried again 100ms, 200ms, 400ms, 800ms, then every second
+	// apart on the clock, for a minute (a Redis restart or a failover).
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var waited time.Duration
+	var err error
+	for finished := false; !finished; {
+		blocked := make(chan struct{})
+		go func() {
+			if b.clock.BlockUntilContext(ctx, 1) == nil {
+				close(blocked)
+			}
+		}()
+		select {
+		case err = <-done:
+			finished = true
+		case <-blocked:
+			d := 100 * time.Millisecond
+			for i := 1; i < b.out.calls() && d < time.Second; i++ {
+				d *= 2
+			}
+			d = min(d, time.Second)
+			b.clock.Advance(d)
+			waited += d
 		}
-		b.clock.Advance(d)
 	}
-	if err := <-done; err != nil {
+	if err != nil {
 		t.Fatalf("err = %v: a sent email must not be retried", err)
 	}
-	if n := b.out.finishCalls; n != 3 {
-		t.Errorf("the write was tried %d times, want 3", n)
+	if waited < 59*time.Second || waited > outcomeWriteWindow {
+		t.Errorf("the write was tried for %s on the clock, want about %s", waited, outcomeWriteWindow)
+	}
+	if n := b.out.calls(); n < 50 {
+		t.Errorf("the write was tried %d times in a minute, want a try a second", n)
 	}
 	if e := b.logs.LastEntry(); e.Level != logrus.ErrorLevel {
 		t.Errorf("lost outcome logged at %v, want error", e.Level)

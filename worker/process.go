@@ -18,8 +18,8 @@ import (
 const DefaultPauseMax = ratelimit.DefaultMaxCoolDown
 
 // shutdownMargin is what a call's shutdown allows beyond its HTTP timeout:
-// the write of its outcome record (outcomeWriteTimeout) and some slack.
-const shutdownMargin = outcomeWriteTimeout + 5*time.Second
+// one try to write its outcome record (outcomeWriteTry) and some slack.
+const shutdownMargin = outcomeWriteTry + 5*time.Second
 
 // Options configure a worker process (New): its Login API client, its
 // handler, the fleet's flow control, the outcome records and the asynq

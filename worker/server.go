@@ -227,20 +227,28 @@ func (s *Server) Shutdown() {
 const releaseTimeout = 5 * time.Second
 
 // releaseStale puts tasks taken ahead that no asynq server asked for within
-// holdMax back in their queue, every second, until stop is closed.
+// holdMax back in their queue, every second, until stop is closed. While
+// Redis fails, it tries again every second, and logs the first failure and
+// the return.
 func (s *Server) releaseStale(stop <-chan struct{}) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	failing := false
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
-			if _, err := s.dequeue.release(ctx, holdMax); err != nil {
-				s.cfg.Logger.WithError(err).Warn("tasks taken ahead could not go back to their queue: they go to another worker when their lease expires")
-			}
+			n, err := s.dequeue.release(ctx, holdMax)
 			cancel()
+			switch {
+			case err != nil && !failing:
+				s.cfg.Logger.WithError(err).Warn("tasks taken ahead cannot go back to their queue: trying again every second")
+			case err == nil && failing:
+				s.cfg.Logger.WithField("tasks", n).Info("tasks taken ahead went back to their queue")
+			}
+			failing = err != nil
 		}
 	}
 }

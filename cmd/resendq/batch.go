@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/spf13/pflag"
 
@@ -208,7 +207,7 @@ func newRowSource(in *batchInput, defaults tasks.Resend) (rowSource, error) {
 }
 
 // runBatch is `resendq enqueue --file`.
-func runBatch(ctx context.Context, a *app, rf *redisFlags, b *batchFlags, defaults tasks.Resend, dedup time.Duration, asJSON bool) error {
+func runBatch(ctx context.Context, a *app, rf *redisFlags, b *batchFlags, defaults tasks.Resend, eopts enqueue.Options, asJSON bool) error {
 	in, err := openInput(a, b)
 	if err != nil {
 		return err
@@ -229,7 +228,10 @@ func runBatch(ctx context.Context, a *app, rf *redisFlags, b *batchFlags, defaul
 			return usageErr(fmt.Errorf("%w; nothing was enqueued", err)) // exit 2: nothing was started
 		}
 		defer rdb.Close()
-		e = enqueue.New(rdb, enqueue.Options{DedupWindow: dedup})
+		if err := checkWaitClient(eopts.WaitReplicas, rdb); err != nil {
+			return err
+		}
+		e = enqueue.New(rdb, eopts)
 	}
 	rej, err := openRejects(a, b, in)
 	if err != nil {
@@ -259,7 +261,8 @@ func runBatch(ctx context.Context, a *app, rf *redisFlags, b *batchFlags, defaul
 	if errors.As(runErr, &busy) {
 		return usageErr(fmt.Errorf("%w; nothing was enqueued", runErr))
 	}
-	report := batchReport{Summary: sum, Input: in.name, RejectsFile: rej.shownPath()}
+	var re *enqueue.ReplicasError
+	report := batchReport{Summary: sum, Input: in.name, RejectsFile: rej.shownPath(), replicasShort: errors.As(runErr, &re)}
 	failure := errors.Join(runErr, rejErr)
 	if sum.Interrupted {
 		failure = rejErr // the summary says it; ctx's error adds nothing
@@ -273,6 +276,8 @@ func runBatch(ctx context.Context, a *app, rf *redisFlags, b *batchFlags, defaul
 	switch {
 	case sum.Interrupted:
 		return &exitError{code: exitInterrupted, err: failure}
+	case report.replicasShort:
+		return replicasExit(failure)
 	case failure != nil:
 		return &exitError{code: 1, err: failure}
 	case sum.Rejected > 0:
@@ -290,6 +295,8 @@ type batchReport struct {
 	RejectsFile string `json:"rejects_file,omitempty"`
 	// Error is why the run stopped early, if it did.
 	Error string `json:"error,omitempty"`
+
+	replicasShort bool // every row settled, but too few replicas acknowledged them
 }
 
 func (r batchReport) print(w io.Writer, asJSON bool) error {
@@ -316,6 +323,8 @@ func (r batchReport) print(w io.Writer, asJSON bool) error {
 		b.WriteString("nothing was written to Redis\n")
 	case s.Interrupted:
 		fmt.Fprintf(&b, "interrupted after line %s; every row up to it is settled. Run the same command again to resume: rows already enqueued are skipped\n", num(s.LastLine))
+	case r.replicasShort:
+		b.WriteString("every row is settled on the Redis master, but fewer replicas than asked for have them yet. Run the same command again once they are back: rows already enqueued are skipped\n")
 	case r.Error != "":
 		fmt.Fprintf(&b, "stopped after line %s. Run the same command again to resume: rows already enqueued are skipped\n", num(s.LastLine))
 	default:
@@ -360,7 +369,9 @@ a second email. Rows repeating a project and username collapse to one.
 Exit status: 0 every row enqueued or already queued; 1 some rows rejected
 (the others are enqueued) or the run failed part way; 2 bad usage or
 input, Redis unreachable, or the batch already running elsewhere: nothing
-was enqueued; 130 interrupted (run the same command again to resume).`
+was enqueued; 3 every row enqueued, but fewer replicas than
+--redis-wait-replicas acknowledged them (run it again once they are back);
+130 interrupted (run the same command again to resume).`
 
 // batchExample is the usage example of batches.
 const batchExample = `  resendq enqueue --redis-url redis://redis:6379 --file users.csv --project-id 6f1c3a52-1d8e-4b55-9c1e-0d9a7e3f2b11

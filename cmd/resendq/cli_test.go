@@ -112,6 +112,7 @@ func TestWorkerFlagValidation(t *testing.T) {
 		{"--backoff-initial 10s --backoff-max 1s", "--backoff-initial"},
 		{"--api-rate -1", "--api-rate -1"},
 		{"--rate-limit-pause-max -1s", "--rate-limit-pause-max -1s"},
+		{"--outcome-retention 30m", "--outcome-retention 30m0s: must be at least 1h"},
 	} {
 		r := runCLI(t, nil, append([]string{"worker"}, strings.Fields(c.args)...)...)
 		if r.code != 2 || !strings.Contains(r.stderr, c.want) {

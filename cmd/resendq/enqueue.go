@@ -18,12 +18,20 @@ func newEnqueueCmd(a *app) *cobra.Command {
 	var dedup time.Duration
 	var asJSON bool
 	var bf batchFlags
+	var wf replicaFlags
 	cmd := &cobra.Command{
 		Use:   "enqueue",
 		Short: "Ask for a confirmation email to be resent to one user, or to every user of a file",
 		Long: `Validates the request, enqueues it on the signup queue and prints the task id.
 A second request for the same project and username within --dedup-window
 returns the first task's id and sends no second email.
+
+Exit status: 0 enqueued (or already enqueued); 1 failed, e.g. Redis
+unreachable (the command gives up within seconds, never hangs); 2 bad
+usage or input: nothing was enqueued; 3 enqueued on the Redis master, but
+fewer replicas than --redis-wait-replicas acknowledged it within
+--redis-wait-timeout (the task id is printed all the same; enqueueing it
+again is safe).
 ` + batchCmdHelp,
 		Example: `  resendq enqueue --project-id 6f1c3a52-1d8e-4b55-9c1e-0d9a7e3f2b11 --username john@example.com
 ` + batchExample,
@@ -35,9 +43,12 @@ returns the first task's id and sends no second email.
 			if dedup < 0 {
 				return usageErr(fmt.Errorf("--dedup-window %s: must not be negative (0 disables it)", dedup))
 			}
-			dedup = enqueue.DedupWindowOf(dedup)
+			if err := wf.validate(); err != nil {
+				return usageErr(err)
+			}
+			opts := wf.options(enqueue.Options{DedupWindow: enqueue.DedupWindowOf(dedup)})
 			if bf.file != "" {
-				return runBatch(cmd.Context(), a, &rf, &bf, r.Normalize(), dedup, asJSON)
+				return runBatch(cmd.Context(), a, &rf, &bf, r.Normalize(), opts, asJSON)
 			}
 			r = r.Normalize()
 			if err := r.Validate(); err != nil {
@@ -51,11 +62,18 @@ returns the first task's id and sends no second email.
 				return err
 			}
 			defer rdb.Close()
-			res, err := enqueue.New(rdb, enqueue.Options{DedupWindow: dedup}).Enqueue(cmd.Context(), r)
-			if err != nil {
+			if err := checkWaitClient(opts.WaitReplicas, rdb); err != nil {
 				return err
 			}
-			return printEnqueued(a, res, asJSON)
+			res, err := enqueue.New(rdb, opts).Enqueue(cmd.Context(), r)
+			var re *enqueue.ReplicasError
+			if err != nil && !errors.As(err, &re) {
+				return err
+			}
+			if perr := printEnqueued(a, res, asJSON); perr != nil {
+				return perr
+			}
+			return replicasExit(err)
 		},
 	}
 	rf.register(cmd.Flags())
@@ -67,6 +85,7 @@ returns the first task's id and sends no second email.
 	fs.DurationVar(&dedup, "dedup-window", enqueue.DefaultDedupWindow, "a repeat for the same user within this window returns the first task; a batch skips users sent a resend within it (0 disables)")
 	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	bf.register(fs)
+	wf.register(fs)
 	return cmd
 }
 

@@ -41,6 +41,7 @@ type httpFlags struct {
 	uiWrite       bool
 	dedup         time.Duration
 	idempotency   time.Duration
+	replicas      replicaFlags
 }
 
 func (h *httpFlags) register(fs *pflag.FlagSet, defaultAddr string) {
@@ -50,6 +51,7 @@ func (h *httpFlags) register(fs *pflag.FlagSet, defaultAddr string) {
 	fs.DurationVar(&h.dedup, "dedup-window", enqueue.DefaultDedupWindow, "a resend enqueued over HTTP for a user sent one within this window returns the first task (0 disables)")
 	fs.DurationVar(&h.idempotency, "idempotency-window", enqueue.DefaultIdempotencyWindow, "how long an Idempotency-Key of the HTTP API is kept: a repeat within it gets the first answer and enqueues nothing")
 	fs.BoolVar(&h.insecure, "http-insecure", false, "allow an --http-addr beyond loopback without --http-token (the UI and API show users' email addresses)")
+	h.replicas.register(fs)
 	fs.BoolVar(&h.uiWrite, "ui-write", false, "let the UI delete, run and archive tasks and pause queues, and the API replay and purge dead letters (default: read-only)")
 }
 
@@ -70,6 +72,9 @@ func (h *httpFlags) validate() error {
 		return fmt.Errorf("--idempotency-window %s: must be at least 1m (clients retry within it)", h.idempotency)
 	case h.idempotency > outcome.DefaultRetention:
 		return fmt.Errorf("--idempotency-window %s: at most %s, as long as outcome records are kept by default", h.idempotency, outcome.DefaultRetention)
+	}
+	if err := h.replicas.validate(); err != nil {
+		return err
 	}
 	if h.addr == "" {
 		return nil
@@ -141,9 +146,12 @@ func (h *httpFlags) serve(a *app, sf surface, fallback bool) (*httpServer, error
 		close(s.served)
 		return s, nil
 	}
+	if err := checkWaitClient(h.replicas.replicas, sf.rdb); err != nil {
+		return nil, err
+	}
 	handler, err := web.New(web.Options{
 		Redis: sf.rdb, Outcomes: sf.outcomes, Metrics: sf.metrics,
-		Enqueuer: enqueue.New(sf.rdb, enqueue.Options{DedupWindow: enqueue.DedupWindowOf(h.dedup), IdempotencyWindow: h.idempotency}),
+		Enqueuer: enqueue.New(sf.rdb, h.replicas.options(enqueue.Options{DedupWindow: enqueue.DedupWindowOf(h.dedup), IdempotencyWindow: h.idempotency})),
 		Token:    h.token, ProducerToken: h.producerToken, UIWrite: h.uiWrite, Log: a.log,
 	})
 	if err != nil {

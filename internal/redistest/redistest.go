@@ -74,16 +74,23 @@ func Start(t testing.TB) *Server {
 // serverBinary returns the redis-server to run or fails t with a hint.
 func serverBinary(t testing.TB) string {
 	t.Helper()
-	if p := os.Getenv(EnvServer); p != "" {
+	return findBinary(t, EnvServer, "redis-server")
+}
+
+// findBinary returns the path in the environment variable env, else name
+// found on PATH, or fails t with a hint.
+func findBinary(t testing.TB, env, name string) string {
+	t.Helper()
+	if p := os.Getenv(env); p != "" {
 		if _, err := os.Stat(p); err != nil {
-			t.Fatalf("redistest: %s=%q: %v", EnvServer, p, err)
+			t.Fatalf("redistest: %s=%q: %v", env, p, err)
 		}
 		return p
 	}
-	p, err := exec.LookPath("redis-server")
+	p, err := exec.LookPath(name)
 	if err != nil {
-		t.Fatalf("redistest: redis-server not found on PATH and %s is unset; "+
-			"run `make test`, which installs it, or set %s to its path", EnvServer, EnvServer)
+		t.Fatalf("redistest: %s not found on PATH and %s is unset; "+
+			"run `make test`, which installs it, or set %s to its path", name, env, env)
 	}
 	return p
 }
@@ -98,10 +105,14 @@ func startProcess(bin, dir string, port int, extra ...string) (*Server, error) {
 		}
 		port = p
 	}
+	return launch(bin, port, append([]string{"--save", "", "--appendonly", "no", "--dir", dir}, extra...)...)
+}
+
+// launch runs bin with args on 127.0.0.1:port, in the foreground, and waits
+// until it answers PING. Stopping the Server kills the process (SIGKILL).
+func launch(bin string, port int, args ...string) (*Server, error) {
 	var out syncBuffer
-	args := append([]string{
-		"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", dir, "--daemonize", "no"}, extra...)
+	args = append(args, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--daemonize", "no")
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -119,7 +130,7 @@ func startProcess(bin, dir string, port int, extra ...string) (*Server, error) {
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	if err := waitReady(addr, exited); err != nil {
 		kill()
-		return nil, fmt.Errorf("%w; redis-server output:\n%s", err, out.String())
+		return nil, fmt.Errorf("%w; %s output:\n%s", err, bin, out.String())
 	}
 	return &Server{Addr: addr, URL: "redis://" + addr + "/0", stop: kill}, nil
 }
@@ -142,7 +153,7 @@ func waitReady(addr string, exited <-chan struct{}) error {
 	for time.Now().Before(deadline) {
 		select {
 		case <-exited:
-			return errors.New("redis-server exited while starting")
+			return errors.New("the server exited while starting")
 		default:
 		}
 		if err = ping(addr); err == nil {
@@ -150,7 +161,7 @@ func waitReady(addr string, exited <-chan struct{}) error {
 		}
 		time.Sleep(pollInterval)
 	}
-	return fmt.Errorf("redis-server at %s did not answer PING within %s: %v", addr, readyTimeout, err)
+	return fmt.Errorf("the server at %s did not answer PING within %s: %v", addr, readyTimeout, err)
 }
 
 // ping sends one inline PING over a fresh connection and checks for +PONG.
