@@ -92,6 +92,7 @@ type dequeueState struct {
 type heldTask struct {
 	id, msg string
 	at      time.Time
+	lease   any // the lease's expiry it was taken with (asynq's, Unix seconds)
 }
 
 // Unwrap returns the client the dequeuer wraps, so that rkey.IsCluster
@@ -173,7 +174,7 @@ func (d *dequeuer) dequeue(ctx context.Context, q string, keys []string, args []
 	}
 	st.emptyUntil, d.lastTask = time.Time{}, now
 	for i := 2; i+1 < len(res); i += 2 {
-		st.held = append(st.held, heldTask{id: res[i], msg: res[i+1], at: now})
+		st.held = append(st.held, heldTask{id: res[i], msg: res[i+1], at: now, lease: args[0]})
 	}
 	cmd.SetVal(res[1])
 	return cmd
@@ -196,10 +197,10 @@ func (st *dequeueState) takeOlder(now time.Time, age time.Duration) []heldTask {
 func (d *dequeuer) requeue(ctx context.Context, st *dequeueState, held []heldTask) error {
 	keys := make([]string, 0, len(held)+3)
 	keys = append(keys, st.keys[2], st.keys[3], st.keys[0])
-	args := make([]any, 0, len(held))
+	args := make([]any, 0, 2*len(held))
 	for _, t := range held {
 		keys = append(keys, st.taskPrefix+t.id)
-		args = append(args, t.id)
+		args = append(args, t.id, t.lease)
 	}
 	return requeueHeldScript.Run(ctx, d.UniversalClient, keys, args...).Err()
 }
@@ -309,16 +310,18 @@ return out`)
 // requeueHeldScript is asynq v0.26's requeue script (rdb.requeueCmd) for
 // tasks taken ahead, given in the order they were taken: each goes back to
 // the front of its queue (the end RPOPLPUSH takes from), the first taken
-// first in line. A task no longer active (its lease expired and asynq's
-// recoverer took it) is left alone.
+// first in line. A task no longer active with the lease it was taken with
+// is left alone: its lease expired and asynq's recoverer took it, or an
+// earlier run of this script put it back (its reply lost) and another
+// dequeue took it since, with a lease of its own.
 //
 // KEYS[1] asynq:{Q}:active, KEYS[2] asynq:{Q}:lease, KEYS[3]
-// asynq:{Q}:pending, KEYS[3 + i] the key (asynq:{Q}:t:<id>) of the task
-// ARGV[i]; ARGV task IDs.
+// asynq:{Q}:pending, KEYS[3 + i] the key (asynq:{Q}:t:<id>) of the i-th
+// task; ARGV[2i - 1] its ID, ARGV[2i] the lease's expiry it was taken with.
 var requeueHeldScript = redis.NewScript(`
-for i = #ARGV, 1, -1 do
-  local id = ARGV[i]
-  if redis.call("LREM", KEYS[1], 0, id) > 0 then
+for i = #ARGV / 2, 1, -1 do
+  local id = ARGV[2 * i - 1]
+  if tonumber(redis.call("ZSCORE", KEYS[2], id)) == tonumber(ARGV[2 * i]) and redis.call("LREM", KEYS[1], 0, id) > 0 then
     redis.call("ZREM", KEYS[2], id)
     redis.call("RPUSH", KEYS[3], id)
     redis.call("HSET", KEYS[3 + i], "state", "pending")

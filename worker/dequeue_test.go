@@ -276,6 +276,35 @@ func TestHeldTasksGoBackOnceRedisReturns(t *testing.T) {
 	}
 }
 
+// TestARepeatedRequeueLeavesATaskTakenAgain: a requeue whose reply was
+// lost (it ran) and that runs again, after another worker took the task
+// anew, leaves that worker's task alone: it would be sent twice otherwise.
+func TestARepeatedRequeueLeavesATaskTakenAgain(t *testing.T) {
+	t.Parallel()
+	f := newDequeueFixture(t, redistest.Single(redistest.Start), 2)
+	if got := f.take(t); got != f.ids[0] {
+		t.Fatalf("took %q", got)
+	}
+	ctx := context.Background()
+	st := f.d.queues[f.queue]
+	held := append([]heldTask(nil), st.held...)
+	if err := f.d.requeue(ctx, st, held); err != nil {
+		t.Fatal(err)
+	}
+	// Another worker takes it, a second later, with a lease of its own.
+	other := newDequeuer(f.newClient(t), time.Millisecond, time.Millisecond, 1)
+	keys := []string{"asynq:{bulk}:pending", "asynq:{bulk}:paused", "asynq:{bulk}:active", "asynq:{bulk}:lease"}
+	if _, err := other.EvalSha(ctx, "asynq's sha", keys, f.now.Add(31*time.Second).Unix(), "asynq:{bulk}:t:").Result(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.d.requeue(ctx, st, held); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.states(t); got["active"] != 2 {
+		t.Fatalf("states %v; want both tasks active (one here, one taken again)", got)
+	}
+}
+
 func TestDequeuerHandsOutNoStaleTask(t *testing.T) {
 	t.Parallel()
 	f := newDequeueFixture(t, redistest.Single(redistest.Start), 4)
