@@ -101,6 +101,17 @@ func TestWholePipelineOnRedisCluster(t *testing.T) {
 	if r := runCLI(t, nil, batch...); r.code != 0 || json.Unmarshal([]byte(r.stdout), &sum) != nil || sum.Enqueued != 0 || sum.AlreadyQueued != n {
 		t.Errorf("the batch again: %+v; want all %d already there", r, n)
 	}
+	// The replayed dead letters purged, a user forgotten: on every shard.
+	var purged enqueue.PurgeSummary
+	if r := runCLI(t, nil, "dlq", "purge", "--redis-url", c.URL, "--code", "010-012", "--yes", "--json"); r.code != 0 || json.Unmarshal([]byte(r.stdout), &purged) != nil || purged.Purged != n/10 {
+		t.Errorf("dlq purge: %+v; want %d records purged", r, n/10)
+	}
+	if r := runCLI(t, nil, "outcomes", "forget", "--redis-url", c.URL, "--username", "user7@example.com", "--yes"); r.code != 0 || !strings.Contains(r.stdout, "1 records") {
+		t.Errorf("outcomes forget: %+v", r)
+	}
+	if st, err := store.Stats(ctx); err != nil || st.DeadLetter != 0 || st.Sent != n {
+		t.Errorf("after the purge and the forget: %+v, %v; want %d sent, no dead letter", st, err, n)
+	}
 	if t.Failed() {
 		t.Logf("worker log:\n%s", logs.String())
 	}
