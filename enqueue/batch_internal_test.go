@@ -299,3 +299,54 @@ func TestABatchStopsBeforeItsLockCanExpire(t *testing.T) {
 		t.Errorf("unlock with Redis gone: %v, want an error", err)
 	}
 }
+
+// claimSwap is a hook that, once the batch has read the users' claims,
+// hands one user's claim to another task before the batch script runs.
+type claimSwap struct {
+	rdb     *redis.Client
+	key, to string
+	done    atomic.Bool
+}
+
+func (c *claimSwap) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (c *claimSwap) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (c *claimSwap) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		if len(cmds) > 0 && cmds[0].Name() == "get" && !c.done.Swap(true) {
+			c.rdb.Set(ctx, c.key, c.to, time.Minute)
+		}
+		return err
+	}
+}
+
+// TestBatchScriptSeesAClaimTakenAfterItWasRead: a user's claim read as a
+// dead letter's (which a batch row may take over) before the batch script
+// runs, then taken by another resend of the user, is not overwritten by the
+// script: the row goes Enqueue's way and counts as already queued.
+func TestBatchScriptSeesAClaimTakenAfterItWasRead(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb, watcher := srv.Client(t), srv.Client(t)
+	ctx := context.Background()
+	e := New(rdb, Options{})
+	key := e.dedupKey(tasks.Resend{ProjectID: internalProject, Username: "late@x.io"})
+	if _, err := e.outcomes.Finish(ctx, outcome.Record{TaskID: "dead-one", ProjectID: internalProject, Username: "late@x.io",
+		Queue: tasks.QueueSignup, Status: outcome.StatusDeadLetter, Reason: outcome.ReasonExhausted}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Set(ctx, key, "dead-one", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	rdb.AddHook(&claimSwap{rdb: watcher, key: key, to: "the-other-task"})
+	sum, err := e.EnqueueBatch(ctx, internalCSV(t, "username\nearly@x.io\nlate@x.io\n"), BatchOptions{BatchID: "swap"})
+	if err != nil || sum.Enqueued != 1 || sum.AlreadyQueued != 1 {
+		t.Fatalf("batch: %+v, %v; want early enqueued, late already queued", sum, err)
+	}
+	if held, _ := watcher.Get(ctx, key).Result(); held != "the-other-task" {
+		t.Errorf("late's claim holds %q, want the other task's", held)
+	}
+	if n := watcher.LLen(ctx, "asynq:{"+tasks.QueueBulk+"}:pending").Val(); n != 1 {
+		t.Errorf("%d tasks pending, want early's only", n)
+	}
+}
