@@ -346,16 +346,11 @@ func (s *Store) FinishAll(ctx context.Context, recs []Record) ([]Record, error) 
 	// is not: the script then names them and the write is made again with
 	// their keys too.
 	for try := 0; len(calls) > 0; try++ {
-		replies := rkey.RunScripts(ctx, s.rdb, finishScript, len(calls), func(i int) ([]string, []any) { return calls[i].keys, calls[i].args })
+		replies := rkey.RunScripts(ctx, s.rdb, finishScript, len(calls), func(i int) ([]string, []any) { return calls[i].keys.keys, calls[i].args })
 		var again []*finishCall
 		for g, c := range calls {
 			reply, err := replies[g].Slice()
-			if err == nil && len(reply) > 0 && reply[0] == int64(-1) && try < 3 {
-				for _, m := range reply[1:] {
-					if suffix, ok := m.(string); ok {
-						c.addIndex(suffix)
-					}
-				}
+			if err == nil && c.keys.missing(reply) && try < 3 {
 				again = append(again, c)
 				continue
 			}
@@ -380,39 +375,66 @@ type finishSpan struct{ body, index, counters [2]int }
 
 // finishCall is one run of finishScript: the records of one shard.
 type finishCall struct {
-	sh      *shard
-	recs    []int // positions in FinishAll's records
-	keys    []string
-	args    []any
-	indexes map[string]bool // the index suffixes given in keys
+	recs []int // positions in FinishAll's records
+	keys scriptKeys
+	args []any
 }
 
 func newFinishCall(sh *shard, out []Record, spans []finishSpan, b []byte, recs []int) *finishCall {
-	c := &finishCall{sh: sh, recs: recs, indexes: map[string]bool{}}
-	c.keys = make([]string, 1, 1+9*len(recs))
-	c.keys[0] = sh.statsKey
+	c := &finishCall{recs: recs, keys: newScriptKeys(sh, 1+9*len(recs), sh.statsKey)}
 	c.args = make([]any, 2, 2+8*len(recs))
 	c.args[0], c.args[1] = sh.indexPrefix, len(recs)
 	for _, i := range recs {
 		rec, sp := &out[i], &spans[i]
-		c.keys = append(c.keys, sh.recordPrefix+rec.TaskID, sh.ratePrefix+rec.TaskID, sh.historyPrefix+rec.TaskID)
+		c.keys.add(sh.recordPrefix+rec.TaskID, sh.ratePrefix+rec.TaskID, sh.historyPrefix+rec.TaskID)
 		c.args = append(c.args, rec.TaskID, b[sp.body[0]:sp.body[1]], rec.Attempts, rec.ProjectID, rec.FinishedAt.UnixMilli(),
 			b[sp.index[0]:sp.index[1]], b[sp.counters[0]:sp.counters[1]], string(rec.Status))
 	}
 	for _, i := range recs {
 		sp := &spans[i]
-		for suffix := range bytes.SplitSeq(b[sp.index[0]:sp.index[1]], []byte{'\n'}) {
-			c.addIndex(string(suffix))
-		}
+		c.keys.indexes(string(b[sp.index[0]:sp.index[1]]))
 	}
 	return c
 }
 
-func (c *finishCall) addIndex(suffix string) {
-	if !c.indexes[suffix] {
-		c.indexes[suffix] = true
-		c.keys = append(c.keys, c.sh.indexPrefix+suffix)
+// scriptKeys are the KEYS of a script run on one shard: its own keys, then
+// the index keys (each once) of the records it writes or removes.
+type scriptKeys struct {
+	sh    *shard
+	keys  []string
+	given map[string]bool // the index suffixes in keys
+}
+
+func newScriptKeys(sh *shard, capacity int, keys ...string) scriptKeys {
+	return scriptKeys{sh: sh, keys: append(make([]string, 0, capacity), keys...), given: map[string]bool{}}
+}
+
+// add appends keys.
+func (k *scriptKeys) add(keys ...string) { k.keys = append(k.keys, keys...) }
+
+// indexes appends the keys of the newline-separated index suffixes that are
+// not there yet.
+func (k *scriptKeys) indexes(suffixes string) {
+	for suffix := range strings.SplitSeq(suffixes, "\n") {
+		if suffix != "" && !k.given[suffix] {
+			k.given[suffix] = true
+			k.keys = append(k.keys, k.sh.indexPrefix+suffix)
+		}
 	}
+}
+
+// missing reports whether a script's reply is -1 and the suffixes of
+// indexes whose keys it was not given, and appends their keys.
+func (k *scriptKeys) missing(reply []any) bool {
+	if len(reply) == 0 || reply[0] != int64(-1) {
+		return false
+	}
+	for _, m := range reply[1:] {
+		if suffix, ok := m.(string); ok {
+			k.indexes(suffix)
+		}
+	}
+	return true
 }
 
 // readFinished reads the reply of finishScript into out at the positions
@@ -620,43 +642,26 @@ func (s *Store) remove(ctx context.Context, sh *shard, ids []string) (int, error
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return 0, fmt.Errorf("read the indexes of records: %w", err)
 	}
-	keys := make([]string, 2, 2+4*len(ids))
-	keys[0], keys[1] = sh.indexPrefix+"all", sh.statsKey
+	keys := newScriptKeys(sh, 2+4*len(ids), sh.indexPrefix+"all", sh.statsKey)
 	args := make([]any, 1, 1+len(ids))
 	args[0] = sh.indexPrefix
 	for _, id := range ids {
-		keys = append(keys, sh.recordPrefix+id, sh.ratePrefix+id, sh.historyPrefix+id)
+		keys.add(sh.recordPrefix+id, sh.ratePrefix+id, sh.historyPrefix+id)
 		args = append(args, id)
 	}
-	given := map[string]bool{}
-	addIndex := func(suffix string) {
-		if !given[suffix] {
-			given[suffix] = true
-			keys = append(keys, sh.indexPrefix+suffix)
-		}
-	}
 	for _, c := range cmds {
-		for suffix := range strings.SplitSeq(c.Val(), "\n") {
-			if suffix != "" {
-				addIndex(suffix)
-			}
-		}
+		keys.indexes(c.Val())
 	}
 	for try := 0; ; try++ {
-		reply, err := removeScript.Run(ctx, s.rdb, keys, args...).Slice()
+		reply, err := removeScript.Run(ctx, s.rdb, keys.keys, args...).Slice()
 		if err != nil {
 			return 0, err
 		}
 		if n, ok := reply[0].(int64); ok && len(reply) == 1 {
 			return int(n), nil
 		}
-		if try == 3 {
-			return 0, errors.New("the records' indexes keep changing")
-		}
-		for _, m := range reply[1:] {
-			if suffix, ok := m.(string); ok {
-				addIndex(suffix)
-			}
+		if !keys.missing(reply) || try == 3 {
+			return 0, fmt.Errorf("the records' indexes keep changing (reply %v)", reply)
 		}
 	}
 }
