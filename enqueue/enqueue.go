@@ -82,7 +82,8 @@ type Enqueuer struct {
 	capturer *asynq.Client
 	// cluster is set on Redis Cluster: the keys of a task, its outcome
 	// record and its user's dedup claim lie in different slots, so no
-	// script or command takes them together (see enqueueChunk).
+	// script or command takes them together (see batchRun.processCluster
+	// and enqueueChunk).
 	cluster bool
 }
 
