@@ -127,12 +127,6 @@ func BatchTaskID(batchID string, r tasks.Resend) string {
 	return batchID + ":" + hex.EncodeToString(sum[:12])
 }
 
-// asynqTaskKey is the key of a task in asynq's layout (asynq:{queue}:t:ID):
-// it exists while the task waits, runs, waits for a retry or is archived.
-func asynqTaskKey(queue, taskID string) string {
-	return "asynq:{" + queue + "}:t:" + taskID
-}
-
 // EnqueueBatch validates every row of src and enqueues the valid ones on
 // opts.Queue (default "bulk"), with a task ID derived from the batch ID,
 // project and username (BatchTaskID). A row gets no new task when its task
@@ -406,7 +400,7 @@ func (b *batchRun) processCluster(chunk []batchJob) {
 	exists := make([][2]*redis.IntCmd, len(rows))
 	_, _ = e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, j := range rows {
-			exists[i] = [2]*redis.IntCmd{p.Exists(ctx, asynqTaskKey(b.opts.Queue, j.id)), p.Exists(ctx, e.outcomes.RecordKey(j.id))}
+			exists[i] = [2]*redis.IntCmd{p.Exists(ctx, rkey.AsynqTask(b.opts.Queue, j.id)), p.Exists(ctx, e.outcomes.RecordKey(j.id))}
 		}
 		return nil
 	})
@@ -542,7 +536,7 @@ func (b *batchRun) processSingle(j batchJob) {
 	}
 	defer b.unclaim(j.id)
 	ctx := context.Background()
-	n, err := b.e.exists(ctx, asynqTaskKey(b.opts.Queue, j.id), b.e.outcomes.RecordKey(j.id))
+	n, err := b.e.exists(ctx, rkey.AsynqTask(b.opts.Queue, j.id), b.e.outcomes.RecordKey(j.id))
 	if err != nil || n > 0 {
 		b.settle(replyAlready, err, j.id)
 		return

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/resendq/resendq/internal/redistest"
+	"github.com/resendq/resendq/internal/rkey"
 	"github.com/resendq/resendq/outcome"
 	"github.com/resendq/resendq/tasks"
 )
@@ -39,7 +40,7 @@ func TestCaptureMatchesAsynq(t *testing.T) {
 	if call.sha != asynqEnqueueSHA {
 		t.Fatalf("asynq enqueues with script %s, not the copy in batchscript.go (%s): update asynqEnqueueSource", call.sha, asynqEnqueueSHA)
 	}
-	if want := []string{asynqTaskKey(tasks.QueueBulk, "b:1"), "asynq:{bulk}:pending"}; fmt.Sprint(call.keys) != fmt.Sprint(want) {
+	if want := []string{rkey.AsynqTask(tasks.QueueBulk, "b:1"), "asynq:{bulk}:pending"}; fmt.Sprint(call.keys) != fmt.Sprint(want) {
 		t.Errorf("keys %q, want %q", call.keys, want)
 	}
 	if len(call.args) != 3 || call.args[1] != "b:1" {
@@ -61,8 +62,8 @@ func TestKeyLayouts(t *testing.T) {
 	if _, err := asynq.NewClientFromRedisClient(rdb).Enqueue(task, tasks.Options(tasks.QueueBulk, "b:2")...); err != nil {
 		t.Fatal(err)
 	}
-	if n := rdb.Exists(ctx, asynqTaskKey(tasks.QueueBulk, "b:2")).Val(); n != 1 {
-		t.Errorf("%s does not exist after asynq enqueued task b:2", asynqTaskKey(tasks.QueueBulk, "b:2"))
+	if n := rdb.Exists(ctx, rkey.AsynqTask(tasks.QueueBulk, "b:2")).Val(); n != 1 {
+		t.Errorf("%s does not exist after asynq enqueued task b:2", rkey.AsynqTask(tasks.QueueBulk, "b:2"))
 	}
 	e := New(rdb, Options{})
 	if _, err := outcome.NewStore(rdb, outcome.Options{}).Finish(ctx, outcome.Record{TaskID: "b:3", Status: outcome.StatusSent, Attempts: 1}); err != nil {

@@ -267,7 +267,7 @@ func (e *Enqueuer) EnqueueAs(ctx context.Context, r tasks.Resend, id string) (Re
 // exists or existed (its outcome record).
 func (e *Enqueuer) enqueueOwnID(ctx context.Context, r tasks.Resend, id string) (Result, error) {
 	res := Result{TaskID: id, Queue: e.opts.Queue, Warnings: r.Warnings()}
-	n, err := e.exists(ctx, asynqTaskKey(res.Queue, id), e.outcomes.RecordKey(id))
+	n, err := e.exists(ctx, rkey.AsynqTask(res.Queue, id), e.outcomes.RecordKey(id))
 	if err != nil {
 		return Result{}, fmt.Errorf("enqueue: look for task %s: %w", id, err)
 	}

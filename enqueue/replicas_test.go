@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/resendq/resendq/internal/redistest"
+	"github.com/resendq/resendq/internal/rkey"
 	"github.com/resendq/resendq/tasks"
 )
 
@@ -40,7 +41,7 @@ func TestWaitReplicasAcknowledged(t *testing.T) {
 		t.Fatalf("Enqueue with a replica up: %v", err)
 	}
 	// WAIT returned: the replica has the task already, not eventually.
-	if n, err := s.replica.Client(t).Exists(ctx, asynqTaskKey(tasks.QueueSignup, res.TaskID)).Result(); err != nil || n != 1 {
+	if n, err := s.replica.Client(t).Exists(ctx, rkey.AsynqTask(tasks.QueueSignup, res.TaskID)).Result(); err != nil || n != 1 {
 		t.Errorf("the task on the replica right after the enqueue: %d, %v; want it there", n, err)
 	}
 	out, err := s.enq.EnqueueMany(ctx, []tasks.Resend{{ProjectID: project, Username: "mary@example.com"}}, nil)
@@ -72,7 +73,7 @@ func TestWaitReplicasFallsShortWhenTheReplicaIsDown(t *testing.T) {
 		t.Errorf("error %q does not say %q", err, want)
 	}
 	// The task is on the master all the same, and a repeat names it.
-	if n, err := s.master.Client(t).Exists(ctx, asynqTaskKey(tasks.QueueSignup, res.TaskID)).Result(); err != nil || n != 1 {
+	if n, err := s.master.Client(t).Exists(ctx, rkey.AsynqTask(tasks.QueueSignup, res.TaskID)).Result(); err != nil || n != 1 {
 		t.Errorf("the task on the master: %d, %v; want it there", n, err)
 	}
 	again, err := s.enq.Enqueue(ctx, tasks.Resend{ProjectID: project, Username: "john@example.com"})

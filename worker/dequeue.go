@@ -30,7 +30,9 @@ const (
 )
 
 // dequeuer is the Redis client the asynq servers of a Server take their
-// tasks on: every command goes through unchanged except asynq's dequeue.
+// tasks on: every command goes through unchanged except asynq's dequeue,
+// and the acks of tasks whose outcome records are still being written,
+// which wait in acks (see ackGate).
 //
 // asynq v0.26 takes one task per round trip, trying the queues one script
 // call each in an order shuffled by weight (processor.queues,
@@ -75,6 +77,8 @@ type dequeuer struct {
 	batch       int
 	now         func() time.Time
 
+	acks *ackGate // holds the acks of tasks whose outcome is being written
+
 	mu       sync.Mutex
 	queues   map[string]*dequeueState
 	lastTask time.Time // when a dequeue last found a task
@@ -113,6 +117,9 @@ func (d *dequeuer) EvalSha(ctx context.Context, sha string, keys []string, args 
 	if q, ok := dequeuedQueue(keys); ok && len(args) == 2 {
 		return d.dequeue(ctx, q, keys, args)
 	}
+	if c, ok := d.acks.intercept(ctx, sha, "", keys, args); ok {
+		return c
+	}
 	return d.UniversalClient.EvalSha(ctx, sha, keys, args...)
 }
 
@@ -120,6 +127,9 @@ func (d *dequeuer) EvalSha(ctx context.Context, sha string, keys []string, args 
 func (d *dequeuer) Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
 	if q, ok := dequeuedQueue(keys); ok && len(args) == 2 {
 		return d.dequeue(ctx, q, keys, args)
+	}
+	if c, ok := d.acks.intercept(ctx, "", script, keys, args); ok {
+		return c
 	}
 	return d.UniversalClient.Eval(ctx, script, keys, args...)
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/resendq/resendq/internal/rkey"
 	"github.com/resendq/resendq/outcome"
 )
 
@@ -41,6 +42,10 @@ type waitingOutcome struct {
 	err   error
 	done  chan struct{} // closed once rec and err are final
 	ended bool          // done is closed; only the writer reads and sets it
+	// later: nobody waits on done; the writer logs the outcome and
+	// releases the task's ack (finishLater).
+	later   bool
+	release func()
 }
 
 // finishOutcome writes rec like Outcomes.Finish and returns it as stored.
@@ -58,12 +63,7 @@ func (h *Handler) finishOutcome(ctx context.Context, rec outcome.Record) (outcom
 	}
 	w := &waitingOutcome{rec: rec, done: make(chan struct{})}
 	b := &h.group
-	b.mu.Lock()
-	b.waiting = append(b.waiting, w)
-	lead := !b.writing
-	b.writing = true
-	b.mu.Unlock()
-	if lead {
+	if b.add(w) {
 		// This task writes the group it is in, and hands the writes of
 		// records that came meanwhile to a goroutine of their own.
 		h.writeGroup(bo, b.next())
@@ -82,6 +82,65 @@ func (h *Handler) finishOutcome(ctx context.Context, rec outcome.Record) (outcom
 		// The write may still happen; writing the record again is safe.
 		return rec, ctx.Err()
 	}
+}
+
+// finishLater writes the sent outcome rec after the handler has returned:
+// it joins the next group write (a writer of its own starts when none is
+// under way), and asynq's ack of the task waits in h.acks until the write
+// has ended. A group write that fails leaves the record to storeOutcome's
+// tries, as when the handler waits. It reports false, and does nothing,
+// when h.acks holds its limit: the handler then waits for the write.
+func (h *Handler) finishLater(bo GroupOutcomes, rec outcome.Record) bool {
+	release, ok := h.acks.hold(rkey.AsynqTask(rec.Queue, rec.TaskID))
+	if !ok {
+		return false
+	}
+	w := &waitingOutcome{rec: rec, done: make(chan struct{}), later: true, release: release}
+	b := &h.group
+	if b.add(w) {
+		go func() {
+			for ws := b.next(); ws != nil; ws = b.next() {
+				h.writeGroup(bo, ws)
+			}
+		}()
+	}
+	return true
+}
+
+// ended finishes the outcomes of ws written later (finishLater): the
+// written ones are logged and their acks run together; each failed one
+// goes on trying on its own.
+func (h *Handler) ended(ws []*waitingOutcome) {
+	var keys []string
+	for _, w := range ws {
+		if !w.later {
+			continue
+		}
+		if w.err != nil {
+			go func() {
+				stored, err := h.storeOutcome(context.Background(), w.rec)
+				_ = h.finished(w.rec, stored, err, nil)
+				w.release()
+			}()
+			continue
+		}
+		_ = h.finished(w.rec, w.rec, nil, nil)
+		keys = append(keys, rkey.AsynqTask(w.rec.Queue, w.rec.TaskID))
+	}
+	if len(keys) > 0 {
+		go h.acks.releaseAll(keys)
+	}
+}
+
+// add queues w for the next write and reports whether no write was under
+// way: then the caller starts one.
+func (b *outcomeGroup) add(w *waitingOutcome) (lead bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.waiting = append(b.waiting, w)
+	lead = !b.writing
+	b.writing = true
+	return lead
 }
 
 // next takes up to maxGroup waiting outcomes, oldest first. When none is
@@ -104,6 +163,7 @@ func (b *outcomeGroup) next() []*waitingOutcome {
 // so that one record that cannot be written fails only its own task. Every
 // outcome gets its result, even if the store panics.
 func (h *Handler) writeGroup(bo GroupOutcomes, ws []*waitingOutcome) {
+	defer h.ended(ws)
 	defer func() {
 		if p := recover(); p != nil {
 			err := fmt.Errorf("outcome write: panic: %v", p)

@@ -131,6 +131,7 @@ type Handler struct {
 	OutageMaxWait time.Duration
 
 	group  outcomeGroup           // outcomes waiting to be written together
+	acks   *ackGate               // when set (by NewServer), a sent outcome is written after the handler returns
 	calls  chan struct{}          // one token per call in flight, when NewServer caps them
 	stop   chan struct{}          // closed when the Server shuts down: no new calls
 	logOut atomic.Pointer[logOut] // what logOutcome knows of the log output
@@ -503,7 +504,18 @@ func (h *Handler) sentBefore(ctx context.Context, a attempt) bool {
 // finish stores the final outcome, logs it once and returns result, the
 // error that tells asynq what to do with the task (nil: done).
 func (h *Handler) finish(ctx context.Context, rec outcome.Record, result error) error {
+	if result == nil && rec.Status == outcome.StatusSent && h.acks != nil {
+		if bo, ok := h.Outcomes.(GroupOutcomes); ok && h.finishLater(bo, rec) {
+			return nil
+		}
+	}
 	stored, err := h.storeOutcome(ctx, rec)
+	return h.finished(rec, stored, err, result)
+}
+
+// finished logs and counts the outcome rec, stored as stored or not (err),
+// and returns result (see finish).
+func (h *Handler) finished(rec, stored outcome.Record, err, result error) error {
 	switch {
 	case err == nil && stored.Status == outcome.StatusSent && rec.Status != outcome.StatusSent:
 		// Another run of the task sent the email (see sentBefore); its record

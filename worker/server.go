@@ -73,7 +73,7 @@ type Config struct {
 // An asynq slot holds its task from the round trip that takes it from Redis
 // to the one that marks it done, and one asynq server takes one task at a
 // time; at 400 slots of 100 ms calls that is 4,000 round trips a second in a
-// row. So a Server keeps its calls busy two ways (docs/BENCHMARKS.md):
+// row. So a Server keeps its calls busy three ways (docs/BENCHMARKS.md):
 //   - Its slots are shared among a few asynq servers (ProcessorsFor), each
 //     taking tasks for its own share. Each polls an empty queue that many
 //     times less often, and only the first forwards due retries at the
@@ -82,6 +82,9 @@ type Config struct {
 //     server of the same host and PID.
 //   - It has Prefetch(Concurrency) slots more than calls: the tasks in them
 //     wait for a call to end rather than a call for a task.
+//   - A task whose email went out gives its slot up before its outcome
+//     record is written; asynq's ack of it waits for the record (ackGate),
+//     for at most Prefetch(Concurrency) tasks at once.
 type Server struct {
 	srvs    []*asynq.Server
 	dequeue *dequeuer // what the asynq servers take tasks on
@@ -122,6 +125,12 @@ func NewServer(rdb redis.UniversalClient, h *Handler, cfg Config) *Server {
 	s.mux.Handle(tasks.TypeResend, h)
 	poll := orDur(cfg.PollInterval, DefaultPollInterval)
 	s.dequeue = newDequeuer(rdb, min(emptyQueueRecheck, poll), poll/2, dequeueBatch)
+	if _, ok := h.Outcomes.(GroupOutcomes); ok {
+		h.acks = newAckGate(rdb, Prefetch(calls), func(err error) {
+			cfg.Logger.WithError(err).Warn("a task's ack failed after its outcome was written; asynq runs it again once its lease expires, and that run finds the email sent")
+		})
+		s.dequeue.acks = h.acks
+	}
 	for _, c := range asynqConfigs(h, cfg, calls, level) {
 		s.srvs = append(s.srvs, asynq.NewServerFromRedisClient(s.dequeue, c))
 	}
@@ -211,6 +220,11 @@ func (s *Server) Shutdown() {
 		close(s.sweepStop)
 	})
 	shutdownAll(s.srvs)
+	if s.h.acks != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), outcomeWriteWindow+ackWriteTimeout)
+		_ = s.h.acks.wait(ctx)
+		cancel()
+	}
 	<-s.sweepDone
 	<-s.holdDone
 	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)

@@ -44,6 +44,14 @@ func Tag(s string) string {
 	return "{" + strings.NewReplacer("{", "(", "}", ")").Replace(s) + "}"
 }
 
+// AsynqTask is the key of a task's message in asynq's layout
+// (asynq:{queue}:t:ID, asynq v0.26's base.TaskKey): it exists while the
+// task waits, runs, waits for a retry or is archived, and lies in its
+// queue's slot.
+func AsynqTask(queue, taskID string) string {
+	return "asynq:{" + queue + "}:t:" + taskID
+}
+
 // Slot returns the cluster slot of key (0-16383), as Redis computes it.
 func Slot(key string) int {
 	if i := strings.IndexByte(key, '{'); i >= 0 {
