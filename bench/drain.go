@@ -76,6 +76,12 @@ type drainResult struct {
 	hwmKB      int64         // peak resident memory of the worker (VmHWM), KiB
 	cpu        float64       // CPU time of the worker process, seconds
 	redis      redisWork     // Redis's work, minus the driver's own polling
+	// driverCPU is the CPU time of this driver (the API double, its
+	// polling) and idle the machine's idle share, both from the worker's
+	// start to its last task done: what the worker under test shared the
+	// machine with.
+	driverCPU float64
+	idle      float64
 }
 
 // env is what every run shares: one Redis, one API, the binaries.
@@ -115,6 +121,7 @@ func (e *env) drain(ctx context.Context, side string, spec drainSpec, prof profi
 		return drainResult{}, err
 	}
 	e.own.reset()
+	cpu0, idle0 := selfCPU(), machineIdle()
 	logPath := filepath.Join(e.tmp, fmt.Sprintf("%s-%s.log", side, spec.key))
 	start := time.Now()
 	p, err := e.startWorker(side, spec.concurrency, logPath, prof)
@@ -126,6 +133,10 @@ func (e *env) drain(ctx context.Context, side string, spec drainSpec, prof profi
 	if err != nil {
 		return drainResult{}, fmt.Errorf("%s: %w (log: %s)", side, err, logPath)
 	}
+	res := drainResult{driverCPU: selfCPU() - cpu0}
+	if busy, idle := machineIdle().sub(idle0); busy+idle > 0 {
+		res.idle = idle / (busy + idle)
+	}
 	if spec.bulk {
 		first, done0 = start, 0
 	}
@@ -133,7 +144,7 @@ func (e *env) drain(ctx context.Context, side string, spec drainSpec, prof profi
 	if err != nil {
 		return drainResult{}, err
 	}
-	res := drainResult{redis: diffStats(before, after, e.own)}
+	res.redis = diffStats(before, after, e.own)
 	if last.After(first) {
 		res.rate = float64(int64(spec.tasks)-done0) / last.Sub(first).Seconds()
 	}

@@ -213,7 +213,7 @@ func (e *env) drainFigure(ctx context.Context, spec drainSpec, o options, res *r
 			}
 			z[side] = append(z[side], r)
 			if spec.latency > 0 {
-				fmt.Printf("run %d %-8s first call %.0f ms after the start, mean call at the API %.1f ms, mean calls in flight %.0f\n", i+1, side, msf(r.firstCall), msf(r.apiLatency), r.inFlight)
+				fmt.Printf("run %d %-8s first call %.0f ms after the start, mean call at the API %.1f ms, mean calls in flight %.0f; driver CPU %.2f s, machine idle %.0f%%\n", i+1, side, msf(r.firstCall), msf(r.apiLatency), r.inFlight, r.driverCPU, 100*r.idle)
 			}
 			fmt.Printf("run %d %-8s %6.0f tasks/s  peak RSS %5.1f MiB  worker CPU %4.0f µs/task  Redis per task: %4.1f commands, %4.2f scripts, %4.2f reads, %5.1f µs CPU\n",
 				i+1, side, r.rate, float64(r.hwmKB)/1024, r.cpu/n*1e6,
