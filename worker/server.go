@@ -221,8 +221,12 @@ func (s *Server) Shutdown() {
 	})
 	shutdownAll(s.srvs)
 	if s.h.acks != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), outcomeWriteWindow+ackWriteTimeout)
-		_ = s.h.acks.wait(ctx)
+		// Records still being written get the grace calls in flight had.
+		ctx, cancel := context.WithTimeout(context.Background(), orDur(s.cfg.ShutdownTimeout, DefaultShutdownTimeout))
+		if err := s.h.acks.wait(ctx); err != nil {
+			s.cfg.Logger.WithField("held", s.h.acks.heldCount()).
+				Error("shutdown: outcome records of sent resends still not written; their tasks run again once their leases expire")
+		}
 		cancel()
 	}
 	<-s.sweepDone
