@@ -39,10 +39,10 @@ const (
 	// writeBufferSize and readBufferSize are the buffers of one connection
 	// to the API (net/http's default: 4 KiB each). A call is a few hundred
 	// bytes each way, and a worker at concurrency 400 keeps 400 connections:
-	// the defaults would hold 3 MiB of buffers, mostly empty. Longer headers
-	// still work, in more reads.
-	writeBufferSize = 1 << 10
-	readBufferSize  = 2 << 10
+	// the defaults would hold 3 MiB of buffers, mostly empty. Longer
+	// requests and headers still work, in more writes and reads.
+	writeBufferSize = 512
+	readBufferSize  = 1 << 10
 	// maxBodyBytes is the most of a response body read, parsed or drained.
 	maxBodyBytes = 64 << 10
 )

@@ -194,6 +194,37 @@ func TestStatuses(t *testing.T) {
 	}
 }
 
+// TestLongRequestArrivesWhole: the connection's write buffer is small (a
+// call is a few hundred bytes); a call many times its size arrives whole.
+func TestLongRequestArrivesWhole(t *testing.T) {
+	t.Parallel()
+	b := setup(t, loginapi.Options{})
+	got := make(chan *http.Request, 1)
+	bodies := make(chan []byte, 1)
+	b.mux.HandleFunc(apiPath, func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		got <- r
+		bodies <- body
+		w.WriteHeader(http.StatusNoContent)
+	})
+	req := loginapi.Request{
+		Username: strings.Repeat("u", 255) + "@example.com",
+		LoginURL: "https://example.com/cb?state=" + strings.Repeat("s", 3000),
+		Payload:  strings.Repeat("p", 2000),
+	}
+	if status, err := call(t, b.client, req); status != http.StatusNoContent || err != nil {
+		t.Fatalf("status %d, %v", status, err)
+	}
+	r, body := <-got, <-bodies
+	if q := r.URL.Query(); q.Get("login_url") != req.LoginURL || q.Get("payload") != req.Payload {
+		t.Errorf("login_url of %d bytes, payload of %d: not what was sent", len(q.Get("login_url")), len(q.Get("payload")))
+	}
+	var decoded map[string]string
+	if err := json.Unmarshal(body, &decoded); err != nil || decoded["username"] != req.Username {
+		t.Errorf("body %s decodes to %v (%v)", body, decoded, err)
+	}
+}
+
 // TestLongResponseHeaders: the connection's read buffer is small (a call's
 // answer is a few hundred bytes); answers with long headers still parse.
 func TestLongResponseHeaders(t *testing.T) {
