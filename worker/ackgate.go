@@ -20,7 +20,7 @@ const ackWriteTimeout = 5 * time.Second
 // the next task, while the record is on its way to Redis.
 //
 // A handler calls hold before it returns without waiting for its record,
-// and the release it gets once the write has ended, written or not. The
+// and the writer releases it once the write has ended, written or not. The
 // script asynq runs next about a held task (its ack: the task's key is
 // among its keys), if it comes before the release, is answered "OK" at once
 // and runs after the release, with the acks of the other records of the
@@ -59,20 +59,20 @@ func newAckGate(rdb redis.UniversalClient, limit int, onError func(error)) *ackG
 }
 
 // hold holds asynq's scripts about the task whose key is taskKey until
-// release is called, once. When the gate holds its limit already (or the
+// releaseAll releases it. When the gate holds its limit already (or the
 // task) it holds nothing and reports false: the handler then waits for its record, as
 // without a gate. So the tasks whose email went out and that asynq would
 // run again after a crash are at most the worker's slots and the limit.
-func (g *ackGate) hold(taskKey string) (release func(), ok bool) {
+func (g *ackGate) hold(taskKey string) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if _, ok := g.held[taskKey]; ok || len(g.held) >= g.limit {
-		return nil, false
+		return false
 	}
 	g.wg.Add(1)
 	g.held[taskKey] = &heldAck{}
 	g.pending.Store(int64(len(g.held)))
-	return func() { g.releaseAll([]string{taskKey}) }, true
+	return true
 }
 
 // releaseAll releases the tasks of taskKeys and runs their held acks in

@@ -42,10 +42,10 @@ type waitingOutcome struct {
 	err   error
 	done  chan struct{} // closed once rec and err are final
 	ended bool          // done is closed; only the writer reads and sets it
-	// later: nobody waits on done; the writer logs the outcome and
-	// releases the task's ack (finishLater).
-	later   bool
-	release func()
+	// ackKey, when set, is the task's key in the ack gate: nobody waits
+	// on done; the writer logs the outcome and releases the task's ack
+	// (finishLater).
+	ackKey string
 }
 
 // finishOutcome writes rec like Outcomes.Finish and returns it as stored.
@@ -68,11 +68,7 @@ func (h *Handler) finishOutcome(ctx context.Context, rec outcome.Record) (outcom
 		// records that came meanwhile to a goroutine of their own.
 		h.writeGroup(bo, b.next())
 		if more := b.next(); more != nil {
-			go func() {
-				for ws := more; ws != nil; ws = b.next() {
-					h.writeGroup(bo, ws)
-				}
-			}()
+			go h.writeGroups(bo, more)
 		}
 	}
 	select {
@@ -91,20 +87,24 @@ func (h *Handler) finishOutcome(ctx context.Context, rec outcome.Record) (outcom
 // tries, as when the handler waits. It reports false, and does nothing,
 // when h.acks holds its limit: the handler then waits for the write.
 func (h *Handler) finishLater(bo GroupOutcomes, rec outcome.Record) bool {
-	release, ok := h.acks.hold(rkey.AsynqTask(rec.Queue, rec.TaskID))
-	if !ok {
+	key := rkey.AsynqTask(rec.Queue, rec.TaskID)
+	if !h.acks.hold(key) {
 		return false
 	}
-	w := &waitingOutcome{rec: rec, done: make(chan struct{}), later: true, release: release}
+	w := &waitingOutcome{rec: rec, done: make(chan struct{}), ackKey: key}
 	b := &h.group
 	if b.add(w) {
-		go func() {
-			for ws := b.next(); ws != nil; ws = b.next() {
-				h.writeGroup(bo, ws)
-			}
-		}()
+		go h.writeGroups(bo, b.next())
 	}
 	return true
+}
+
+// writeGroups writes ws, then the groups that wait after it, until none
+// waits.
+func (h *Handler) writeGroups(bo GroupOutcomes, ws []*waitingOutcome) {
+	for ; ws != nil; ws = h.group.next() {
+		h.writeGroup(bo, ws)
+	}
 }
 
 // ended finishes the outcomes of ws written later (finishLater): the
@@ -113,19 +113,19 @@ func (h *Handler) finishLater(bo GroupOutcomes, rec outcome.Record) bool {
 func (h *Handler) ended(ws []*waitingOutcome) {
 	var keys []string
 	for _, w := range ws {
-		if !w.later {
+		if w.ackKey == "" {
 			continue
 		}
 		if w.err != nil {
 			go func() {
 				stored, err := h.storeOutcome(context.Background(), w.rec)
 				_ = h.finished(w.rec, stored, err, nil)
-				w.release()
+				h.acks.releaseAll([]string{w.ackKey})
 			}()
 			continue
 		}
 		_ = h.finished(w.rec, w.rec, nil, nil)
-		keys = append(keys, rkey.AsynqTask(w.rec.Queue, w.rec.TaskID))
+		keys = append(keys, w.ackKey)
 	}
 	if len(keys) > 0 {
 		go h.acks.releaseAll(keys)
