@@ -128,9 +128,9 @@ func TestRequestShape(t *testing.T) {
 	}
 }
 
-func TestRequestOptionalParamsAndEscaping(t *testing.T) {
-	t.Parallel()
-	b := setup(t, loginapi.Options{})
+// capture answers every call 204 and hands over each request and its
+// body.
+func (b *bundle) capture() (<-chan *http.Request, <-chan []byte) {
 	got := make(chan *http.Request, 1)
 	bodies := make(chan []byte, 1)
 	b.mux.HandleFunc(apiPath, func(w http.ResponseWriter, r *http.Request) {
@@ -139,6 +139,13 @@ func TestRequestOptionalParamsAndEscaping(t *testing.T) {
 		bodies <- body
 		w.WriteHeader(http.StatusNoContent)
 	})
+	return got, bodies
+}
+
+func TestRequestOptionalParamsAndEscaping(t *testing.T) {
+	t.Parallel()
+	b := setup(t, loginapi.Options{})
+	got, bodies := b.capture()
 	req := loginapi.Request{
 		Username: "Ann \"the <best>\" Ünal\n",
 		LoginURL: "https://example.com/cb?a=1&b=2",
@@ -199,14 +206,7 @@ func TestStatuses(t *testing.T) {
 func TestLongRequestArrivesWhole(t *testing.T) {
 	t.Parallel()
 	b := setup(t, loginapi.Options{})
-	got := make(chan *http.Request, 1)
-	bodies := make(chan []byte, 1)
-	b.mux.HandleFunc(apiPath, func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		got <- r
-		bodies <- body
-		w.WriteHeader(http.StatusNoContent)
-	})
+	got, bodies := b.capture()
 	req := loginapi.Request{
 		Username: strings.Repeat("u", 255) + "@example.com",
 		LoginURL: "https://example.com/cb?state=" + strings.Repeat("s", 3000),
