@@ -8,48 +8,53 @@
 package loginapi
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
+	"net"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
 	"github.com/jonboulle/clockwork"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpproxy"
 )
 
 // DefaultBaseURL is the API base used when Options.BaseURL is empty.
 const DefaultBaseURL = "https://login.xsolla.com/api"
 
-// DefaultTimeout bounds a whole call (connect, send, headers, body) made with
-// the default HTTP client.
+// DefaultTimeout bounds a whole call (connect, send, answer) when
+// Options.Timeout is zero.
 const DefaultTimeout = 10 * time.Second
 
 const (
 	endpointPath     = "/user/resend_confirmation_link"
 	defaultUserAgent = "resendq/dev"
-	// maxIdleConnsPerHost keeps connections alive for a worker running
-	// hundreds of concurrent calls against the one API host.
-	maxIdleConnsPerHost = 512
+	// maxConns bounds the connections to the API; a call beyond it waits
+	// for one, within its timeout.
+	maxConns = 512
 	// writeBufferSize and readBufferSize are the buffers of one connection
-	// to the API (net/http's default: 4 KiB each). A call is a few hundred
-	// bytes each way, and a worker at concurrency 400 keeps 400 connections:
-	// the defaults would hold 3 MiB of buffers, mostly empty. Longer
-	// requests and headers still work, in more writes and reads.
+	// to the API while it is sent or answered. A call is a few hundred bytes
+	// each way, and a worker at concurrency 400 waits on 400 answers at
+	// once. Longer requests go in more writes; longer response headers are
+	// read again in a buffer of maxHeaderBytes.
 	writeBufferSize = 512
 	readBufferSize  = 1 << 10
-	// maxBodyBytes is the most of a response body read, parsed or drained.
+	// maxHeaderBytes is the most of a response's headers read.
+	maxHeaderBytes = 64 << 10
+	// maxBodyBytes is the most of a response body read: past it, an
+	// answer is taken from its status and headers alone.
 	maxBodyBytes = 64 << 10
 )
-
-// headerJSON is shared by every request. It is read-only: the transport never
-// modifies it, and Header.Set replaces rather than mutates a value slice.
-var headerJSON = []string{"application/json"}
 
 // Request is one resend call.
 type Request struct {
@@ -68,11 +73,13 @@ type Options struct {
 	// BaseURL is the API base, an absolute http(s) URL without query or
 	// fragment; a trailing slash is tolerated. Default DefaultBaseURL.
 	BaseURL string
-	// HTTPClient sends the requests. Default: a client with Timeout
-	// DefaultTimeout that does not follow redirects (a 3xx is answered as a
-	// *Error), on a transport cloned from http.DefaultTransport that keeps up
-	// to 512 idle connections per host.
-	HTTPClient *http.Client
+	// Timeout bounds a whole call: connect (through the proxy of
+	// HTTPS_PROXY / HTTP_PROXY / NO_PROXY, if any), TLS, send, answer.
+	// Default DefaultTimeout.
+	Timeout time.Duration
+	// TLSConfig is the TLS configuration of an https BaseURL, e.g. to trust
+	// a private CA. Default: the system's roots.
+	TLSConfig *tls.Config
 	// UserAgent is the User-Agent header. Default "resendq/dev"; callers pass
 	// "resendq/<version>".
 	UserAgent string
@@ -82,118 +89,236 @@ type Options struct {
 }
 
 // Client calls the resend endpoint. It is safe for concurrent use.
+//
+// It speaks HTTP/1.1 over a pool of keep-alive connections (fasthttp): a
+// call runs on its caller's goroutine from start to end, where net/http's
+// client hands each call to two goroutines of its connection. A worker
+// with hundreds of calls in flight so keeps half the goroutines, and its
+// garbage collector, which scans every goroutine's stack, half the work.
 type Client struct {
-	hc        *http.Client
-	endpointQ string // "{base}/user/resend_confirmation_link?projectId="
-	userAgent []string
+	hc        *fasthttp.HostClient
+	calls     sync.Map // *fasthttp.Request → *call, while it is in flight
+	endpointQ string   // "{base}/user/resend_confirmation_link?projectId="
+	userAgent string
+	timeout   time.Duration
 	clock     clockwork.Clock
 }
 
 // New checks opts, fills in the defaults and precomputes the endpoint URL.
-// The error says what is wrong with BaseURL.
+// The error says what is wrong with BaseURL or the proxy settings.
 func New(opts Options) (*Client, error) {
 	base := opts.BaseURL
 	if base == "" {
 		base = DefaultBaseURL
 	}
-	if err := checkBaseURL(base); err != nil {
+	u, err := checkBaseURL(base)
+	if err != nil {
 		return nil, err
 	}
-	ua := opts.UserAgent
-	if ua == "" {
-		ua = defaultUserAgent
-	}
 	c := &Client{
-		hc:        opts.HTTPClient,
 		endpointQ: strings.TrimRight(base, "/") + endpointPath + "?projectId=",
-		userAgent: []string{ua},
+		userAgent: opts.UserAgent,
+		timeout:   opts.Timeout,
 		clock:     opts.Clock,
 	}
-	if c.hc == nil {
-		c.hc = NewHTTPClient(DefaultTimeout)
+	if c.userAgent == "" {
+		c.userAgent = defaultUserAgent
+	}
+	if c.timeout <= 0 {
+		c.timeout = DefaultTimeout
 	}
 	if c.clock == nil {
 		c.clock = clockwork.NewRealClock()
 	}
+	isTLS := u.Scheme == "https"
+	// The proxy settings come from the environment, as net/http's do. Names
+	// resolve on each dial, as net/http's do, rather than in a cache with a
+	// goroutine of its own per Client.
+	dialer := fasthttpproxy.Dialer{
+		TCPDialer:     fasthttp.TCPDialer{DisableDNSResolution: true},
+		DialDualStack: true, Timeout: c.timeout, ConnectTimeout: c.timeout,
+	}
+	dial, err := dialer.GetDialFuncForTLS(true, isTLS)
+	if err != nil {
+		return nil, fmt.Errorf("loginapi: proxy settings (HTTPS_PROXY, HTTP_PROXY, NO_PROXY): %w", err)
+	}
+	c.hc = &fasthttp.HostClient{
+		Addr:                     fasthttp.AddMissingPort(u.Host, isTLS),
+		IsTLS:                    isTLS,
+		TLSConfig:                opts.TLSConfig,
+		Dial:                     dial,
+		Transport:                (*transport)(c),
+		MaxConns:                 maxConns,
+		MaxConnWaitTimeout:       c.timeout,
+		ConnPoolStrategy:         fasthttp.LIFO,
+		ReadBufferSize:           readBufferSize,
+		WriteBufferSize:          writeBufferSize,
+		MaxResponseBodySize:      maxBodyBytes,
+		NoDefaultUserAgentHeader: true,
+		DisablePathNormalizing:   true,
+		// Errors go to logs and outcome records: no response bytes in them.
+		SecureErrorLogMessage: true,
+	}
 	return c, nil
 }
 
-func checkBaseURL(base string) error {
+func checkBaseURL(base string) (*url.URL, error) {
 	u, err := url.Parse(base)
 	if err != nil {
-		return fmt.Errorf("loginapi: base URL %q does not parse: %w", base, err)
+		return nil, fmt.Errorf("loginapi: base URL %q does not parse: %w", base, err)
 	}
 	switch {
 	case u.Scheme != "http" && u.Scheme != "https":
-		return fmt.Errorf("loginapi: base URL %q must be an absolute http(s) URL", base)
+		return nil, fmt.Errorf("loginapi: base URL %q must be an absolute http(s) URL", base)
 	case u.Host == "":
-		return fmt.Errorf("loginapi: base URL %q has no host", base)
+		return nil, fmt.Errorf("loginapi: base URL %q has no host", base)
 	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.ContainsAny(base, "?#"):
-		return fmt.Errorf("loginapi: base URL %q must not have a query or fragment", base)
+		return nil, fmt.Errorf("loginapi: base URL %q must not have a query or fragment", base)
+	case u.User != nil:
+		return nil, fmt.Errorf("loginapi: base URL %q must not hold credentials", base)
 	}
-	return nil
-}
-
-// NewHTTPClient is the client Options.HTTPClient defaults to, with the given
-// timeout for one call: it does not follow redirects and keeps up to 512 idle
-// connections to the API, so a worker with high concurrency reuses them.
-func NewHTTPClient(timeout time.Duration) *http.Client {
-	var tr *http.Transport
-	if dt, ok := http.DefaultTransport.(*http.Transport); ok {
-		tr = dt.Clone()
-	} else {
-		tr = &http.Transport{Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true}
-	}
-	tr.MaxIdleConnsPerHost = maxIdleConnsPerHost
-	tr.WriteBufferSize, tr.ReadBufferSize = writeBufferSize, readBufferSize
-	if tr.MaxIdleConns != 0 && tr.MaxIdleConns < maxIdleConnsPerHost {
-		tr.MaxIdleConns = maxIdleConnsPerHost
-	}
-	return &http.Client{
-		Transport: tr,
-		Timeout:   timeout,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
-	}
+	return u, nil
 }
 
 // ResendConfirmation asks the API to resend the confirmation email of
 // req.Username. It returns the HTTP status and:
 //   - nil for 2xx;
-//   - a *Error for any other status (see CheckResponse);
-//   - for a transport failure (connection refused, timeout, cancelled ctx),
-//     status 0 and an error wrapping the *url.Error, so errors.Is with
-//     context.DeadlineExceeded or context.Canceled and net.Error checks work;
-//     its URL is the endpoint's, without the query (login_url, payload).
+//   - a *Error for any other status, built from its status, its JSON error
+//     body and its Retry-After header;
+//   - for a transport failure (connection refused or closed, timeout,
+//     cancelled ctx), status 0 and an error wrapping a *url.Error, so that
+//     errors.Is with context.DeadlineExceeded or context.Canceled and
+//     net.Error checks work; its URL is the endpoint's, without the query
+//     (login_url, payload).
 //
-// The response body is drained (up to 64 KiB) and closed so the connection
-// is reused.
+// A call ends at the earlier of ctx's deadline and the client's timeout;
+// cancelling ctx ends it at once. Nothing is retried: a POST may have
+// reached the API before its connection failed.
 func (c *Client) ResendConfirmation(ctx context.Context, req Request) (status int, err error) {
-	httpReq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url(req), bytes.NewReader(usernameBody(req.Username)))
-	if err != nil {
-		return 0, fmt.Errorf("login api: build request: %w", err)
+	if err := ctx.Err(); err != nil {
+		return 0, c.transportError(err)
 	}
-	h := httpReq.Header
-	h["Content-Type"] = headerJSON
-	h["Accept"] = headerJSON
-	h["User-Agent"] = c.userAgent
-	resp, err := c.hc.Do(httpReq)
+	deadline := time.Now().Add(c.timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	r := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(r)
+	defer fasthttp.ReleaseResponse(resp)
+	r.SetRequestURI(c.url(req))
+	r.Header.SetMethod(fasthttp.MethodPost)
+	r.Header.SetContentType("application/json")
+	r.Header.Set("Accept", "application/json")
+	r.Header.SetUserAgent(c.userAgent)
+	r.SetBodyRaw(usernameBody(req.Username))
+
+	cl := &call{ctx: ctx, deadline: deadline}
+	c.calls.Store(r, cl)
+	err = c.hc.DoDeadline(r, resp, deadline)
+	c.calls.Delete(r)
+	status = resp.StatusCode()
+	switch {
+	case err == nil:
+	case errors.Is(err, fasthttp.ErrBodyTooLarge) && status > 0:
+		// The answer came, its body is beyond what is read.
+	case ctx.Err() != nil && cl.cancelled.Load():
+		return 0, c.transportError(fmt.Errorf("%w (%w)", ctx.Err(), err))
+	case isTimeout(err):
+		return 0, c.transportError(timeoutError{err})
+	default:
+		return 0, c.transportError(err)
+	}
+	if status >= 200 && status < 300 {
+		return status, nil
+	}
+	return status, answerError(status, string(resp.Header.Peek("Retry-After")), resp.Body(), c.clock.Now())
+}
+
+// transportError names the endpoint without its query, which holds
+// login_url and payload: they end up in outcome records and asynq's
+// archive with the error.
+func (c *Client) transportError(err error) error {
+	return fmt.Errorf("login api: %w", &url.Error{Op: "Post", URL: c.endpoint(), Err: err})
+}
+
+// call is what the transport needs of a call besides its request.
+type call struct {
+	ctx       context.Context
+	deadline  time.Time
+	cancelled atomic.Bool // ctx ended the call
+}
+
+// transport is the round trip of a Client's calls: fasthttp's own, less
+// its retries, and with the call's context, whose cancellation ends the
+// call by setting its connection's deadline in the past.
+type transport Client
+
+func (t *transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (retry bool, err error) {
+	v, ok := t.calls.Load(req)
+	if !ok {
+		return false, errors.New("a request not sent by loginapi.Client")
+	}
+	cl := v.(*call)
+	cc, err := hc.AcquireConn(time.Until(cl.deadline), false)
 	if err != nil {
-		// The query holds login_url and payload, which end up in outcome
-		// records and asynq's archive with the error: name the endpoint
-		// without it.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			ue.URL = c.endpoint()
+		return false, err
+	}
+	conn := cc.Conn()
+	if err := conn.SetDeadline(cl.deadline); err != nil {
+		hc.CloseConn(cc)
+		return false, err
+	}
+	stop := context.AfterFunc(cl.ctx, func() {
+		cl.cancelled.Store(true)
+		_ = conn.SetDeadline(time.Unix(1, 0))
+	})
+	bw := hc.AcquireWriter(conn)
+	err = req.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	hc.ReleaseWriter(bw)
+	reuse := true
+	if err == nil {
+		br := hc.AcquireReader(conn)
+		err = resp.ReadLimitBody(br, hc.MaxResponseBodySize)
+		var small *fasthttp.ErrSmallBuffer
+		if errors.As(err, &small) {
+			// Headers longer than the connection's read buffer (which
+			// fasthttp needs whole in it): read them again in a larger
+			// one, starting with what the small one holds.
+			read, _ := br.Peek(br.Buffered())
+			large := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(read)), conn), maxHeaderBytes)
+			resp.Reset()
+			err = resp.ReadLimitBody(large, hc.MaxResponseBodySize)
+			reuse = false
 		}
-		return 0, fmt.Errorf("login api: %w", err)
+		hc.ReleaseReader(br)
 	}
-	defer drainAndClose(resp.Body)
-	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		return resp.StatusCode, nil
+	// Once stop returns, the cancellation can no longer touch the
+	// connection; if it already has, the connection is not reused.
+	if !stop() || err != nil || !reuse || resp.ConnectionClose() {
+		hc.CloseConn(cc)
+	} else {
+		hc.ReleaseConn(cc)
 	}
-	return resp.StatusCode, CheckResponse(resp, c.clock.Now())
+	return false, err
+}
+
+// timeoutError is a call that ran out of time: a net.Error timeout that is
+// also context.DeadlineExceeded, as net/http's client timeouts are.
+type timeoutError struct{ err error }
+
+func (e timeoutError) Error() string   { return "no answer in time: " + e.err.Error() }
+func (e timeoutError) Unwrap() []error { return []error{e.err, context.DeadlineExceeded} }
+func (timeoutError) Timeout() bool     { return true }
+func (timeoutError) Temporary() bool   { return true }
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, fasthttp.ErrDialTimeout) ||
+		errors.Is(err, fasthttp.ErrTLSHandshakeTimeout) || errors.As(err, &ne) && ne.Timeout()
 }
 
 // endpoint is the endpoint's URL without its query.
@@ -253,11 +378,4 @@ func isPlainJSON(s string) bool {
 		}
 	}
 	return true
-}
-
-// drainAndClose reads what is left of a body, up to the limit, so that the
-// connection goes back to the pool, then closes it.
-func drainAndClose(body io.ReadCloser) {
-	_, _ = io.Copy(io.Discard, io.LimitReader(body, maxBodyBytes))
-	_ = body.Close()
 }

@@ -2,6 +2,8 @@ package loginapi_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -77,7 +80,7 @@ func TestNewBaseURL(t *testing.T) {
 			t.Errorf("New(%q): %v", base, err)
 		}
 	}
-	bad := []string{"login.xsolla.com/api", "/api", "ftp://h/api", "https://", "https://h/api?x=1", "https://h/api#f", "://bad"}
+	bad := []string{"login.xsolla.com/api", "/api", "ftp://h/api", "https://", "https://h/api?x=1", "https://h/api#f", "://bad", "https://user:secret@h/api"}
 	for _, base := range bad {
 		_, err := loginapi.New(loginapi.Options{BaseURL: base})
 		if err == nil || !strings.Contains(err.Error(), "base URL") {
@@ -292,7 +295,7 @@ func TestRateLimitedRetryAfter(t *testing.T) {
 
 func TestTimeout(t *testing.T) {
 	t.Parallel()
-	b := setup(t, loginapi.Options{HTTPClient: &http.Client{Timeout: 50 * time.Millisecond}})
+	b := setup(t, loginapi.Options{Timeout: 50 * time.Millisecond})
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) }) // runs before the server's Close
 	b.mux.HandleFunc(apiPath, func(w http.ResponseWriter, r *http.Request) {
@@ -407,4 +410,126 @@ func BenchmarkResendConfirmation(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestHTTPS: an https base URL, with a CA the client is told to trust; a
+// client that does not trust it fails with a connection error.
+func TestHTTPS(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	c, err := loginapi.New(loginapi.Options{BaseURL: srv.URL + "/api", TLSConfig: &tls.Config{RootCAs: roots}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status, err := call(t, c, loginapi.Request{}); status != http.StatusNoContent || err != nil {
+		t.Fatalf("got (%d, %v), want (204, nil)", status, err)
+	}
+	untrusting, err := loginapi.New(loginapi.Options{BaseURL: srv.URL + "/api"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var unknown x509.UnknownAuthorityError
+	if status, err := call(t, untrusting, loginapi.Request{}); status != 0 || !errors.As(err, &unknown) {
+		t.Fatalf("got (%d, %v), want (0, an unknown authority)", status, err)
+	}
+}
+
+// TestProxyFromEnvironment: HTTPS_PROXY is honoured, as net/http does: the
+// call goes through the proxy's CONNECT tunnel to a host only the proxy
+// can resolve.
+func TestProxyFromEnvironment(t *testing.T) {
+	api := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(api.Close)
+	tunnels := make(chan string, 1)
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodConnect || r.Host != "login.api.test:443" {
+			http.Error(w, "unexpected "+r.Method+" "+r.Host, http.StatusBadGateway)
+			return
+		}
+		tunnels <- r.Host
+		upstream, err := net.Dial("tcp", api.Listener.Addr().String())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+		client, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			_ = upstream.Close()
+			return
+		}
+		go func() { _, _ = io.Copy(upstream, client); _ = upstream.Close() }()
+		_, _ = io.Copy(client, upstream)
+		_ = client.Close()
+	}))
+	t.Cleanup(proxy.Close)
+	t.Setenv("HTTPS_PROXY", proxy.URL)
+	t.Setenv("NO_PROXY", "")
+	roots := x509.NewCertPool()
+	roots.AddCert(api.Certificate())
+	// httptest's certificate is for example.com, so name it.
+	c, err := loginapi.New(loginapi.Options{
+		BaseURL:   "https://login.api.test/api",
+		TLSConfig: &tls.Config{RootCAs: roots, ServerName: "example.com"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status, err := call(t, c, loginapi.Request{}); status != http.StatusNoContent || err != nil {
+		t.Fatalf("got (%d, %v), want (204, nil) through the proxy", status, err)
+	}
+	if host := <-tunnels; host != "login.api.test:443" {
+		t.Errorf("tunnel to %q", host)
+	}
+}
+
+// TestConnectionsReused: calls one after another share one connection.
+func TestConnectionsReused(t *testing.T) {
+	t.Parallel()
+	var conns atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	c, err := loginapi.New(loginapi.Options{BaseURL: srv.URL + "/api"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		if status, err := call(t, c, loginapi.Request{}); status != 204 || err != nil {
+			t.Fatalf("got (%d, %v)", status, err)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("20 calls opened %d connections, want 1", n)
+	}
+}
+
+// TestLongErrorBody: past 64 KiB, an answer is taken from its status alone.
+func TestLongErrorBody(t *testing.T) {
+	t.Parallel()
+	b := setup(t, loginapi.Options{})
+	b.reply(422, `{"error":{"code":"003-003","description":"`+strings.Repeat("x", 100<<10)+`"}}`, "Retry-After", "7")
+	status, err := call(t, b.client, loginapi.Request{})
+	if status != 422 {
+		t.Errorf("status = %d, want 422", status)
+	}
+	checkAPIError(t, err, &loginapi.Error{StatusCode: 422, Description: "Unprocessable Entity", RetryAfter: 7 * time.Second})
+	// The connection, its body unread, is not reused: the next call works.
+	if status, _ := call(t, b.client, loginapi.Request{}); status != 422 {
+		t.Errorf("second call: status %d, want 422", status)
+	}
 }

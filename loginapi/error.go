@@ -55,16 +55,23 @@ func CheckResponse(resp *http.Response, now time.Time) error {
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return nil
 	}
-	e := &Error{StatusCode: resp.StatusCode}
-	if d, ok := ParseRetryAfter(resp.Header.Get("Retry-After"), now); ok {
+	var data []byte
+	if resp.Body != nil {
+		data, _ = io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes))
+	}
+	return answerError(resp.StatusCode, resp.Header.Get("Retry-After"), data, now)
+}
+
+// answerError is the *Error of a non-2xx answer: its status, its
+// Retry-After header (relative to now) and its body.
+func answerError(status int, retryAfter string, body []byte, now time.Time) *Error {
+	e := &Error{StatusCode: status}
+	if d, ok := ParseRetryAfter(retryAfter, now); ok {
 		e.RetryAfter = d
 	}
-	if resp.Body != nil {
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes))
-		e.Code, e.Description = parseErrorBody(data)
-	}
+	e.Code, e.Description = parseErrorBody(body)
 	if e.Description == "" {
-		e.Description = http.StatusText(resp.StatusCode)
+		e.Description = http.StatusText(status)
 	}
 	return e
 }

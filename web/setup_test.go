@@ -187,7 +187,7 @@ func clientOf(t *testing.T, api *fake.API) *loginapi.Client {
 	t.Helper()
 	apiSrv := httptest.NewServer(api)
 	t.Cleanup(apiSrv.Close)
-	client, err := loginapi.New(loginapi.Options{BaseURL: apiSrv.URL + "/api", HTTPClient: loginapi.NewHTTPClient(5 * time.Second)})
+	client, err := loginapi.New(loginapi.Options{BaseURL: apiSrv.URL + "/api", Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,7 @@ func BenchmarkDrainOnACluster(b *testing.B) {
 	c := redistest.StartCluster(b, 3)
 	api := httptest.NewServer(fake.New())
 	b.Cleanup(api.Close)
-	client, err := loginapi.New(loginapi.Options{BaseURL: api.URL + "/api", HTTPClient: loginapi.NewHTTPClient(5 * time.Second)})
+	client, err := loginapi.New(loginapi.Options{BaseURL: api.URL + "/api", Timeout: 5 * time.Second})
 	if err != nil {
 		b.Fatal(err)
 	}

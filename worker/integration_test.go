@@ -76,7 +76,7 @@ func apiDouble(t *testing.T) (*fake.API, Options) {
 	api := fake.New()
 	httpSrv := httptest.NewServer(api)
 	t.Cleanup(httpSrv.Close)
-	client, err := loginapi.New(loginapi.Options{BaseURL: httpSrv.URL + "/api", HTTPClient: loginapi.NewHTTPClient(500 * time.Millisecond)})
+	client, err := loginapi.New(loginapi.Options{BaseURL: httpSrv.URL + "/api", Timeout: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -487,7 +487,7 @@ func newSlowPipeline(t *testing.T, concurrency int) *pipeline {
 	api := fake.New()
 	httpSrv := httptest.NewServer(api)
 	t.Cleanup(httpSrv.Close)
-	slow, err := loginapi.New(loginapi.Options{BaseURL: httpSrv.URL, HTTPClient: loginapi.NewHTTPClient(time.Minute)})
+	slow, err := loginapi.New(loginapi.Options{BaseURL: httpSrv.URL, Timeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}

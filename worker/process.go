@@ -119,7 +119,7 @@ func New(rdb redis.UniversalClient, opts Options) (*Worker, error) {
 	api := opts.API
 	if api == nil {
 		c, err := loginapi.New(loginapi.Options{
-			BaseURL: opts.APIBase, UserAgent: opts.UserAgent, HTTPClient: loginapi.NewHTTPClient(httpTimeout), Clock: opts.Clock,
+			BaseURL: opts.APIBase, UserAgent: opts.UserAgent, Timeout: httpTimeout, Clock: opts.Clock,
 		})
 		if err != nil {
 			return nil, err
