@@ -129,7 +129,14 @@ func (e *env) drain(ctx context.Context, side string, spec drainSpec, prof profi
 		return drainResult{}, err
 	}
 	defer p.stop()
-	first, last, done0, err := e.waitDrained(ctx, p, spec.queue(), spec.tasks)
+	var tl *timeline
+	if e.verbose {
+		tl = &timeline{start: start}
+	}
+	first, last, done0, err := e.waitDrained(ctx, p, spec.queue(), spec.tasks, tl)
+	if tl != nil {
+		tl.print(side, spec)
+	}
 	if err != nil {
 		return drainResult{}, fmt.Errorf("%s: %w (log: %s)", side, err, logPath)
 	}
@@ -197,7 +204,7 @@ func (e *env) check(ctx context.Context, side string, spec drainSpec, logPath st
 // (n - done0) / (last - first): the tasks completed after the first sign of
 // life over the time they took, so that the first wave of a high-latency
 // drain, which completes all at once, does not inflate it.
-func (e *env) waitDrained(ctx context.Context, p *workerProc, queue string, n int) (first, last time.Time, done0 int64, err error) {
+func (e *env) waitDrained(ctx context.Context, p *workerProc, queue string, n int, tl *timeline) (first, last time.Time, done0 int64, err error) {
 	key := processedKey(queue)
 	seen, progress := int64(0), time.Now()
 	tick := time.NewTicker(2 * time.Millisecond)
@@ -212,6 +219,9 @@ func (e *env) waitDrained(ctx context.Context, p *workerProc, queue string, n in
 			got, err := e.rdb.Get(ctx, key).Int64()
 			if err != nil && err != redis.Nil {
 				return first, last, 0, err
+			}
+			if tl != nil {
+				tl.add(now, got, e.api.active.Load())
 			}
 			if got > 0 && first.IsZero() {
 				first, done0 = now, got

@@ -32,7 +32,7 @@ func main() {
 	flag.StringVar(&o.doc, "doc", "", "write the results into this Markdown file (its generated section only)")
 	flag.StringVar(&o.profiles, "profiles", "", "profile a zero-latency drain of each worker and keep the pprof -top text in this folder")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary folder (worker logs, raw profiles) and print its path")
-	flag.BoolVar(&o.verbose, "v", false, "print the Redis commands of each run, per task, with the Redis time they took")
+	flag.BoolVar(&o.verbose, "v", false, "print the Redis commands of each run, per task, with the Redis time they took, and each drain's timeline: tasks done and calls at the API per 100 ms")
 	flag.StringVar(&o.vs, "vs", "", "measure a change: run this resendq build in place of the naive worker (its figures show in the naive column)")
 	flag.StringVar(&o.profileFigure, "profile-figure", "zero", "the figure whose drain -profiles profiles: zero, c100 or c400")
 	flag.StringVar(&o.fleetOnly, "fleet-only", "", "comma-separated fleet figures to run, as KEY-WORKERS: fixed-2, adaptive-4, naive-2, outage-2, ... (default: all)")
