@@ -459,13 +459,14 @@ func TestProxyFromEnvironment(t *testing.T) {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
-		w.WriteHeader(http.StatusOK)
-		client, _, err := http.NewResponseController(w).Hijack()
+		client, buffered, err := http.NewResponseController(w).Hijack()
 		if err != nil {
 			_ = upstream.Close()
 			return
 		}
-		go func() { _, _ = io.Copy(upstream, client); _ = upstream.Close() }()
+		_, _ = io.WriteString(client, "HTTP/1.1 200 Connection established\r\n\r\n")
+		// What the client sent may already sit in the server's buffer.
+		go func() { _, _ = io.Copy(upstream, buffered); _ = upstream.Close() }()
 		_, _ = io.Copy(client, upstream)
 		_ = client.Close()
 	}))
