@@ -191,8 +191,9 @@ func checkBaseURL(base string) (*url.URL, error) {
 //     net.Error checks work; its URL is the endpoint's, without the query
 //     (login_url, payload).
 //
-// A call ends at the earlier of ctx's deadline and the client's timeout;
-// cancelling ctx ends it at once. Nothing is retried: a POST may have
+// A call ends at the earlier of ctx's deadline and the client's timeout.
+// Cancelling ctx ends it at once once it has its connection (opening one is
+// bounded by the timeout alone). Nothing is retried: a POST may have
 // reached the API before its connection failed.
 func (c *Client) ResendConfirmation(ctx context.Context, req Request) (status int, err error) {
 	if err := ctx.Err(); err != nil {
@@ -222,8 +223,9 @@ func (c *Client) ResendConfirmation(ctx context.Context, req Request) (status in
 	case err == nil:
 	case errors.Is(err, fasthttp.ErrBodyTooLarge) && status > 0:
 		// The answer came, its body is beyond what is read.
-	case ctx.Err() != nil && cl.cancelled.Load():
-		return 0, c.transportError(fmt.Errorf("%w (%w)", ctx.Err(), err))
+	case cl.cancelled.Load():
+		// Cut short by its context: the connection's error says nothing more.
+		return 0, c.transportError(ctx.Err())
 	case isTimeout(err):
 		return 0, c.transportError(timeoutError{err})
 	default:
