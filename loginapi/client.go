@@ -32,6 +32,10 @@ import (
 // DefaultBaseURL is the API base used when Options.BaseURL is empty.
 const DefaultBaseURL = "https://login.xsolla.com/api"
 
+// ErrProxy is New's error when the proxy of the environment (HTTPS_PROXY,
+// HTTP_PROXY, NO_PROXY) cannot be used, as errors.Is tells.
+var ErrProxy = errors.New("loginapi: the proxy settings (HTTPS_PROXY, HTTP_PROXY, NO_PROXY) cannot be used")
+
 // DefaultTimeout bounds a whole call (connect, send, answer) when
 // Options.Timeout is zero.
 const DefaultTimeout = 10 * time.Second
@@ -140,7 +144,7 @@ func New(opts Options) (*Client, error) {
 	}
 	dial, err := dialer.GetDialFuncForTLS(true, isTLS)
 	if err != nil {
-		return nil, fmt.Errorf("loginapi: proxy settings (HTTPS_PROXY, HTTP_PROXY, NO_PROXY): %w", err)
+		return nil, fmt.Errorf("%w: %w", ErrProxy, err)
 	}
 	c.hc = &fasthttp.HostClient{
 		Addr:                     fasthttp.AddMissingPort(u.Host, isTLS),

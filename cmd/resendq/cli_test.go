@@ -121,6 +121,18 @@ func TestWorkerFlagValidation(t *testing.T) {
 	}
 }
 
+// TestWorkerBadProxyEnvironment: a proxy the Login API client cannot use
+// is named as such, not as a bad --api-base.
+func TestWorkerBadProxyEnvironment(t *testing.T) {
+	srv := redistest.Start(t)
+	t.Setenv("HTTPS_PROXY", "ftp://proxy.example.com")
+	t.Setenv("NO_PROXY", "")
+	r := runCLI(t, nil, "worker", "--redis-url", srv.URL)
+	if r.code != 2 || !strings.Contains(r.stderr, "HTTPS_PROXY") || !strings.Contains(r.stderr, "ftp") || strings.Contains(r.stderr, "--api-base") {
+		t.Errorf("exit %d, stderr %q; want 2 naming HTTPS_PROXY and its scheme", r.code, r.stderr)
+	}
+}
+
 func TestOutcomesListAndStats(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -131,6 +132,9 @@ func (w *workerFlags) build(a *app, rdb redis.UniversalClient) (*workerProc, err
 		Retention: w.retention, Observer: m.observer, Log: a.log,
 	})
 	if err != nil {
+		if errors.Is(err, loginapi.ErrProxy) {
+			return nil, usageErr(err)
+		}
 		return nil, usageErr(fmt.Errorf("--api-base: %w", err))
 	}
 	if err := m.registry.Register(metrics.NewFlowCollector(wk.Limiter.Local)); err != nil {
