@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/url"
 	"strings"
@@ -43,9 +44,10 @@ const DefaultTimeout = 10 * time.Second
 const (
 	endpointPath     = "/user/resend_confirmation_link"
 	defaultUserAgent = "resendq/dev"
-	// maxConns bounds the connections to the API; a call beyond it waits
-	// for one, within its timeout.
-	maxConns = 512
+	// maxConns is no bound in practice: the caller bounds its calls (the
+	// worker, to its --concurrency), and each call in flight needs its own
+	// connection.
+	maxConns = math.MaxInt32
 	// writeBufferSize and readBufferSize are the buffers of one connection
 	// to the API while it is sent or answered. A call is a few hundred bytes
 	// each way, and a worker at concurrency 400 waits on 400 answers at

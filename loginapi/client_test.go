@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -516,6 +517,43 @@ func TestConnectionsReused(t *testing.T) {
 	}
 	if n := conns.Load(); n != 1 {
 		t.Errorf("20 calls opened %d connections, want 1", n)
+	}
+}
+
+// TestManyCallsAtOnce: every call in flight has a connection of its own,
+// beyond net/http's and fasthttp's default of 512 per host.
+func TestManyCallsAtOnce(t *testing.T) {
+	t.Parallel()
+	const n = 600
+	var arrived sync.WaitGroup
+	arrived.Add(n)
+	all := make(chan struct{})
+	go func() { arrived.Wait(); close(all) }()
+	b := setup(t, loginapi.Options{Timeout: time.Minute})
+	b.mux.HandleFunc(apiPath, func(w http.ResponseWriter, r *http.Request) {
+		arrived.Done()
+		select {
+		case <-all: // answered once every call has arrived
+		case <-time.After(30 * time.Second):
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			status, err := b.client.ResendConfirmation(context.Background(), loginapi.Request{ProjectID: testProject, Username: testUser})
+			if err == nil && status != http.StatusNoContent {
+				err = fmt.Errorf("status %d", status)
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatalf("a call of %d at once: %v", n, err)
+		}
 	}
 }
 
