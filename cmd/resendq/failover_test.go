@@ -377,6 +377,9 @@ func TestEnqueueFailsFastWhenRedisIsDown(t *testing.T) {
 			if r.code != 1 || !strings.Contains(r.stderr, "cannot reach Redis") || r.took > 10*time.Second {
 				t.Errorf("single enqueue %+v; want exit 1 within seconds, saying Redis cannot be reached", r)
 			}
+			if name == "GoneSentinel" && !strings.Contains(r.stderr, "no answer within 5s from the Sentinels") {
+				t.Errorf("single enqueue through a gone Sentinel: %q; want it to say no Sentinel answered", r.stderr)
+			}
 			r = runBinary(t, "enqueue", "--redis-url", url, "--project-id", testProject, "--file", file)
 			if r.code != 2 || !strings.Contains(r.stderr, "cannot reach Redis") || !strings.Contains(r.stderr, "nothing was enqueued") || r.took > 10*time.Second {
 				t.Errorf("batch enqueue %+v; want exit 2 within seconds, saying Redis cannot be reached", r)

@@ -110,13 +110,28 @@ func (r *redisFlags) connect(ctx context.Context, poolSize int) (redis.Universal
 	if err != nil {
 		return nil, usageErr(fmt.Errorf("--redis-url: %w", err))
 	}
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	pctx, cancel := context.WithTimeout(ctx, pingTimeout)
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {
 		rdb.Close()
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			err = noAnswer(r.url)
+		}
 		return nil, fmt.Errorf("cannot reach Redis at %s: %v", redisurl.Redact(r.url), err)
 	}
 	return rdb, nil
+}
+
+// pingTimeout bounds the PING a command starts with.
+const pingTimeout = 5 * time.Second
+
+// noAnswer is what a PING that timed out means: go-redis keeps trying
+// until then and leaves only "context deadline exceeded".
+func noAnswer(rawURL string) error {
+	if strings.HasPrefix(strings.ToLower(rawURL), "redis-sentinel:") {
+		return fmt.Errorf("no answer within %s from the Sentinels, or from the master they name", pingTimeout)
+	}
+	return fmt.Errorf("no answer within %s", pingTimeout)
 }
 
 // redactURL hides the password of a URL.
