@@ -28,6 +28,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpproxy"
+	"golang.org/x/net/http/httpproxy"
 )
 
 // DefaultBaseURL is the API base used when Options.BaseURL is empty.
@@ -55,6 +56,11 @@ const (
 	// read again in a buffer of maxHeaderBytes.
 	writeBufferSize = 512
 	readBufferSize  = 1 << 10
+	// maxIdle is how long a connection may wait unused for its next call.
+	// Unlike net/http's, fasthttp's pool does not read idle connections, so
+	// it learns that the server closed one only when a call fails on it;
+	// servers close idle connections after 5s (Node.js) to 75s (nginx).
+	maxIdle = 4 * time.Second
 	// maxHeaderBytes is the most of a response's headers read.
 	maxHeaderBytes = 64 << 10
 	// maxBodyBytes is the most of a response body read: past it, an
@@ -144,6 +150,9 @@ func New(opts Options) (*Client, error) {
 		TCPDialer:     fasthttp.TCPDialer{DisableDNSResolution: true},
 		DialDualStack: true, Timeout: c.timeout, ConnectTimeout: c.timeout,
 	}
+	if err := checkProxy(u); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrProxy, err)
+	}
 	dial, err := dialer.GetDialFuncForTLS(true, isTLS)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrProxy, err)
@@ -157,6 +166,7 @@ func New(opts Options) (*Client, error) {
 		MaxConns:                 maxConns,
 		MaxConnWaitTimeout:       c.timeout,
 		ConnPoolStrategy:         fasthttp.LIFO,
+		MaxIdleConnDuration:      maxIdle,
 		ReadBufferSize:           readBufferSize,
 		WriteBufferSize:          writeBufferSize,
 		MaxResponseBodySize:      maxBodyBytes,
@@ -166,6 +176,21 @@ func New(opts Options) (*Client, error) {
 		SecureErrorLogMessage: true,
 	}
 	return c, nil
+}
+
+// checkProxy checks the environment's proxy for the endpoint at u now,
+// rather than at every call's dial.
+func checkProxy(u *url.URL) error {
+	p, err := httpproxy.FromEnvironment().ProxyFunc()(u)
+	switch {
+	case err != nil:
+		return err
+	case p == nil:
+		return nil
+	case p.Scheme != "http" && p.Scheme != "socks5" && p.Scheme != "socks5h":
+		return fmt.Errorf("proxy scheme %q: want http, socks5 or socks5h", p.Scheme)
+	}
+	return nil
 }
 
 func checkBaseURL(base string) (*url.URL, error) {
@@ -182,6 +207,8 @@ func checkBaseURL(base string) (*url.URL, error) {
 		return nil, fmt.Errorf("loginapi: base URL %q must not have a query or fragment", base)
 	case u.User != nil:
 		return nil, fmt.Errorf("loginapi: base URL %q must not hold credentials", base)
+	case strings.ContainsFunc(base, func(r rune) bool { return r <= ' ' || r == 0x7f }):
+		return nil, fmt.Errorf("loginapi: base URL %q must not hold spaces or control characters (escape them)", base)
 	}
 	return u, nil
 }
@@ -232,7 +259,9 @@ func (c *Client) ResendConfirmation(ctx context.Context, req Request) (status in
 	case cl.cancelled.Load():
 		// Cut short by its context: the connection's error says nothing more.
 		return 0, c.transportError(ctx.Err())
-	case isTimeout(err):
+	case isTimeout(err) || !time.Now().Before(deadline):
+		// Past the deadline, whatever the error: some of fasthttp's (a
+		// broken chunk) hide the connection's timeout.
 		return 0, c.transportError(timeoutError{err})
 	default:
 		return 0, c.transportError(err)
@@ -281,6 +310,14 @@ func (t *transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 		cl.cancelled.Store(true)
 		_ = conn.SetDeadline(time.Unix(1, 0))
 	})
+	if cl.ctx.Err() != nil {
+		// Ended while the connection was taken or opened: AfterFunc's
+		// function may not have run yet, so send nothing.
+		stop()
+		cl.cancelled.Store(true)
+		hc.CloseConn(cc)
+		return false, cl.ctx.Err()
+	}
 	bw := hc.AcquireWriter(conn)
 	err = req.Write(bw)
 	if err == nil {
@@ -293,14 +330,21 @@ func (t *transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 		err = resp.ReadLimitBody(br, hc.MaxResponseBodySize)
 		var small *fasthttp.ErrSmallBuffer
 		if errors.As(err, &small) {
-			// Headers longer than the connection's read buffer (which
-			// fasthttp needs whole in it): read them again in a larger
-			// one, starting with what the small one holds.
-			read, _ := br.Peek(br.Buffered())
-			large := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(read)), conn), maxHeaderBytes)
-			resp.Reset()
-			err = resp.ReadLimitBody(large, hc.MaxResponseBodySize)
 			reuse = false
+			read, _ := br.Peek(br.Buffered())
+			switch {
+			case bytes.HasPrefix(bytes.TrimLeft(read, "\r\n"), []byte("HTTP/")):
+				// Headers longer than the connection's read buffer (which
+				// fasthttp needs whole in it): read them again in a larger
+				// one, starting with what the small one holds.
+				large := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(read)), conn), maxHeaderBytes)
+				resp.Reset()
+				err = resp.ReadLimitBody(large, hc.MaxResponseBodySize)
+			case resp.StatusCode() > 0:
+				// Trailers that long, after the status, headers and body:
+				// the answer is in.
+				err = nil
+			}
 		}
 		hc.ReleaseReader(br)
 	}

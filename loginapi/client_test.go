@@ -81,7 +81,7 @@ func TestNewBaseURL(t *testing.T) {
 			t.Errorf("New(%q): %v", base, err)
 		}
 	}
-	bad := []string{"login.xsolla.com/api", "/api", "ftp://h/api", "https://", "https://h/api?x=1", "https://h/api#f", "://bad", "https://user:secret@h/api"}
+	bad := []string{"login.xsolla.com/api", "/api", "ftp://h/api", "https://", "https://h/api?x=1", "https://h/api#f", "://bad", "https://user:secret@h/api", "https://h/a b"}
 	for _, base := range bad {
 		_, err := loginapi.New(loginapi.Options{BaseURL: base})
 		if err == nil || !strings.Contains(err.Error(), "base URL") {
@@ -444,17 +444,86 @@ func TestHTTPS(t *testing.T) {
 // call goes through the proxy's CONNECT tunnel to a host only the proxy
 // can resolve.
 func TestProxyFromEnvironment(t *testing.T) {
-	api := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	p := startProxiedAPI(t, true, 0)
+	if status, err := call(t, p.client, loginapi.Request{}); status != http.StatusNoContent || err != nil {
+		t.Fatalf("got (%d, %v), want (204, nil) through the proxy", status, err)
+	}
+	if host := <-p.tunnels; host != "login.api.test:443" {
+		t.Errorf("tunnel to %q", host)
+	}
+}
+
+// TestCancelledWhileConnecting: a call whose context ends while its
+// connection is being opened (here, a proxy slow to answer CONNECT) sends
+// nothing once it has the connection.
+func TestCancelledWhileConnecting(t *testing.T) {
+	p := startProxiedAPI(t, false, 300*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-p.tunnels; time.Sleep(50 * time.Millisecond); cancel() }()
+	status, err := p.client.ResendConfirmation(ctx, loginapi.Request{ProjectID: testProject, Username: testUser})
+	if status != 0 || !errors.Is(err, context.Canceled) {
+		t.Fatalf("got (%d, %v), want (0, context.Canceled)", status, err)
+	}
+	// Its connection closed, the tunnel ends, and then the API's side:
+	// anything sent through it has been answered by then.
+	select {
+	case <-p.closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the API's connection through the proxy did not end")
+	}
+	if n := p.calls.Load(); n != 0 {
+		t.Errorf("the API got %d calls from a call cancelled before it was sent", n)
+	}
+}
+
+// TestProxySchemeChecked: a proxy scheme the client cannot speak is an
+// error of New, even where NO_PROXY leaves the choice to each call.
+func TestProxySchemeChecked(t *testing.T) {
+	t.Setenv("HTTPS_PROXY", "https://proxy.example.com")
+	t.Setenv("NO_PROXY", "internal.example.com")
+	_, err := loginapi.New(loginapi.Options{BaseURL: "https://login.api.test/api"})
+	if !errors.Is(err, loginapi.ErrProxy) || !strings.Contains(err.Error(), `"https"`) {
+		t.Fatalf("New = %v, want ErrProxy naming the scheme", err)
+	}
+}
+
+// proxiedAPI is a Login API double, on TLS or plain HTTP, reached through a
+// CONNECT proxy set in HTTPS_PROXY and HTTP_PROXY (so: no t.Parallel), as
+// login.api.test, a name only the proxy resolves.
+type proxiedAPI struct {
+	client  *loginapi.Client
+	tunnels chan string   // the host of each CONNECT
+	calls   *atomic.Int32 // calls the API got
+	closed  chan struct{} // a connection of the API's ended, its calls answered
+}
+
+func startProxiedAPI(t *testing.T, useTLS bool, connectDelay time.Duration) proxiedAPI {
+	t.Helper()
+	p := proxiedAPI{tunnels: make(chan string, 1), calls: new(atomic.Int32), closed: make(chan struct{}, 8)}
+	api := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.calls.Add(1)
 		w.WriteHeader(http.StatusNoContent)
 	}))
+	api.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			p.closed <- struct{}{}
+		}
+	}
+	base, host := "http://login.api.test/api", "login.api.test:80"
+	if useTLS {
+		api.StartTLS()
+		base, host = "https://login.api.test/api", "login.api.test:443"
+	} else {
+		api.Start()
+	}
 	t.Cleanup(api.Close)
-	tunnels := make(chan string, 1)
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodConnect || r.Host != "login.api.test:443" {
+		if r.Method != http.MethodConnect || r.Host != host {
 			http.Error(w, "unexpected "+r.Method+" "+r.Host, http.StatusBadGateway)
 			return
 		}
-		tunnels <- r.Host
+		p.tunnels <- r.Host
+		time.Sleep(connectDelay)
 		upstream, err := net.Dial("tcp", api.Listener.Addr().String())
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
@@ -473,22 +542,59 @@ func TestProxyFromEnvironment(t *testing.T) {
 	}))
 	t.Cleanup(proxy.Close)
 	t.Setenv("HTTPS_PROXY", proxy.URL)
+	t.Setenv("HTTP_PROXY", proxy.URL)
 	t.Setenv("NO_PROXY", "")
-	roots := x509.NewCertPool()
-	roots.AddCert(api.Certificate())
-	// httptest's certificate is for example.com, so name it.
-	c, err := loginapi.New(loginapi.Options{
-		BaseURL:   "https://login.api.test/api",
-		TLSConfig: &tls.Config{RootCAs: roots, ServerName: "example.com"},
-	})
+	opts := loginapi.Options{BaseURL: base}
+	if useTLS {
+		roots := x509.NewCertPool()
+		roots.AddCert(api.Certificate())
+		// httptest's certificate is for example.com, so name it.
+		opts.TLSConfig = &tls.Config{RootCAs: roots, ServerName: "example.com"}
+	}
+	c, err := loginapi.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if status, err := call(t, c, loginapi.Request{}); status != http.StatusNoContent || err != nil {
-		t.Fatalf("got (%d, %v), want (204, nil) through the proxy", status, err)
+	p.client = c
+	return p
+}
+
+// TestLongTrailers: trailers longer than the read buffer, after a 2xx and
+// its body, leave the answer a 2xx.
+func TestLongTrailers(t *testing.T) {
+	t.Parallel()
+	b := setup(t, loginapi.Options{})
+	b.mux.HandleFunc(apiPath, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Trace")
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, "{}")
+		w.Header().Set("X-Trace", strings.Repeat("t", 2000))
+	})
+	if status, err := call(t, b.client, loginapi.Request{}); status != http.StatusOK || err != nil {
+		t.Fatalf("got (%d, %v), want (200, nil)", status, err)
 	}
-	if host := <-tunnels; host != "login.api.test:443" {
-		t.Errorf("tunnel to %q", host)
+}
+
+// TestTimeoutInsideABrokenChunk: a deadline that strikes inside a chunked
+// body is still a timeout (fasthttp's own error for it hides that).
+func TestTimeoutInsideABrokenChunk(t *testing.T) {
+	t.Parallel()
+	b := setup(t, loginapi.Options{Timeout: 100 * time.Millisecond})
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	b.mux.HandleFunc(apiPath, func(w http.ResponseWriter, r *http.Request) {
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		_, _ = io.WriteString(conn, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r")
+		<-release
+	})
+	status, err := call(t, b.client, loginapi.Request{})
+	var ne net.Error
+	if status != 0 || !errors.Is(err, context.DeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("got (%d, %v), want (0, a timeout)", status, err)
 	}
 }
 
