@@ -98,11 +98,16 @@ func startWorkerWith(t *testing.T, logs *lockedBuffer, args ...string) *exec.Cmd
 // drain and the extra ones, then checks that the API was called for every
 // one of them, and called twice for no more users than were in flight or
 // being recorded (the worker's slots and the acks it holds).
+//
+// It waits up to 150s: a task whose run ended while Redis was away, its
+// answer to asynq (done, retry) lost, stays active until asynq's recoverer
+// hands it back, once its lease (30s) has been expired for 30s, at its next
+// round (every minute): up to two minutes after the task was taken.
 func (d *drain) waitAllSent(t *testing.T, rdb redis.UniversalClient, extra ...string) {
 	t.Helper()
 	store := outcome.NewStore(rdb, outcome.Options{})
 	want := int64(drainUsers + len(extra))
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(150 * time.Second)
 	for {
 		st, err := store.Stats(context.Background())
 		if err == nil && st.Sent >= want {
@@ -110,7 +115,7 @@ func (d *drain) waitAllSent(t *testing.T, rdb redis.UniversalClient, extra ...st
 		}
 		if time.Now().After(deadline) {
 			info, qerr := asynq.NewInspectorFromRedisClient(rdb).GetQueueInfo(tasks.QueueSignup)
-			t.Fatalf("after 90s, %d of %d resends sent (stats %+v, %v); the signup queue: %+v, %v; the API had %d calls",
+			t.Fatalf("after 150s, %d of %d resends sent (stats %+v, %v); the signup queue: %+v, %v; the API had %d calls",
 				st.Sent, want, st, err, info, qerr, d.api.Total())
 		}
 		time.Sleep(50 * time.Millisecond)
