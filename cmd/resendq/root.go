@@ -128,7 +128,7 @@ const pingTimeout = 5 * time.Second
 // noAnswer is what a PING that timed out means: go-redis keeps trying
 // until then and leaves only "context deadline exceeded".
 func noAnswer(rawURL string) error {
-	if strings.HasPrefix(strings.ToLower(rawURL), "redis-sentinel:") {
+	if redisurl.IsSentinel(rawURL) {
 		return fmt.Errorf("no answer within %s from the Sentinels, or from the master they name", pingTimeout)
 	}
 	return fmt.Errorf("no answer within %s", pingTimeout)

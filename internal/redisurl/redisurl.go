@@ -162,6 +162,13 @@ func clusterOptions(u *url.URL, opts Options) (*redis.ClusterOptions, error) {
 	return o, nil
 }
 
+// IsSentinel reports whether rawURL names a master through Sentinels
+// (redis-sentinel://).
+func IsSentinel(rawURL string) bool {
+	u, err := parseURL(rawURL)
+	return err == nil && u.Scheme == "redis-sentinel"
+}
+
 // parseURL is url.Parse, but for a list of hosts where some have no port
 // (a,b:7000,c), which url.Parse takes for a bad port.
 func parseURL(rawURL string) (*url.URL, error) {

@@ -192,3 +192,17 @@ func TestOpenCluster(t *testing.T) {
 		}
 	}
 }
+
+func TestIsSentinel(t *testing.T) {
+	for raw, want := range map[string]bool{
+		"redis-sentinel://a:26379,b?master=m": true,
+		"REDIS-SENTINEL://a?master=m":         true,
+		"redis://a:6379/0":                    false,
+		"redis-cluster://a,b":                 false,
+		"::nonsense":                          false,
+	} {
+		if got := IsSentinel(raw); got != want {
+			t.Errorf("IsSentinel(%q) = %v, want %v", raw, got, want)
+		}
+	}
+}
