@@ -41,7 +41,7 @@ func holdWrites(p *pipeline) (*heldWrites, func()) {
 // email went out gives its asynq slot to the next task without waiting for
 // its outcome record, but asynq's ack of the task (off the active list,
 // counted processed) waits for the record. At a concurrency of 1 the worker
-// has two asynq slots and holds one ack at most (Prefetch(1)): three tasks
+// has two asynq slots and holds one ack at most (HeldAcks(1)): three tasks
 // are called while the records wait, the first one's ack held, the other
 // two waiting for their records in their slots. Each is still active in
 // Redis, with its lease, as a task in flight is: a worker that died then
@@ -110,7 +110,7 @@ func TestShutdownWaitsForHeldAcks(t *testing.T) {
 	t.Parallel()
 	p := newPipeline(t, redistest.Start, func(o *Options) { o.Concurrency = 30 })
 	_, let := holdWrites(p)
-	const n = 3 // Prefetch(30): every ack is held
+	const n = 3 // HeldAcks(30): every ack is held
 	for i := range n {
 		p.enqueue(t, fmt.Sprintf("user%d@example.com", i))
 	}

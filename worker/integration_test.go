@@ -299,8 +299,8 @@ func TestSlotsAreSharedAmongAsynqServers(t *testing.T) {
 		}
 	}
 	sort.Ints(got)
-	if fmt.Sprint(got) != "[13 14 14 14]" {
-		t.Errorf("slots per server %v, want the 55 slots (50 calls + 5 ready) in four shares", got)
+	if fmt.Sprint(got) != "[15 15 15 15]" {
+		t.Errorf("slots per server %v, want the 60 slots (50 calls + 10 ready) in four shares", got)
 	}
 	for c, want := range map[int]int{1: 1, 20: 1, 24: 2, 50: 4, 400: 4} {
 		if n := ProcessorsFor(c); n != want {

@@ -84,7 +84,7 @@ type Config struct {
 //     wait for a call to end rather than a call for a task.
 //   - A task whose email went out gives its slot up before its outcome
 //     record is written; asynq's ack of it waits for the record (ackGate),
-//     for at most Prefetch(Concurrency) tasks at once.
+//     for at most HeldAcks(Concurrency) tasks at once.
 type Server struct {
 	srvs    []*asynq.Server
 	dequeue *dequeuer // what the asynq servers take tasks on
@@ -126,7 +126,7 @@ func NewServer(rdb redis.UniversalClient, h *Handler, cfg Config) *Server {
 	poll := orDur(cfg.PollInterval, DefaultPollInterval)
 	s.dequeue = newDequeuer(rdb, min(emptyQueueRecheck, poll), poll/2, dequeueBatch)
 	if _, ok := h.Outcomes.(GroupOutcomes); ok {
-		h.acks = newAckGate(rdb, Prefetch(calls), func(err error) {
+		h.acks = newAckGate(rdb, HeldAcks(calls), func(err error) {
 			cfg.Logger.WithError(err).Warn("a task's ack failed after its outcome was written; asynq runs it again once its lease expires, and that run finds the email sent")
 		})
 		s.dequeue.acks = h.acks
@@ -177,10 +177,19 @@ func ProcessorsFor(concurrency int) int {
 }
 
 // Prefetch is how many tasks a worker holds beyond its Concurrency: a
-// tenth, at least one. They wait for a call to finish, so that the next
-// call starts at once instead of after a round trip to Redis; the Login API
-// never sees more than Concurrency calls at once.
-func Prefetch(concurrency int) int { return max(1, concurrency/10) }
+// fifth, at least one. They wait for a call to finish, so that the next
+// call starts at once instead of after a round trip to Redis, and a stall
+// of the slots' turnover (a slow round trip, a busy core) is absorbed for
+// the time a fifth of the calls take to end (docs/BENCHMARKS.md); the Login
+// API never sees more than Concurrency calls at once.
+func Prefetch(concurrency int) int { return max(1, concurrency/5) }
+
+// HeldAcks is how many sent tasks at most a worker lets give their slots up
+// before their outcome records are written (ackGate): a tenth of its
+// Concurrency, at least one. After a crash, asynq runs them again with the
+// tasks of its slots, so the calls a crash can repeat are at most
+// Concurrency + Prefetch + HeldAcks.
+func HeldAcks(concurrency int) int { return max(1, concurrency/10) }
 
 const (
 	slotsPerProcessor = 12

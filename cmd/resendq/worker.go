@@ -42,7 +42,7 @@ type workerFlags struct {
 
 func (w *workerFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&w.apiBase, "api-base", loginapi.DefaultBaseURL, "base URL of the Login API")
-	fs.IntVar(&w.concurrency, "concurrency", worker.DefaultConcurrency, "calls to the Login API in flight at once (a tenth more tasks wait ready)")
+	fs.IntVar(&w.concurrency, "concurrency", worker.DefaultConcurrency, "calls to the Login API in flight at once (a fifth more tasks wait ready)")
 	fs.IntVar(&w.maxAttempts, "max-attempts", worker.DefaultMaxAttempts, fmt.Sprintf("calls ending in 5xx, 408, timeout or connection error before a task is dead-lettered as exhausted (1-%d); 429s do not count", tasks.MaxRetry))
 	fs.DurationVar(&w.httpTimeout, "http-timeout", loginapi.DefaultTimeout, "timeout of one call to the Login API")
 	fs.DurationVar(&w.backoffInitial, "backoff-initial", time.Second, "first retry delay; doubled on each retry, with jitter")
