@@ -40,7 +40,7 @@ func (r *results) table() string {
 		if l := spec.limit(); l > 0 {
 			lr := row{
 				figure: fmt.Sprintf("… as a share of the Little's-law limit (%d / %s = %.0f tasks/s)", spec.concurrency, ms(spec.latency), l),
-				ours:   fmt.Sprintf("%.2f", o/l), naive: fmt.Sprintf("%.2f", n/l),
+				ours:   fmt.Sprintf("%.3f", o/l), naive: fmt.Sprintf("%.3f", n/l), // three decimals: 0.945 is not 0.95
 			}
 			switch spec.key {
 			case "c100":
