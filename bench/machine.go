@@ -21,6 +21,9 @@ type machine struct {
 	goVer  string
 	redis  string
 	load   string
+	// neighbour is the share of one core a busy neighbour took over the
+	// runs (-neighbour); 0: none.
+	neighbour float64
 }
 
 func describeMachine(ctx context.Context, rdb *redis.Client) machine {
@@ -60,6 +63,15 @@ func describeMachine(ctx context.Context, rdb *redis.Client) machine {
 }
 
 func (m machine) text() string {
-	return fmt.Sprintf("machine: %d cores (%s), %s, %s; %s; %s; load average %s before the runs; %s",
-		m.cpus, m.model, m.memory, m.kernel, m.goVer, m.redis, m.load, m.date)
+	return fmt.Sprintf("machine: %d cores (%s), %s, %s; %s; %s; load average %s before the runs%s; %s",
+		m.cpus, m.model, m.memory, m.kernel, m.goVer, m.redis, m.load, m.neighbourText(), m.date)
+}
+
+// neighbourText says, when -neighbour was set, what the runs shared the
+// machine with.
+func (m machine) neighbourText() string {
+	if m.neighbour == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", beside a busy neighbour taking %g of one core (-neighbour)", m.neighbour)
 }

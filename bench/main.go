@@ -38,7 +38,12 @@ func main() {
 	flag.StringVar(&o.fleetOnly, "fleet-only", "", "comma-separated fleet figures to run, as KEY-WORKERS: fixed-2, adaptive-4, naive-2, outage-2, ... (default: all)")
 	flag.IntVar(&o.fleetTasks, "fleet-tasks", 0, "tasks of each fleet figure (default 2000; 300 with -quick)")
 	flag.Float64Var(&o.fleetLimit, "fleet-limit", 0, "the API's limit in the fleet figures, calls per second (default 50)")
+	flag.Float64Var(&o.neighbour, "neighbour", 0, "run every figure beside a busy neighbour: a process keeping this share of one core busy (0.5: busy 5 ms in every 10 ms)")
+	busyShare := flag.Float64("busy", 0, "be the busy neighbour of -neighbour (internal)")
 	flag.Parse()
+	if *busyShare > 0 {
+		busy(*busyShare)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, o); err != nil {

@@ -307,10 +307,10 @@ func (r *results) markdown() string {
 	b.WriteString("## Worker: results\n\n")
 	m := r.machine
 	fmt.Fprintf(&b, "Measured %s with `make bench` on %d cores (%s), %s of memory, %s; %s, %s. "+
-		"Load average before the runs: %s (a shared machine: compare the ratios, not the absolute figures). "+
+		"Load average before the runs: %s%s (a shared machine: compare the ratios, not the absolute figures). "+
 		"Each figure is the median of %d runs, the two workers alternating which goes first; "+
 		"each ratio is the median of the ratios taken within one run.\n\n",
-		m.date, m.cpus, m.model, m.memory, m.kernel, m.goVer, m.redis, m.load, r.runs)
+		m.date, m.cpus, m.model, m.memory, m.kernel, m.goVer, m.redis, m.load, m.neighbourText(), r.runs)
 	b.WriteString(r.table())
 	if ft := r.fleetTable(); ft != "" {
 		fmt.Fprintf(&b, "\n## Flow control: results\n\n"+

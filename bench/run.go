@@ -26,6 +26,7 @@ type options struct {
 	fleetOnly     string
 	fleetTasks    int
 	fleetLimit    float64
+	neighbour     float64 // share of one core a busy neighbour takes, when set
 }
 
 // The figures of the suite, full size and quick.
@@ -94,11 +95,19 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer cleanup()
+	if o.neighbour != 0 {
+		stop, err := startNeighbour(o.neighbour)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	res := &results{
 		machine: describeMachine(ctx, e.rdb), runs: o.runs, quick: o.quick,
 		drain: map[string]map[string][]drainResult{}, enqueue: map[string][]float64{}, rows: rows,
 		latencies: map[string][]latencyResult{}, idleRates: map[string][]float64{}, fleetRuns: map[string][]fleetResult{}, http: map[string][]float64{},
 	}
+	res.machine.neighbour = o.neighbour
 	fmt.Println(res.machine.text())
 	for _, spec := range drains {
 		if !want(spec.key) {

@@ -13,7 +13,8 @@
 # that POSTs the same request and writes a result), then runs the driver
 # (bench/), which starts its own throw-away redis-server and a local 204 Login
 # API, and drains pre-filled queues with each worker in turn. Driver flags:
-# `go run ./bench -h` (e.g. -runs 7, -only zero,c400, -vs OTHER_BUILD).
+# `go run ./bench -h` (e.g. -runs 7, -only zero,c400, -vs OTHER_BUILD,
+# -neighbour 0.5 to run beside a process keeping half a core busy).
 #
 # Needs go and redis-server (RESENDQ_REDIS_SERVER or PATH; installed here if
 # missing, as `make test` does).
