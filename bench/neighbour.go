@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -28,6 +29,8 @@ func startNeighbour(share float64) (stop func(), err error) {
 	}
 	cmd := exec.Command(self, "-busy", strconv.FormatFloat(share, 'f', -1, 64))
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	// Killed with the driver, even by SIGKILL: no spinning orphan.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start the busy neighbour: %w", err)
 	}
